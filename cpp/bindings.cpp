@@ -1,0 +1,195 @@
+// lstmcpp._core: the only file that knows Python. It converts arrays, checks their shapes
+// (so the core is never handed a buffer of the wrong size, even when _core is called
+// directly), allocates the outputs, and releases the GIL around each call into the core.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "blas.h"
+#include "kernels.h"
+#include "lstm.h"
+
+namespace py = pybind11;
+using lstmcpp::Cache;
+using lstmcpp::Config;
+using lstmcpp::Model;
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
+using Lengths = py::array_t<int32_t, py::array::c_style>;
+
+std::string shape_of(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t k = 0; k < a.ndim(); ++k) s += (k ? ", " : "") + std::to_string(a.shape(k));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+std::string shape_of(const std::vector<int64_t>& dims) {
+    std::string s = "(";
+    for (size_t k = 0; k < dims.size(); ++k) s += (k ? ", " : "") + std::to_string(dims[k]);
+    return s + (dims.size() == 1 ? ",)" : ")");
+}
+
+void require_shape(const py::array& a, const std::vector<int64_t>& dims, const char* name) {
+    bool ok = a.ndim() == static_cast<py::ssize_t>(dims.size());
+    for (size_t k = 0; ok && k < dims.size(); ++k) ok = a.shape(k) == dims[k];
+    if (!ok)
+        throw py::value_error(std::string(name) + ": expected shape " + shape_of(dims) +
+                              ", got " + shape_of(a));
+}
+
+template <class T>
+const T* data_or_null(const std::optional<Array<T>>& a) {
+    return a ? a->data() : nullptr;
+}
+
+template <class T>
+void bind_model(py::module_& m, const char* model_name, const char* cache_name) {
+    using M = Model<T>;
+    using C = Cache<T>;
+
+    py::class_<C>(m, cache_name, "What forward keeps for backward (opaque).")
+        .def_property_readonly("model_id", [](const C& c) { return c.model_id; })
+        .def_property_readonly("steps", [](const C& c) { return c.steps; })
+        .def_property_readonly("batch", [](const C& c) { return c.batch; });
+
+    py::class_<M>(m, model_name, "The C++ LSTM: flat parameters and gradients, forward, backward.")
+        .def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers,
+                         int64_t proj_size, bool bias, bool bidirectional, bool peepholes,
+                         double cell_clip, double proj_clip) {
+                 Config c;
+                 c.input_size = input_size;
+                 c.hidden_size = hidden_size;
+                 c.num_layers = num_layers;
+                 c.proj_size = proj_size;
+                 c.bias = bias;
+                 c.bidirectional = bidirectional;
+                 c.peepholes = peepholes;
+                 c.cell_clip = cell_clip;
+                 c.proj_clip = proj_clip;
+                 return new M(c);
+             }),
+             py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1,
+             py::arg("proj_size") = 0, py::arg("bias") = true, py::arg("bidirectional") = false,
+             py::arg("peepholes") = false, py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0)
+        .def_property_readonly("id", &M::id)
+        .def("layout",
+             [](const M& self) {
+                 py::list out;
+                 for (const auto& e : self.layout())
+                     out.append(py::make_tuple(e.name, py::tuple(py::cast(e.shape)), e.offset));
+                 return out;
+             },
+             "[(name, shape, offset)] of every parameter in the flat buffer, PyTorch's order.")
+        // Views of the model's own memory; the view keeps the model alive.
+        .def_property_readonly("params", [](py::object self) {
+            M& model = self.cast<M&>();
+            return Array<T>({model.num_params()}, {sizeof(T)}, model.params(), self);
+        })
+        .def_property_readonly("grads", [](py::object self) {
+            M& model = self.cast<M&>();
+            return Array<T>({model.num_params()}, {sizeof(T)}, model.grads(), self);
+        })
+        .def(
+            "forward",
+            [](const M& self, const Array<T>& x, const std::optional<Array<T>>& h0,
+               const std::optional<Array<T>>& c0, const std::optional<Lengths>& lengths,
+               const std::vector<Array<T>>& dropout_masks, bool keep_cache) {
+                const Config& c = self.config();
+                const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size,
+                              P = c.output_size();
+                if (x.ndim() != 3) throw py::value_error("x: expected shape (T, B, " + std::to_string(c.input_size) + "), got " + shape_of(x));
+                const int64_t steps = x.shape(0), B = x.shape(1);
+                require_shape(x, {steps, B, c.input_size}, "x");
+                if (h0) require_shape(*h0, {D * L, B, P}, "h0");
+                if (c0) require_shape(*c0, {D * L, B, H}, "c0");
+                if (lengths) require_shape(*lengths, {B}, "lengths");
+                std::vector<const T*> masks;
+                for (const auto& mask : dropout_masks) {
+                    require_shape(mask, {steps, B, D * P}, "dropout mask");
+                    masks.push_back(mask.data());
+                }
+                Array<T> y({steps, B, D * P}), h_n({D * L, B, P}), c_n({D * L, B, H});
+                std::unique_ptr<C> cache(keep_cache ? new C() : nullptr);
+                {
+                    py::gil_scoped_release release;
+                    self.forward(y.mutable_data(), h_n.mutable_data(), c_n.mutable_data(),
+                                 cache.get(), x.data(), data_or_null(h0), data_or_null(c0),
+                                 lengths ? lengths->data() : nullptr, masks, steps, B);
+                }
+                py::object cache_obj = cache ? py::cast(std::move(cache)) : py::none();
+                return py::make_tuple(y, h_n, c_n, cache_obj);
+            },
+            py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
+            py::arg("lengths") = py::none(), py::arg("dropout_masks") = std::vector<Array<T>>{},
+            py::arg("keep_cache") = false)
+        .def(
+            "backward",
+            [](M& self, const C& cache, const Array<T>& dy, const std::optional<Array<T>>& dh_n,
+               const std::optional<Array<T>>& dc_n) {
+                const Config& c = self.config();
+                const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size,
+                              P = c.output_size(), steps = cache.steps, B = cache.batch;
+                if (cache.model_id != self.id())
+                    throw py::value_error("cache: it was made by another model's forward");
+                require_shape(dy, {steps, B, D * P}, "dy");
+                if (dh_n) require_shape(*dh_n, {D * L, B, P}, "dh_n");
+                if (dc_n) require_shape(*dc_n, {D * L, B, H}, "dc_n");
+                Array<T> dx({steps, B, c.input_size}), dh0({D * L, B, P}), dc0({D * L, B, H});
+                {
+                    py::gil_scoped_release release;
+                    self.backward(dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(), cache,
+                                  dy.data(), data_or_null(dh_n), data_or_null(dc_n));
+                }
+                return py::make_tuple(dx, dh0, dc0);
+            },
+            py::arg("cache"), py::arg("dy"), py::arg("dh_n") = py::none(),
+            py::arg("dc_n") = py::none());
+}
+
+template <class F>
+py::array_t<float> apply_f32(const Array<float>& x, F f) {
+    Array<float> y(x.size());
+    f(y.mutable_data(), x.data(), static_cast<int64_t>(x.size()));
+    return y;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "lstmcpp's C++ core (private; use the lstmcpp package).";
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::invalid_argument& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const std::length_error& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        }
+    });
+    bind_model<float>(m, "ModelF32", "CacheF32");
+    bind_model<double>(m, "ModelF64", "CacheF64");
+
+    m.def("set_num_threads", &lstmcpp::set_num_threads, py::arg("n"));
+    m.def("get_num_threads", &lstmcpp::get_num_threads);
+    m.def("isa_in_use", &lstmcpp::isa_in_use);
+    m.def("isa_supported", [](const std::string& name) { return lstmcpp::isa_supported(name.c_str()); });
+    m.def("set_isa", [](const std::string& name) { return lstmcpp::set_isa(name.c_str()); });
+    m.def("blas_config", [] {
+        lstmcpp::blas_init();
+        return std::string(lstmcpp::blas_config());
+    });
+    m.def("sigmoid_f32", [](const Array<float>& x) {
+        return apply_f32(x, lstmcpp::kernels_f32().sigmoid);
+    }, "The float32 kernels' sigmoid, flat (for measuring its error).");
+    m.def("tanh_f32", [](const Array<float>& x) {
+        return apply_f32(x, lstmcpp::kernels_f32().tanh);
+    }, "The float32 kernels' tanh, flat (for measuring its error).");
+}

@@ -1,0 +1,76 @@
+#include "blas.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <climits>
+#include <stdexcept>
+
+#include "parallel.h"
+
+extern "C" char* scipy_openblas_get_config(void);
+
+namespace lstmcpp {
+
+namespace {
+
+blasint checked(int64_t n) {
+    if (n < 0 || n > INT_MAX) throw std::length_error("lstmcpp: matrix dimension exceeds the BLAS's 32-bit index");
+    return static_cast<blasint>(n);
+}
+
+CBLAS_TRANSPOSE op(bool trans) { return trans ? CblasTrans : CblasNoTrans; }
+
+}  // namespace
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    scipy_cblas_sgemm(CblasRowMajor, op(ta), op(tb), checked(M), checked(N), checked(K), alpha,
+                      A, checked(lda), B, checked(ldb), beta, C, checked(ldc));
+}
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+          int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    scipy_cblas_dgemm(CblasRowMajor, op(ta), op(tb), checked(M), checked(N), checked(K), alpha,
+                      A, checked(lda), B, checked(ldb), beta, C, checked(ldc));
+}
+
+template <class T>
+void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha,
+                   const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+    // Below about a million multiply-adds a second thread costs more than it saves.
+    if (threads <= 1 || double(M) * double(N) * double(K) < 1e6) {
+        gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    bool split_rows = M >= N;
+#pragma omp parallel num_threads(threads)
+    {
+        DenormalsAreZero daz;
+        Range r = split(split_rows ? M : N, omp_get_num_threads(), omp_get_thread_num(), 16);
+        if (r.size() > 0) {
+            if (split_rows) {
+                const T* A_part = ta ? A + r.begin : A + r.begin * lda;
+                gemm(ta, tb, r.size(), N, K, alpha, A_part, lda, B, ldb, beta, C + r.begin * ldc, ldc);
+            } else {
+                const T* B_part = tb ? B + r.begin * ldb : B + r.begin;
+                gemm(ta, tb, M, r.size(), K, alpha, A, lda, B_part, ldb, beta, C + r.begin, ldc);
+            }
+        }
+    }
+}
+
+template void gemm_parallel<float>(int, bool, bool, int64_t, int64_t, int64_t, float,
+                                   const float*, int64_t, const float*, int64_t, float, float*,
+                                   int64_t);
+template void gemm_parallel<double>(int, bool, bool, int64_t, int64_t, int64_t, double,
+                                    const double*, int64_t, const double*, int64_t, double,
+                                    double*, int64_t);
+
+void blas_init() { scipy_openblas_set_num_threads(1); }
+
+const char* blas_config() { return scipy_openblas_get_config(); }
+
+}  // namespace lstmcpp

@@ -1,0 +1,155 @@
+// The kernels' one implementation, included by kernels_<isa>.cpp inside a namespace of that
+// instruction set and compiled with its flags only. It includes nothing and uses no std::
+// templates, so no function compiled for one instruction set can stand in for another's.
+//
+// float32 uses the exp below (Cephes' range reduction and polynomial, ~2 ulp), written so the
+// compiler vectorises it; float64 uses the C library's exact functions.
+
+static inline float exp_f32(float x) {
+    x = x < -87.0f ? -87.0f : x;  // keeps 2^n a normal number
+    x = x > 88.0f ? 88.0f : x;
+    // n = round(x / ln 2) by the 1.5*2^23 trick, which vectorises without SSE4.1's roundps
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int e = (static_cast<int>(n) + 127) << 23;
+    return p * __builtin_bit_cast(float, e);
+}
+
+static inline float sigmoid_of(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+static inline float tanh_of(float x) {
+    float a = x < 0.0f ? -x : x;
+    float e = exp_f32(-2.0f * a);
+    float t = (1.0f - e) / (1.0f + e);
+    return x < 0.0f ? -t : t;
+}
+static inline double sigmoid_of(double x) { return 1.0 / (1.0 + __builtin_exp(-x)); }
+static inline double tanh_of(double x) { return __builtin_tanh(x); }
+
+template <class T>
+static void gates_forward(T* __restrict gates, T* __restrict c, T* __restrict m,
+                          const T* __restrict c_prev, const T* __restrict peephole,
+                          int64_t H, int64_t j0, int64_t j1, T cell_clip) {
+    T* __restrict zi = gates;
+    T* __restrict zf = gates + H;
+    T* __restrict zg = gates + 2 * H;
+    T* __restrict zo = gates + 3 * H;
+    const T* __restrict wi = peephole;
+    const T* __restrict wf = peephole + H;
+    const T* __restrict wo = peephole + 2 * H;
+    for (int64_t j = j0; j < j1; ++j) {
+        T cp = c_prev[j];
+        T i = sigmoid_of(zi[j] + wi[j] * cp);
+        T f = sigmoid_of(zf[j] + wf[j] * cp);
+        T g = tanh_of(zg[j]);
+        T cn = f * cp + i * g;
+        cn = cn > cell_clip ? cell_clip : cn;
+        cn = cn < -cell_clip ? -cell_clip : cn;
+        T o = sigmoid_of(zo[j] + wo[j] * cn);  // the output peephole sees the new cell
+        zi[j] = i;
+        zf[j] = f;
+        zg[j] = g;
+        zo[j] = o;
+        c[j] = cn;
+        m[j] = o * tanh_of(cn);
+    }
+}
+
+template <class T>
+static void gates_backward(T* __restrict dz, T* __restrict dc_prev, const T* __restrict gates,
+                           const T* __restrict c_prev, const T* __restrict c,
+                           const T* __restrict dm, const T* __restrict dc,
+                           const T* __restrict peephole, int64_t H, int64_t j0, int64_t j1,
+                           T cell_clip) {
+    const T* __restrict wi = peephole;
+    const T* __restrict wf = peephole + H;
+    const T* __restrict wo = peephole + 2 * H;
+    for (int64_t j = j0; j < j1; ++j) {
+        T i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
+        T cp = c_prev[j], cn = c[j];
+        T tc = tanh_of(cn);
+        // forward was: m = o*tanh(c)   so: do = dm*tanh(c); dc += dm*o*(1 - tanh(c)^2)
+        T dzo = dm[j] * tc * o * (T(1) - o);
+        // forward was: o = sigmoid(zo + wco*c)   so: dc += dzo*wco
+        T dct = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * wo[j];
+        // forward was: c = clip(c_raw)   so: a clipped element passes no gradient
+        dct = (cn < cell_clip && cn > -cell_clip) ? dct : T(0);
+        // forward was: c_raw = f*c_prev + i*g
+        T dzi = dct * g * i * (T(1) - i);
+        T dzf = dct * cp * f * (T(1) - f);
+        T dzg = dct * i * (T(1) - g * g);
+        // forward was: i = sigmoid(zi + wci*c_prev), f = sigmoid(zf + wcf*c_prev)
+        dc_prev[j] = dct * f + dzi * wi[j] + dzf * wf[j];
+        dz[j] = dzi;
+        dz[H + j] = dzf;
+        dz[2 * H + j] = dzg;
+        dz[3 * H + j] = dzo;
+    }
+}
+
+template <class T>
+static inline T dot_row(const T* __restrict w, const T* __restrict x, int64_t K) {
+    // 16 independent partial sums: vectorisable without reassociating a single sum.
+    T acc[16] = {0};
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16)
+        for (int l = 0; l < 16; ++l) acc[l] += w[k + l] * x[k + l];
+    T s = 0;
+    for (; k < K; ++k) s += w[k] * x[k];
+    for (int l = 0; l < 16; ++l) s += acc[l];
+    return s;
+}
+
+template <class T>
+static void matvec(T* __restrict y, const T* __restrict W, int64_t ldw, const T* __restrict x,
+                   int64_t n, int64_t K, T beta) {
+    // Two rows at a time share each load of x; each row is a contiguous dot product.
+    int64_t r = 0;
+    for (; r + 2 <= n; r += 2) {
+        const T* __restrict w0 = W + r * ldw;
+        const T* __restrict w1 = w0 + ldw;
+        T a0[16] = {0}, a1[16] = {0};
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            for (int l = 0; l < 16; ++l) {
+                a0[l] += w0[k + l] * x[k + l];
+                a1[l] += w1[k + l] * x[k + l];
+            }
+        }
+        T s0 = 0, s1 = 0;
+        for (; k < K; ++k) {
+            s0 += w0[k] * x[k];
+            s1 += w1[k] * x[k];
+        }
+        for (int l = 0; l < 16; ++l) {
+            s0 += a0[l];
+            s1 += a1[l];
+        }
+        y[r] = (beta == T(0) ? T(0) : beta * y[r]) + s0;
+        y[r + 1] = (beta == T(0) ? T(0) : beta * y[r + 1]) + s1;
+    }
+    for (; r < n; ++r) y[r] = (beta == T(0) ? T(0) : beta * y[r]) + dot_row(W + r * ldw, x, K);
+}
+
+template <class T>
+static void sigmoid_all(T* __restrict y, const T* __restrict x, int64_t n) {
+    for (int64_t k = 0; k < n; ++k) y[k] = sigmoid_of(x[k]);
+}
+
+template <class T>
+static void tanh_all(T* __restrict y, const T* __restrict x, int64_t n) {
+    for (int64_t k = 0; k < n; ++k) y[k] = tanh_of(x[k]);
+}
+
+template <class T>
+static PointwiseKernels<T> make_kernels(const char* name) {
+    return PointwiseKernels<T>{name, gates_forward<T>, gates_backward<T>, matvec<T>,
+                               sigmoid_all<T>, tanh_all<T>};
+}

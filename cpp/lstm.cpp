@@ -1,0 +1,540 @@
+// The LSTM layer: forward and backward through time, one cell (layer, direction) at a time.
+//
+// Per cell, forward is one GEMM for the input projection of all T steps, then per step one
+// recurrent product and one fused elementwise pass. One OpenMP team runs the whole time loop:
+// thread k owns hidden units [j0, j1) in all four gates (and output units [p0, p1) of the
+// projection) for the whole sequence, so its rows of W_hh stay in its own cache, and the team
+// meets at one barrier per step (two when projecting). Backward mirrors it, and computes the
+// weight gradients as large GEMMs after its reverse-time loop.
+#include "lstm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "blas.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace lstmcpp {
+
+namespace {
+
+std::atomic<int> g_num_threads{0};
+std::atomic<uint64_t> g_next_model_id{1};
+
+// One cell's parameters (or their gradients) as pointers into the flat buffer.
+template <class P>
+struct CellTensors {
+    P* weight_ih;        // (4H,I)
+    P* weight_hh;        // (4H,P)
+    P* bias_ih;          // (4H) or null
+    P* bias_hh;          // (4H) or null
+    P* weight_hr;        // (P,H) or null
+    P* weight_peephole;  // (3,H) rows i, f, o; zeros when the model has none (forward only)
+};
+
+template <class P, class T>
+CellTensors<P> cell_tensors(T* base, const CellOffsets& o, P* zero_peepholes) {
+    auto at = [base](int64_t off) -> P* { return off < 0 ? nullptr : base + off; };
+    P* peep = at(o.weight_peephole);
+    return {at(o.weight_ih), at(o.weight_hh), at(o.bias_ih), at(o.bias_hh), at(o.weight_hr),
+            peep ? peep : zero_peepholes};
+}
+
+template <class T>
+struct CellShape {
+    int64_t steps, batch, I, H, P;
+    bool projecting, reverse;
+    T cell_clip, proj_clip;  // +inf when off
+};
+
+template <class T>
+T clip_or_inf(double clip) {
+    return clip > 0 ? static_cast<T>(clip) : std::numeric_limits<T>::infinity();
+}
+
+inline bool active(const int32_t* lengths, int64_t b, int64_t t) {
+    return lengths == nullptr || t < lengths[b];
+}
+
+// Threads worth waking for a time loop with this much work per step: each barrier costs
+// about as much as 64k multiply-adds, so small cells run on one thread.
+int threads_for_step(int64_t macs_per_step) {
+    int64_t wanted = std::max<int64_t>(1, macs_per_step / 65536);
+    return static_cast<int>(std::min<int64_t>(get_num_threads(), wanted));
+}
+
+template <class T>
+void copy_rows(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t begin,
+               int64_t end) {
+    for (int64_t b = 0; b < rows; ++b)
+        std::copy(src + b * ld_src + begin, src + b * ld_src + end, dst + b * ld_dst + begin);
+}
+
+// ---------------------------------------------------------------------------------------------
+// cell forward
+
+template <class T>
+void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
+                  const T* x, const T* h0, const T* c0, const int32_t* lengths,
+                  const CellTensors<const T>& w, const CellShape<T>& s) {
+    const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = 4 * H;
+    const PointwiseKernels<T>& K = kernels<T>();
+
+    // gates (T,B,4H): first the input projection x W_ih^T + b_ih + b_hh of every step at once,
+    // then activated in place step by step; the cache keeps it for backward.
+    AlignedVector<T> gates_local;
+    T* gates;
+    if (cache) {
+        cache->gates.resize(steps * B * G);
+        cache->c_prev.resize(steps * B * H);
+        cache->c.resize(steps * B * H);
+        cache->h_prev.resize(steps * B * P);
+        cache->m.resize(s.projecting ? steps * B * H : 0);
+        gates = cache->gates.data();
+    } else {
+        gates_local.resize(steps * B * G);
+        gates = gates_local.data();
+    }
+    for (int64_t r = 0; r < steps * B; ++r) {
+        T* row = gates + r * G;
+        for (int64_t k = 0; k < G; ++k)
+            row[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+    }
+    gemm_parallel<T>(get_num_threads(), false, true, steps * B, G, I, T(1), x, I, w.weight_ih, I,
+                     T(1), gates, G);
+
+    // state (B,P) and cell (B,H), ping-pong between steps; m (B,H) = o*tanh(c) when projecting
+    AlignedVector<T> state(2 * B * P), cell(2 * B * H), m_local(s.projecting ? B * H : 0);
+    if (h0) std::copy(h0, h0 + B * P, state.begin());
+    else std::fill(state.begin(), state.begin() + B * P, T(0));
+    if (c0) std::copy(c0, c0 + B * H, cell.begin());
+    else std::fill(cell.begin(), cell.begin() + B * H, T(0));
+
+    const int64_t macs = B * (G * P + (s.projecting ? P * H : 0));
+#pragma omp parallel num_threads(threads_for_step(macs))
+    {
+        DenormalsAreZero daz;
+        const int team = omp_get_num_threads(), me = omp_get_thread_num();
+        const Range jr = split(H, team, me, 16);                      // my hidden units
+        const Range pr = s.projecting ? split(P, team, me, 16) : jr;  // my output units
+        T* h_cur = state.data();
+        T* h_next = h_cur + B * P;
+        T* c_cur = cell.data();
+        T* c_next = c_cur + B * H;
+
+        for (int64_t step = 0; step < steps; ++step) {
+            const int64_t t = s.reverse ? steps - 1 - step : step;
+            T* z = gates + t * B * G;  // (B,4H) this step's gates
+            if (cache) {
+                copy_rows(cache->h_prev.data() + t * B * P, P, h_cur, P, B, pr.begin, pr.end);
+                copy_rows(cache->c_prev.data() + t * B * H, H, c_cur, H, B, jr.begin, jr.end);
+            }
+            // z[:, my units of each gate] += h_prev W_hh[my rows]^T
+            if (jr.size() > 0) {
+                for (int64_t q = 0; q < 4; ++q) {
+                    const int64_t row0 = q * H + jr.begin;
+                    if (B == 1)
+                        K.matvec(z + row0, w.weight_hh + row0 * P, P, h_cur, jr.size(), P, T(1));
+                    else
+                        gemm(false, true, B, jr.size(), P, T(1), h_cur, P, w.weight_hh + row0 * P,
+                             P, T(1), z + row0, G);
+                }
+            }
+            // m (B,H): straight into the next state when not projecting
+            T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local.data()) : h_next;
+            for (int64_t b = 0; b < B; ++b) {
+                if (active(lengths, b, t)) {
+                    K.gates_forward(z + b * G, c_next + b * H, m + b * H, c_cur + b * H,
+                                    w.weight_peephole, H, jr.begin, jr.end, s.cell_clip);
+                } else {  // past this element's length: the state carries over unchanged
+                    std::copy(c_cur + b * H + jr.begin, c_cur + b * H + jr.end, c_next + b * H + jr.begin);
+                    if (s.projecting) std::fill(m + b * H + jr.begin, m + b * H + jr.end, T(0));
+                    else std::copy(h_cur + b * P + jr.begin, h_cur + b * P + jr.end, h_next + b * P + jr.begin);
+                }
+            }
+            if (cache) copy_rows(cache->c.data() + t * B * H, H, c_next, H, B, jr.begin, jr.end);
+
+            if (s.projecting) {
+#pragma omp barrier
+                // h_next[:, my outputs] = m W_hr[my outputs]^T, clipped
+                if (pr.size() > 0) {
+                    if (B == 1)
+                        K.matvec(h_next + pr.begin, w.weight_hr + pr.begin * H, H, m, pr.size(), H, T(0));
+                    else
+                        gemm(false, true, B, pr.size(), H, T(1), m, H, w.weight_hr + pr.begin * H,
+                             H, T(0), h_next + pr.begin, P);
+                }
+                for (int64_t b = 0; b < B; ++b) {
+                    T* h = h_next + b * P;
+                    if (active(lengths, b, t)) {
+                        for (int64_t p = pr.begin; p < pr.end; ++p)
+                            h[p] = std::min(std::max(h[p], -s.proj_clip), s.proj_clip);
+                    } else {
+                        std::copy(h_cur + b * P + pr.begin, h_cur + b * P + pr.end, h + pr.begin);
+                    }
+                }
+            }
+            for (int64_t b = 0; b < B; ++b) {
+                T* out = y + (t * B + b) * ldy;
+                if (active(lengths, b, t)) std::copy(h_next + b * P + pr.begin, h_next + b * P + pr.end, out + pr.begin);
+                else std::fill(out + pr.begin, out + pr.end, T(0));
+            }
+#pragma omp barrier
+            std::swap(h_cur, h_next);
+            std::swap(c_cur, c_next);
+        }
+        copy_rows(h_n, P, h_cur, P, B, pr.begin, pr.end);
+        copy_rows(c_n, H, c_cur, H, B, jr.begin, jr.end);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cell backward
+
+template <class T>
+void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
+                   const CellCache<T>& cache, const T* x, const T* y, int64_t ldy, const T* dy,
+                   const T* dh_n, const T* dc_n, const int32_t* lengths,
+                   const CellTensors<const T>& w, const CellShape<T>& s, bool has_peepholes) {
+    const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = 4 * H;
+    const int64_t TB = steps * B;
+    const PointwiseKernels<T>& K = kernels<T>();
+
+    AlignedVector<T> dz(TB * G);                         // (T,B,4H) gradient of the pre-activations
+    AlignedVector<T> dh_raw(s.projecting ? TB * P : 0);  // (T,B,P) gradient of h before proj_clip
+    AlignedVector<T> dstate(2 * B * P), dcell(2 * B * H), dm(B * H);  // ping-pong, and (B,H)
+    if (dh_n) std::copy(dh_n, dh_n + B * P, dstate.begin());
+    else std::fill(dstate.begin(), dstate.begin() + B * P, T(0));
+    if (dc_n) std::copy(dc_n, dc_n + B * H, dcell.begin());
+    else std::fill(dcell.begin(), dcell.begin() + B * H, T(0));
+
+    const int64_t macs = B * (G * P + (s.projecting ? P * H : 0));
+#pragma omp parallel num_threads(threads_for_step(macs))
+    {
+        DenormalsAreZero daz;
+        const int team = omp_get_num_threads(), me = omp_get_thread_num();
+        const Range jr = split(H, team, me, 16);
+        const Range pr = s.projecting ? split(P, team, me, 16) : jr;
+        T* dh_cur = dstate.data();
+        T* dh_next = dh_cur + B * P;
+        T* dc_cur = dcell.data();
+        T* dc_next = dc_cur + B * H;
+
+        for (int64_t step = 0; step < steps; ++step) {
+            const int64_t t = s.reverse ? step : steps - 1 - step;
+            const T* gates_t = cache.gates.data() + t * B * G;
+            T* dz_t = dz.data() + t * B * G;
+            // dh = upstream gradient of this step's output + what flows back from the next step
+            for (int64_t b = 0; b < B; ++b) {
+                const bool on = active(lengths, b, t);
+                const T* dy_b = dy + (t * B + b) * ldy;
+                const T* dh_b = dh_cur + b * P;
+                if (s.projecting) {
+                    // forward was: h = clip(h_raw)   so: a clipped element passes no gradient
+                    const T* h_b = y + (t * B + b) * ldy;
+                    T* d = dh_raw.data() + (t * B + b) * P;
+                    for (int64_t p = pr.begin; p < pr.end; ++p)
+                        d[p] = (on && h_b[p] < s.proj_clip && h_b[p] > -s.proj_clip) ? dh_b[p] + dy_b[p] : T(0);
+                } else {
+                    T* d = dm.data() + b * H;
+                    for (int64_t p = pr.begin; p < pr.end; ++p) d[p] = on ? dh_b[p] + dy_b[p] : T(0);
+                }
+            }
+            if (s.projecting) {
+#pragma omp barrier
+                // forward was: h_raw = m W_hr^T   so: dm[:, my units] = dh_raw W_hr[:, my units]
+                if (jr.size() > 0)
+                    gemm(false, false, B, jr.size(), P, T(1), dh_raw.data() + t * B * P, P,
+                         w.weight_hr + jr.begin, H, T(0), dm.data() + jr.begin, H);
+            }
+            for (int64_t b = 0; b < B; ++b) {
+                if (active(lengths, b, t)) {
+                    K.gates_backward(dz_t + b * G, dc_next + b * H, gates_t + b * G,
+                                     cache.c_prev.data() + (t * B + b) * H,
+                                     cache.c.data() + (t * B + b) * H, dm.data() + b * H,
+                                     dc_cur + b * H, w.weight_peephole, H, jr.begin, jr.end,
+                                     s.cell_clip);
+                } else {  // the step did not run: no gate gradient, the cell gradient passes through
+                    for (int64_t q = 0; q < 4; ++q)
+                        std::fill(dz_t + b * G + q * H + jr.begin, dz_t + b * G + q * H + jr.end, T(0));
+                    std::copy(dc_cur + b * H + jr.begin, dc_cur + b * H + jr.end, dc_next + b * H + jr.begin);
+                }
+            }
+#pragma omp barrier
+            // forward was: z += h_prev W_hh^T   so: dh_prev[:, my outputs] = dz W_hh[:, my outputs]
+            if (pr.size() > 0)
+                gemm(false, false, B, pr.size(), G, T(1), dz_t, G, w.weight_hh + pr.begin, P, T(0),
+                     dh_next + pr.begin, P);
+            for (int64_t b = 0; b < B; ++b)
+                if (!active(lengths, b, t))
+                    std::copy(dh_cur + b * P + pr.begin, dh_cur + b * P + pr.end, dh_next + b * P + pr.begin);
+            // No barrier here: the next step's first phase reads only this thread's own slices.
+            std::swap(dh_cur, dh_next);
+            std::swap(dc_cur, dc_next);
+        }
+        copy_rows(dh0, P, dh_cur, P, B, pr.begin, pr.end);
+        copy_rows(dc0, H, dc_cur, H, B, jr.begin, jr.end);
+    }
+
+    // The weight gradients of all steps at once, as large products.
+    const int threads = get_num_threads();
+    // forward was: z = x W_ih^T + h_prev W_hh^T + b_ih + b_hh
+    gemm_parallel<T>(threads, false, false, TB, I, G, T(1), dz.data(), G, w.weight_ih, I, T(1), dx, I);
+    gemm_parallel<T>(threads, true, false, G, I, TB, T(1), dz.data(), G, x, I, T(1), grad.weight_ih, I);
+    gemm_parallel<T>(threads, true, false, G, P, TB, T(1), dz.data(), G, cache.h_prev.data(), P,
+                     T(1), grad.weight_hh, P);
+    if (grad.bias_ih || grad.bias_hh) {
+        AlignedVector<T> dbias(G, T(0));
+        for (int64_t r = 0; r < TB; ++r)
+            for (int64_t k = 0; k < G; ++k) dbias[k] += dz[r * G + k];
+        for (int64_t k = 0; k < G; ++k) {
+            grad.bias_ih[k] += dbias[k];
+            grad.bias_hh[k] += dbias[k];
+        }
+    }
+    if (s.projecting)  // forward was: h_raw = m W_hr^T
+        gemm_parallel<T>(threads, true, false, P, H, TB, T(1), dh_raw.data(), P, cache.m.data(), H,
+                         T(1), grad.weight_hr, H);
+    if (has_peepholes) {
+        // forward was: i = sigmoid(zi + wci*c_prev), f = sigmoid(zf + wcf*c_prev), o = sigmoid(zo + wco*c)
+        T* dwi = grad.weight_peephole;
+        T* dwf = dwi + H;
+        T* dwo = dwi + 2 * H;
+        for (int64_t r = 0; r < TB; ++r) {
+            const T* d = dz.data() + r * G;
+            const T* cp = cache.c_prev.data() + r * H;
+            const T* cn = cache.c.data() + r * H;
+            for (int64_t j = 0; j < H; ++j) {
+                dwi[j] += d[j] * cp[j];
+                dwf[j] += d[H + j] * cp[j];
+                dwo[j] += d[3 * H + j] * cn[j];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// configuration and layout
+
+void set_num_threads(int n) {
+    if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
+    g_num_threads.store(n);
+}
+
+int get_num_threads() {
+    int n = g_num_threads.load();
+    return n > 0 ? n : std::max(1, omp_get_max_threads());
+}
+
+void Config::validate() const {
+    auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
+    if (input_size < 1) fail("input_size must be >= 1, got " + std::to_string(input_size));
+    if (hidden_size < 1) fail("hidden_size must be >= 1, got " + std::to_string(hidden_size));
+    if (num_layers < 1) fail("num_layers must be >= 1, got " + std::to_string(num_layers));
+    if (proj_size < 0 || (proj_size > 0 && proj_size >= hidden_size))
+        fail("proj_size must be 0 or in 1..hidden_size-1 (" + std::to_string(hidden_size - 1) +
+             "), got " + std::to_string(proj_size));
+    if (!(cell_clip >= 0)) fail("cell_clip must be > 0 or None");
+    if (!(proj_clip >= 0)) fail("proj_clip must be > 0 or None");
+    if (proj_clip > 0 && proj_size == 0) fail("proj_clip needs proj_size > 0");
+}
+
+std::vector<ParamEntry> param_layout(const Config& c, std::vector<CellOffsets>* cells,
+                                     int64_t* total_size) {
+    c.validate();
+    const int64_t H = c.hidden_size, P = c.output_size(), D = c.directions();
+    std::vector<ParamEntry> entries;
+    std::vector<CellOffsets> offsets;
+    int64_t offset = 0;
+    auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+        int64_t size = 1;
+        for (int64_t d : shape) size *= d;
+        entries.push_back({name, std::move(shape), offset, size});
+        int64_t at = offset;
+        offset += (size + 15) / 16 * 16;
+        return at;
+    };
+    for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+        const int64_t I = c.layer_input_size(layer);
+        for (int64_t d = 0; d < D; ++d) {
+            const std::string sfx = "_l" + std::to_string(layer) + (d == 1 ? "_reverse" : "");
+            CellOffsets o;
+            o.weight_ih = add("weight_ih" + sfx, {4 * H, I});
+            o.weight_hh = add("weight_hh" + sfx, {4 * H, P});
+            if (c.bias) {
+                o.bias_ih = add("bias_ih" + sfx, {4 * H});
+                o.bias_hh = add("bias_hh" + sfx, {4 * H});
+            }
+            if (c.proj_size > 0) o.weight_hr = add("weight_hr" + sfx, {P, H});
+            offsets.push_back(o);
+        }
+    }
+    // Peepholes last, so the entries before them are exactly PyTorch's flat-weight order.
+    if (c.peepholes) {
+        for (int64_t layer = 0; layer < c.num_layers; ++layer)
+            for (int64_t d = 0; d < D; ++d)
+                offsets[layer * D + d].weight_peephole = add(
+                    "weight_peephole_l" + std::to_string(layer) + (d == 1 ? "_reverse" : ""), {3, H});
+    }
+    if (cells) *cells = std::move(offsets);
+    if (total_size) *total_size = offset;
+    return entries;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the model
+
+template <class T>
+Model<T>::Model(const Config& config)
+    : config_(config), id_(g_next_model_id.fetch_add(1)) {
+    layout_ = param_layout(config_, &cells_, &num_params_);
+    params_.assign(num_params_, T(0));
+    grads_.assign(num_params_, T(0));
+    zero_peepholes_.assign(3 * config_.hidden_size, T(0));
+    static bool blas_ready = (blas_init(), true);
+    (void)blas_ready;
+}
+
+template <class T>
+void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const T* h0,
+                       const T* c0, const int32_t* lengths,
+                       const std::vector<const T*>& dropout_masks, int64_t steps,
+                       int64_t batch) const {
+    const Config& c = config_;
+    const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
+    const int64_t B = batch, TB = steps * batch, DP = D * P;
+    if (steps < 1) throw std::invalid_argument("x must have at least one time step, got T = 0");
+    if (batch < 1) throw std::invalid_argument("x must have a batch of at least 1, got B = 0");
+    if (!dropout_masks.empty() && static_cast<int64_t>(dropout_masks.size()) != L - 1)
+        throw std::invalid_argument("dropout_masks: expected " + std::to_string(L - 1) + " masks");
+    if (lengths) {
+        for (int64_t b = 0; b < B; ++b)
+            if (lengths[b] < 1 || lengths[b] > steps)
+                throw std::invalid_argument("lengths[" + std::to_string(b) + "] = " +
+                                            std::to_string(lengths[b]) + " is outside 1.." +
+                                            std::to_string(steps));
+    }
+
+    if (cache) {
+        cache->model_id = id_;
+        cache->steps = steps;
+        cache->batch = batch;
+        cache->lengths.assign(lengths ? lengths : nullptr, lengths ? lengths + B : nullptr);
+        cache->input.assign(x, x + TB * c.input_size);
+        cache->outputs.assign(L, {});
+        cache->dropped.assign(dropout_masks.empty() ? 0 : L - 1, {});
+        cache->dropout_masks.assign(dropout_masks.empty() ? 0 : L - 1, {});
+        cache->cells.assign(L * D, {});
+    }
+    const T cell_clip = clip_or_inf<T>(c.cell_clip), proj_clip = clip_or_inf<T>(c.proj_clip);
+    AlignedVector<T> outputs[2], dropped;  // inference: layers alternate between two buffers
+    const T* input = cache ? cache->input.data() : x;
+    for (int64_t layer = 0; layer < L; ++layer) {
+        T* out;  // (T,B,D*P)
+        if (cache) {
+            cache->outputs[layer].resize(TB * DP);
+            out = cache->outputs[layer].data();
+        } else if (layer == L - 1) {
+            out = y;
+        } else {
+            outputs[layer % 2].resize(TB * DP);
+            out = outputs[layer % 2].data();
+        }
+        const CellShape<T> shape{steps, B, c.layer_input_size(layer), H, P, c.proj_size > 0,
+                                 false, cell_clip, proj_clip};
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t cell = layer * D + d;
+            CellShape<T> sd = shape;
+            sd.reverse = d == 1;
+            cell_forward<T>(out + d * P, DP, h_n + cell * B * P, c_n + cell * B * H,
+                            cache ? &cache->cells[cell] : nullptr, input,
+                            h0 ? h0 + cell * B * P : nullptr, c0 ? c0 + cell * B * H : nullptr,
+                            lengths,
+                            cell_tensors<const T>(params_.data(), cells_[cell], zero_peepholes_.data()),
+                            sd);
+        }
+        input = out;
+        if (layer < L - 1 && !dropout_masks.empty()) {
+            const T* mask = dropout_masks[layer];
+            T* next;
+            if (cache) {
+                cache->dropout_masks[layer].assign(mask, mask + TB * DP);
+                cache->dropped[layer].resize(TB * DP);
+                next = cache->dropped[layer].data();
+            } else {
+                dropped.resize(TB * DP);
+                next = dropped.data();
+            }
+            for (int64_t k = 0; k < TB * DP; ++k) next[k] = out[k] * mask[k];
+            input = next;
+        }
+    }
+    if (cache) std::copy(input, input + TB * DP, y);
+}
+
+template <class T>
+void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* dy,
+                        const T* dh_n, const T* dc_n) {
+    if (cache.model_id != id_)
+        throw std::invalid_argument("cache: it was made by another model's forward");
+    const Config& c = config_;
+    const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
+    const int64_t steps = cache.steps, B = cache.batch, TB = steps * B, DP = D * P;
+    if (static_cast<int64_t>(cache.cells.size()) != L * D)
+        throw std::invalid_argument("cache: expected " + std::to_string(L * D) + " cells, got " +
+                                    std::to_string(cache.cells.size()));
+    const int32_t* lengths = cache.lengths.empty() ? nullptr : cache.lengths.data();
+    const T cell_clip = clip_or_inf<T>(c.cell_clip), proj_clip = clip_or_inf<T>(c.proj_clip);
+
+    AlignedVector<T> d_out(dy, dy + TB * DP);  // (T,B,D*P) gradient of this layer's output
+    AlignedVector<T> d_in;                     // (T,B,I) gradient of this layer's input
+    for (int64_t layer = L - 1; layer >= 0; --layer) {
+        const int64_t I = c.layer_input_size(layer);
+        const T* input = layer == 0 ? cache.input.data()
+                         : cache.dropped.empty() ? cache.outputs[layer - 1].data()
+                                                 : cache.dropped[layer - 1].data();
+        T* d_input;
+        if (layer == 0) {
+            d_input = dx;
+        } else {
+            d_in.resize(TB * I);
+            d_input = d_in.data();
+        }
+        std::fill(d_input, d_input + TB * I, T(0));
+        const CellShape<T> shape{steps, B, I, H, P, c.proj_size > 0, false, cell_clip, proj_clip};
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t cell = layer * D + d;
+            CellShape<T> sd = shape;
+            sd.reverse = d == 1;
+            cell_backward<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H,
+                             cell_tensors<T>(grads_.data(), cells_[cell], static_cast<T*>(nullptr)),
+                             cache.cells[cell], input, cache.outputs[layer].data() + d * P, DP,
+                             d_out.data() + d * P, dh_n ? dh_n + cell * B * P : nullptr,
+                             dc_n ? dc_n + cell * B * H : nullptr, lengths,
+                             cell_tensors<const T>(params_.data(), cells_[cell], zero_peepholes_.data()),
+                             sd, c.peepholes);
+        }
+        if (layer > 0) {
+            if (!cache.dropout_masks.empty()) {  // forward was: dropped = out * mask
+                const T* mask = cache.dropout_masks[layer - 1].data();
+                for (int64_t k = 0; k < TB * I; ++k) d_in[k] *= mask[k];
+            }
+            std::swap(d_out, d_in);
+        }
+    }
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace lstmcpp

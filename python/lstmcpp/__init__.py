@@ -1,0 +1,41 @@
+"""lstmcpp: a fast CPU LSTM with a C++ core, a drop-in for ``torch.nn.LSTM``.
+
+>>> import lstmcpp, numpy as np
+>>> lstm = lstmcpp.LSTM(8, 16)
+>>> y, (h_n, c_n) = lstm(np.zeros((10, 4, 8), np.float32))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from . import _core, reference
+from ._lstm import LSTM, ForwardCache
+from ._version import __version__
+
+__all__ = ["LSTM", "ForwardCache", "reference", "set_num_threads", "get_num_threads", "info", "__version__"]
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (OpenMP) in every later call. The default is what OpenMP would use."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an integer, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads the core uses."""
+    return _core.get_num_threads()
+
+
+def info() -> Dict[str, Any]:
+    """Version, float32 kernels in use (and those this CPU supports), threads and BLAS."""
+    return {
+        "version": __version__,
+        "isa": _core.isa_in_use(),
+        "isa_supported": [n for n in ("portable", "avx2", "avx512") if _core.isa_supported(n)],
+        "threads": _core.get_num_threads(),
+        "blas": _core.blas_config(),
+    }

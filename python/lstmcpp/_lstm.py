@@ -1,0 +1,382 @@
+"""lstmcpp.LSTM: the layer object. It checks and converts arguments, then calls the C++ core."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from . import reference
+
+State = Tuple[np.ndarray, np.ndarray]
+
+
+class ForwardCache:
+    """What :meth:`LSTM.forward` keeps for :meth:`LSTM.backward` (opaque)."""
+
+    __slots__ = ("_core", "model_id", "steps", "batch", "unbatched")
+
+    def __init__(self, core_cache: Any, model_id: int, steps: int, batch: int, unbatched: bool):
+        self._core = core_cache
+        self.model_id = model_id
+        self.steps = steps
+        self.batch = batch
+        self.unbatched = unbatched
+
+    def __repr__(self) -> str:
+        return f"<lstmcpp.ForwardCache T={self.steps} B={self.batch}>"
+
+
+def _shape(dims) -> str:
+    dims = tuple(dims)
+    return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_clip(name: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number or None, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number or None, got {value}")
+    return float(value)
+
+
+def _as_real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """``value`` as a C-contiguous array of ``dtype``; TypeError for non-real data."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
+        value = value.detach().cpu().numpy()
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name}: expected a real-valued array, could not convert: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+class LSTM:
+    """A multi-layer LSTM, a drop-in for ``torch.nn.LSTM`` on the CPU, with peepholes and clips.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        Features of the input ``I`` and of the cell ``H``.
+    num_layers : int, default 1
+        Stacked layers; layer ``k > 0`` takes the previous layer's output as input.
+    bias : bool, default True
+        Whether to use ``bias_ih`` and ``bias_hh``.
+    batch_first : bool, default False
+        Input and output as ``(B, T, features)`` instead of ``(T, B, features)``.
+    dropout : float, default 0.0
+        Dropout on every layer's output but the last's, only in ``forward(training=True)``.
+    bidirectional : bool, default False
+        Run a second, reversed direction and concatenate its outputs.
+    proj_size : int, default 0
+        When > 0, project ``h`` to this size with ``weight_hr`` (``0 < proj_size < hidden_size``).
+    peepholes : bool, default False
+        Diagonal peephole connections from the cell to the i, f and o gates.
+    cell_clip, proj_clip : float or None
+        Clip the cell state, and the projected output, to ``[-clip, clip]``.
+    forget_bias : float, default 0.0
+        Added to the forget-gate block of ``bias_ih`` at initialisation (Keras' 1.0).
+    dtype : "float32" or "float64"
+        float32 is the fast path; float64 is for gradient checks and exact references.
+    seed : int or None
+        Seeds the initialisation and the dropout masks.
+
+    Examples
+    --------
+    >>> lstm = LSTM(10, 20, num_layers=2)
+    >>> y, (h_n, c_n) = lstm(np.random.randn(5, 3, 10))
+    >>> y.shape, h_n.shape
+    ((5, 3, 20), (2, 3, 20))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        peepholes: bool = False,
+        cell_clip: Optional[float] = None,
+        proj_clip: Optional[float] = None,
+        forget_bias: float = 0.0,
+        dtype: Any = "float32",
+        seed: Optional[int] = None,
+    ):
+        self.input_size = _check_int("input_size", input_size, 1)
+        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
+        self.num_layers = _check_int("num_layers", num_layers, 1)
+        self.proj_size = _check_int("proj_size", proj_size, 0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be 0 or less than hidden_size ({hidden_size}), got {proj_size}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout must be a number, got {type(dropout).__name__}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.cell_clip = _check_clip("cell_clip", cell_clip)
+        self.proj_clip = _check_clip("proj_clip", proj_clip)
+        if self.proj_clip is not None and self.proj_size == 0:
+            raise ValueError("proj_clip needs a projection (proj_size > 0)")
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
+            raise TypeError(f"forget_bias must be a number, got {type(forget_bias).__name__}")
+        self.forget_bias = float(forget_bias)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.peepholes = bool(peepholes)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {self.dtype}")
+        if seed is not None:
+            _check_int("seed", seed, 0)
+        self.seed = seed
+
+        model_class = _core.ModelF32 if self.dtype == np.float32 else _core.ModelF64
+        self._core = model_class(
+            self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias,
+            self.bidirectional, self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0,
+        )
+        # Named views into the core's flat parameter and gradient buffers.
+        flat, flat_grads = self._core.params, self._core.grads
+        self._flat_grads = flat_grads
+        self._params: Dict[str, np.ndarray] = {}
+        self._grads: Dict[str, np.ndarray] = {}
+        for name, shape, offset in self._core.layout():
+            size = math.prod(shape)
+            self._params[name] = flat[offset : offset + size].reshape(shape)
+            self._grads[name] = flat_grads[offset : offset + size].reshape(shape)
+        init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+        self._dropout_rng = np.random.default_rng(dropout_seed)
+        self.reset_parameters(np.random.default_rng(init_seed))
+
+    # ------------------------------------------------------------------------------------------
+    # sizes and parameters
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """``P``: the size of ``h`` (``proj_size`` when projecting, else ``hidden_size``)."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    @property
+    def config(self) -> reference.Config:
+        """The architecture, as :mod:`lstmcpp.reference` takes it."""
+        return reference.Config(
+            self.input_size, self.hidden_size, self.num_layers, self.bias, self.bidirectional,
+            self.proj_size, self.peepholes, self.cell_clip, self.proj_clip,
+        )
+
+    def reset_parameters(self, rng: Optional[np.random.Generator] = None) -> None:
+        """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), plus ``forget_bias``."""
+        rng = np.random.default_rng() if rng is None else rng
+        k = 1.0 / math.sqrt(self.hidden_size)
+        for name, p in self._params.items():
+            p[...] = rng.uniform(-k, k, p.shape)
+            if name.startswith("bias_ih"):
+                p[self.hidden_size : 2 * self.hidden_size] += self.forget_bias
+
+    def parameters(self) -> List[np.ndarray]:
+        """The parameter arrays themselves (writable views into the model), in state-dict order."""
+        return list(self._params.values())
+
+    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
+        return iter(self._params.items())
+
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        """Gradient arrays keyed like :meth:`state_dict`; :meth:`backward` adds into them."""
+        return dict(self._grads)
+
+    def zero_grad(self) -> None:
+        self._flat_grads[...] = 0
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self._params.values())
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of every parameter under PyTorch's names (plus ``weight_peephole_l{k}``)."""
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Load parameters (NumPy arrays, torch tensors, anything ``np.asarray`` takes).
+
+        Every entry is checked before any is copied, so a bad dict leaves the model unchanged.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
+        missing = [n for n in self._params if n not in state_dict]
+        unexpected = [n for n in state_dict if n not in self._params]
+        if strict and (missing or unexpected):
+            raise ValueError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        arrays = {}
+        for name, target in self._params.items():
+            if name not in state_dict:
+                continue
+            a = _as_real_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
+            if a.shape != target.shape:
+                raise ValueError(f"state_dict[{name!r}]: expected shape {_shape(target.shape)}, got {_shape(a.shape)}")
+            arrays[name] = a
+        for name, a in arrays.items():
+            self._params[name][...] = a
+
+    # ------------------------------------------------------------------------------------------
+    # forward and backward
+
+    def __call__(self, x: Any, state: Optional[State] = None, *, lengths: Any = None):
+        """Inference: ``y, (h_n, c_n) = lstm(x, state, lengths=...)``. Keeps nothing for backward."""
+        x3, unbatched = self._input(x)
+        h0, c0 = self._state(state, x3.shape[1], unbatched)
+        lens = self._lengths(lengths, x3.shape[0], x3.shape[1], unbatched)
+        y, h_n, c_n, _ = self._core.forward(x3, h0, c0, lens, [], False)
+        return self._outputs(y, h_n, c_n, unbatched)
+
+    def forward(self, x: Any, state: Optional[State] = None, *, lengths: Any = None, training: bool = True):
+        """Forward pass that keeps what :meth:`backward` needs.
+
+        Returns ``y, (h_n, c_n), cache``. ``training=True`` applies dropout between layers.
+        """
+        x3, unbatched = self._input(x)
+        T, B = x3.shape[0], x3.shape[1]
+        h0, c0 = self._state(state, B, unbatched)
+        lens = self._lengths(lengths, T, B, unbatched)
+        masks = []
+        if training and self.dropout > 0 and self.num_layers > 1:
+            keep = 1.0 - self.dropout
+            shape = (T, B, self.num_directions * self.output_size)
+            masks = [((self._dropout_rng.random(shape) < keep) / keep).astype(self.dtype) for _ in range(self.num_layers - 1)]
+        y, h_n, c_n, core_cache = self._core.forward(x3, h0, c0, lens, masks, True)
+        cache = ForwardCache(core_cache, self._core.id, T, B, unbatched)
+        y, state_n = self._outputs(y, h_n, c_n, unbatched)
+        return y, state_n, cache
+
+    def backward(self, cache: ForwardCache, dy: Any, dstate: Optional[Tuple[Any, Any]] = None):
+        """Backpropagate through the forward pass that made ``cache``.
+
+        ``dy`` is the gradient of the loss for ``y`` (same shape as ``y``); ``dstate`` the
+        gradients for ``(h_n, c_n)`` (either may be None). Adds every parameter's gradient into
+        :attr:`grads` and returns ``dx, (dh_0, dc_0)`` shaped like ``x`` and the state.
+        """
+        if not isinstance(cache, ForwardCache):
+            raise TypeError(f"cache: expected the cache returned by LSTM.forward, got {type(cache).__name__}")
+        if cache.model_id != self._core.id:
+            raise ValueError("cache: it was made by another model's forward; pass this model's cache")
+        T, B, unbatched = cache.steps, cache.batch, cache.unbatched
+        DP = self.num_directions * self.output_size
+        dy3 = _as_real_array(dy, "dy", self.dtype)
+        expected = (T, DP) if unbatched else ((B, T, DP) if self.batch_first else (T, B, DP))
+        if dy3.shape != expected:
+            raise ValueError(f"dy: expected shape {_shape(expected)} (the shape of y), got {_shape(dy3.shape)}")
+        if unbatched:
+            dy3 = dy3[:, None, :]
+        elif self.batch_first:
+            dy3 = np.ascontiguousarray(dy3.transpose(1, 0, 2))
+        dh_n, dc_n = None, None
+        if dstate is not None:
+            if not isinstance(dstate, (tuple, list)) or len(dstate) != 2:
+                raise TypeError("dstate: expected a pair (dh_n, dc_n), either of which may be None")
+            dh_n = None if dstate[0] is None else self._state_array(dstate[0], "dh_n", self.output_size, B, unbatched)
+            dc_n = None if dstate[1] is None else self._state_array(dstate[1], "dc_n", self.hidden_size, B, unbatched)
+        dx, dh0, dc0 = self._core.backward(cache._core, dy3, dh_n, dc_n)
+        if unbatched:
+            return dx[:, 0], (dh0[:, 0], dc0[:, 0])
+        return (dx.transpose(1, 0, 2) if self.batch_first else dx), (dh0, dc0)
+
+    # ------------------------------------------------------------------------------------------
+    # argument conversion
+
+    def _input(self, x: Any) -> Tuple[np.ndarray, bool]:
+        """x as a C-contiguous (T,B,I) array of the model's dtype, and whether it was unbatched."""
+        a = _as_real_array(x, "x", self.dtype)
+        if a.ndim == 2:
+            expected = f"(T, {self.input_size})"
+            unbatched = True
+        elif a.ndim == 3:
+            expected = f"(B, T, {self.input_size})" if self.batch_first else f"(T, B, {self.input_size})"
+            unbatched = False
+        else:
+            raise ValueError(f"x: expected a 3-D (T, B, I) or 2-D (T, I) array, got shape {_shape(a.shape)}")
+        if a.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected shape {expected}, got {_shape(a.shape)}")
+        if unbatched:
+            a = a[:, None, :]
+        elif self.batch_first:
+            a = np.ascontiguousarray(a.transpose(1, 0, 2))
+        if a.shape[0] == 0:
+            raise ValueError(f"x: expected at least one time step, got shape {_shape(a.shape)} with T = 0")
+        if a.shape[1] == 0:
+            raise ValueError(f"x: expected a batch of at least one, got B = 0")
+        return a, unbatched
+
+    def _state_array(self, value: Any, name: str, size: int, B: int, unbatched: bool) -> np.ndarray:
+        DL = self.num_directions * self.num_layers
+        a = _as_real_array(value, name, self.dtype)
+        expected = (DL, size) if unbatched else (DL, B, size)
+        if a.shape != expected:
+            raise ValueError(f"{name}: expected shape {_shape(expected)}, got {_shape(a.shape)}")
+        return a[:, None, :] if unbatched else a
+
+    def _state(self, state: Any, B: int, unbatched: bool):
+        if state is None:
+            return None, None
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"state: expected a pair (h_0, c_0), got {type(state).__name__}")
+        return (self._state_array(state[0], "h_0", self.output_size, B, unbatched),
+                self._state_array(state[1], "c_0", self.hidden_size, B, unbatched))
+
+    def _lengths(self, lengths: Any, T: int, B: int, unbatched: bool) -> Optional[np.ndarray]:
+        if lengths is None:
+            return None
+        if hasattr(lengths, "detach") and hasattr(lengths, "numpy"):
+            lengths = lengths.detach().cpu().numpy()
+        a = np.asarray(lengths)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"lengths: expected integers, got dtype {a.dtype}")
+        if unbatched and a.ndim == 0:
+            a = a.reshape(1)
+        if a.shape != (B,):
+            raise ValueError(f"lengths: expected shape {_shape((B,))}, got {_shape(a.shape)}")
+        if a.size and (a.min() < 1 or a.max() > T):
+            raise ValueError(f"lengths: every length must be in 1..{T} (T), got min {a.min()} and max {a.max()}")
+        return np.ascontiguousarray(a, dtype=np.int32)
+
+    def _outputs(self, y: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, unbatched: bool):
+        if unbatched:
+            return y[:, 0], (h_n[:, 0], c_n[:, 0])
+        return (y.transpose(1, 0, 2) if self.batch_first else y), (h_n, c_n)
+
+    def __repr__(self) -> str:
+        extras = [f"num_layers={self.num_layers}"] if self.num_layers != 1 else []
+        for name, default in [("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False),
+                              ("proj_size", 0), ("peepholes", False), ("cell_clip", None), ("proj_clip", None)]:
+            value = getattr(self, name)
+            if value != default:
+                extras.append(f"{name}={value!r}")
+        if self.dtype != np.float32:
+            extras.append(f"dtype='{self.dtype}'")
+        return f"LSTM({', '.join([str(self.input_size), str(self.hidden_size)] + extras)})"

@@ -1,0 +1,243 @@
+"""The LSTM in plain, readable NumPy: the reference the C++ core is tested against.
+
+Same math, same parameter names and layout as :class:`lstmcpp.LSTM` (see SPEC.md §1), one
+time step at a time, with no attempt at speed. Size legend: T = time steps, B = batch,
+I = input features, H = hidden units, P = output size (proj_size or H), D = directions,
+L = layers. Gate blocks along 4H are i, f, g, o.
+
+>>> from lstmcpp import reference
+>>> cfg = reference.Config(input_size=3, hidden_size=4)
+>>> params = reference.init_params(cfg, seed=0)
+>>> y, (h_n, c_n), cache = reference.forward(cfg, params, np.zeros((5, 2, 3)))
+>>> dx, (dh0, dc0), grads = reference.backward(cache, np.ones_like(y))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Config", "param_shapes", "init_params", "forward", "backward", "sigmoid"]
+
+Params = Dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The architecture of a (multi-layer, maybe bidirectional) LSTM."""
+
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bias: bool = True
+    bidirectional: bool = False
+    proj_size: int = 0
+    peepholes: bool = False
+    cell_clip: Optional[float] = None
+    proj_clip: Optional[float] = None
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.directions * self.output_size
+
+
+def _suffix(layer: int, direction: int) -> str:
+    return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+
+
+def param_shapes(config: Config) -> Dict[str, Tuple[int, ...]]:
+    """Every parameter's name and shape, in PyTorch's order, peepholes last."""
+    H, P = config.hidden_size, config.output_size
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for layer in range(config.num_layers):
+        for d in range(config.directions):
+            s = _suffix(layer, d)
+            shapes["weight_ih" + s] = (4 * H, config.layer_input_size(layer))
+            shapes["weight_hh" + s] = (4 * H, P)
+            if config.bias:
+                shapes["bias_ih" + s] = (4 * H,)
+                shapes["bias_hh" + s] = (4 * H,)
+            if config.proj_size > 0:
+                shapes["weight_hr" + s] = (P, H)
+    if config.peepholes:
+        for layer in range(config.num_layers):
+            for d in range(config.directions):
+                shapes["weight_peephole" + _suffix(layer, d)] = (3, H)
+    return shapes
+
+
+def init_params(config: Config, seed: Optional[int] = None, dtype=np.float64) -> Params:
+    """PyTorch's initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H))."""
+    rng = np.random.default_rng(seed)
+    k = 1.0 / np.sqrt(config.hidden_size)
+    return {n: rng.uniform(-k, k, s).astype(dtype) for n, s in param_shapes(config).items()}
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _clip(x: np.ndarray, limit: Optional[float]) -> np.ndarray:
+    return x if limit is None else np.clip(x, -limit, limit)
+
+
+def _passes(x: np.ndarray, limit: Optional[float]) -> np.ndarray:
+    """Where clip(x) passes gradient: strictly inside the limits (1.0), else 0.0."""
+    return np.ones_like(x) if limit is None else (np.abs(x) < limit).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# one cell: one layer, one direction
+
+
+def _cell_forward(config: Config, p: Params, x, h0, c0, lengths, reverse: bool):
+    """x (T,B,I), h0 (B,P), c0 (B,H), lengths (B). Returns y (T,B,P), h_n, c_n, cache."""
+    T, B, _ = x.shape
+    H = config.hidden_size
+    W_ih, W_hh = p["weight_ih"], p["weight_hh"]
+    bias = p["bias_ih"] + p["bias_hh"] if config.bias else 0.0
+    w_i, w_f, w_o = p["weight_peephole"] if config.peepholes else (0.0, 0.0, 0.0)
+    W_hr = p.get("weight_hr")
+
+    y = np.zeros((T, B, config.output_size), dtype=x.dtype)
+    h, c = h0, c0
+    steps = []
+    for t in (reversed(range(T)) if reverse else range(T)):
+        z = x[t] @ W_ih.T + h @ W_hh.T + bias  # (B,4H): one product for all four gates
+        i = sigmoid(z[:, :H] + w_i * c)
+        f = sigmoid(z[:, H : 2 * H] + w_f * c)
+        g = np.tanh(z[:, 2 * H : 3 * H])
+        c_new = _clip(f * c + i * g, config.cell_clip)
+        o = sigmoid(z[:, 3 * H :] + w_o * c_new)  # the output peephole sees the new cell
+        m = o * np.tanh(c_new)
+        h_new = _clip(m @ W_hr.T, config.proj_clip) if W_hr is not None else m
+        on = (t < lengths)[:, None]  # (B,1): elements past their length keep their state
+        steps.append(dict(t=t, on=on, x=x[t], h=h, c=c, i=i, f=f, g=g, o=o, c_new=c_new, m=m, h_new=h_new))
+        y[t] = np.where(on, h_new, 0.0)
+        h, c = np.where(on, h_new, h), np.where(on, c_new, c)
+    return y, h, c, dict(config=config, p=p, steps=steps, T=T, I=x.shape[2])
+
+
+def _cell_backward(cache, dy, dh_n, dc_n):
+    """dy (T,B,P), dh_n (B,P), dc_n (B,H). Returns dx (T,B,I), dh0, dc0, grads."""
+    config, p = cache["config"], cache["p"]
+    H = config.hidden_size
+    W_ih, W_hh, W_hr = p["weight_ih"], p["weight_hh"], p.get("weight_hr")
+    w_i, w_f, w_o = p["weight_peephole"] if config.peepholes else (0.0, 0.0, 0.0)
+    grads = {name: np.zeros_like(v) for name, v in p.items()}
+    dx = np.zeros((cache["T"], dy.shape[1], cache["I"]), dtype=dy.dtype)
+    dh, dc = dh_n.copy(), dc_n.copy()
+    for s in reversed(cache["steps"]):  # the reverse of the order the forward ran
+        t, on = s["t"], s["on"]
+        i, f, g, o, c_prev, c_new = s["i"], s["f"], s["g"], s["o"], s["c"], s["c_new"]
+        dh_step = np.where(on, dh + dy[t], 0.0)
+        if W_hr is not None:  # h = clip(m W_hr^T)
+            dh_raw = dh_step * _passes(s["h_new"], config.proj_clip)
+            grads["weight_hr"] += dh_raw.T @ s["m"]
+            dm = dh_raw @ W_hr
+        else:
+            dm = dh_step
+        tc = np.tanh(c_new)
+        dzo = dm * tc * o * (1 - o)  # m = o * tanh(c)
+        dct = np.where(on, dc, 0.0) + dm * o * (1 - tc**2) + dzo * w_o
+        dct = dct * _passes(c_new, config.cell_clip)  # c = clip(f*c_prev + i*g)
+        dzi = dct * g * i * (1 - i)
+        dzf = dct * c_prev * f * (1 - f)
+        dzg = dct * i * (1 - g**2)
+        dz = np.concatenate([dzi, dzf, dzg, dzo], axis=1)  # (B,4H); zero where the step did not run
+        grads["weight_ih"] += dz.T @ s["x"]
+        grads["weight_hh"] += dz.T @ s["h"]
+        if config.bias:
+            grads["bias_ih"] += dz.sum(0)
+            grads["bias_hh"] += dz.sum(0)
+        if config.peepholes:
+            grads["weight_peephole"] += np.stack([(dzi * c_prev).sum(0), (dzf * c_prev).sum(0), (dzo * c_new).sum(0)])
+        dx[t] = dz @ W_ih
+        dh = np.where(on, dz @ W_hh, dh)
+        dc = np.where(on, dct * f + dzi * w_i + dzf * w_f, dc)
+    return dx, dh, dc, grads
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole layer
+
+
+_CELL_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole")
+
+
+def _cell_params(params: Params, layer: int, direction: int) -> Params:
+    """One cell's parameters, keyed without their ``_l{layer}[_reverse]`` suffix."""
+    s = _suffix(layer, direction)
+    return {n: params[n + s] for n in _CELL_PARAMS if n + s in params}
+
+
+def forward(
+    config: Config,
+    params: Params,
+    x: np.ndarray,
+    h0: Optional[np.ndarray] = None,
+    c0: Optional[np.ndarray] = None,
+    lengths: Optional[Sequence[int]] = None,
+    dropout_masks: Optional[List[np.ndarray]] = None,
+):
+    """Run the LSTM on time-major ``x (T,B,I)``.
+
+    Returns ``y (T,B,D*P), (h_n (D*L,B,P), c_n (D*L,B,H)), cache``. ``dropout_masks`` holds,
+    for each layer but the last, a ``(T,B,D*P)`` array multiplied into that layer's output.
+    """
+    T, B, _ = x.shape
+    L, D, H, P = config.num_layers, config.directions, config.hidden_size, config.output_size
+    h0 = np.zeros((D * L, B, P), x.dtype) if h0 is None else h0
+    c0 = np.zeros((D * L, B, H), x.dtype) if c0 is None else c0
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    h_n, c_n = np.zeros_like(h0), np.zeros_like(c0)
+    cells, inp = [], x
+    for layer in range(L):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            p = _cell_params(params, layer, d)
+            y, h_n[k], c_n[k], cell = _cell_forward(config, p, inp, h0[k], c0[k], lengths, reverse=d == 1)
+            outs.append(y)
+            cells.append(cell)
+        out = np.concatenate(outs, axis=2)
+        inp = out * dropout_masks[layer] if dropout_masks is not None and layer < L - 1 else out
+    cache = dict(config=config, cells=cells, masks=dropout_masks, B=B)
+    return inp, (h_n, c_n), cache
+
+
+def backward(cache, dy: np.ndarray, dh_n: Optional[np.ndarray] = None, dc_n: Optional[np.ndarray] = None):
+    """Backpropagate ``dy (T,B,D*P)`` and the final-state gradients through ``cache``.
+
+    Returns ``dx (T,B,I), (dh0, dc0), grads`` with ``grads`` keyed like the parameters.
+    """
+    config = cache["config"]
+    L, D, H, P = config.num_layers, config.directions, config.hidden_size, config.output_size
+    B = cache["B"]
+    dh_n = np.zeros((D * L, B, P), dy.dtype) if dh_n is None else dh_n
+    dc_n = np.zeros((D * L, B, H), dy.dtype) if dc_n is None else dc_n
+    dh0, dc0 = np.zeros_like(dh_n), np.zeros_like(dc_n)
+    grads: Params = {}
+    d_out = dy
+    for layer in reversed(range(L)):
+        d_in = 0.0
+        for d in range(D):
+            k = layer * D + d
+            dxk, dh0[k], dc0[k], g = _cell_backward(cache["cells"][k], d_out[:, :, d * P : (d + 1) * P], dh_n[k], dc_n[k])
+            d_in = d_in + dxk
+            grads.update({n + _suffix(layer, d): v for n, v in g.items()})
+        if layer > 0 and cache["masks"] is not None:
+            d_in = d_in * cache["masks"][layer - 1]
+        d_out = d_in
+    return d_out, (dh0, dc0), {n: grads[n] for n in param_shapes(config)}
