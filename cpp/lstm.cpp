@@ -66,8 +66,10 @@ inline bool active(const int32_t* lengths, int64_t b, int64_t t) {
 
 // Threads worth waking for a time loop with this much work per step: each barrier costs
 // about as much as 64k multiply-adds, so small cells run on one thread.
+std::atomic<int64_t> g_min_macs_per_thread{65536};
+
 int threads_for_step(int64_t macs_per_step) {
-    int64_t wanted = std::max<int64_t>(1, macs_per_step / 65536);
+    int64_t wanted = std::max<int64_t>(1, macs_per_step / g_min_macs_per_thread.load());
     return static_cast<int>(std::min<int64_t>(get_num_threads(), wanted));
 }
 
@@ -330,6 +332,8 @@ void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
     g_num_threads.store(n);
 }
+
+void set_min_work_per_thread(int64_t macs) { g_min_macs_per_thread.store(std::max<int64_t>(1, macs)); }
 
 int get_num_threads() {
     int n = g_num_threads.load();

@@ -119,5 +119,8 @@ private:
 // Threads used by the core (OpenMP). Default: omp_get_max_threads() at first use.
 void set_num_threads(int n);
 int get_num_threads();
+// Testing switch: the per-step work (multiply-adds) each thread of a time loop needs before
+// another thread joins. 1 puts the whole team on even the smallest cell.
+void set_min_work_per_thread(int64_t macs);
 
 }  // namespace lstmcpp

@@ -17,10 +17,12 @@ State = Tuple[np.ndarray, np.ndarray]
 class ForwardCache:
     """What :meth:`LSTM.forward` keeps for :meth:`LSTM.backward` (opaque)."""
 
-    __slots__ = ("_core", "model_id", "steps", "batch", "unbatched")
+    __slots__ = ("_core", "model_id", "steps", "batch", "unbatched", "dropout_masks")
 
-    def __init__(self, core_cache: Any, model_id: int, steps: int, batch: int, unbatched: bool):
+    def __init__(self, core_cache: Any, model_id: int, steps: int, batch: int, unbatched: bool,
+                 dropout_masks: List[np.ndarray]):
         self._core = core_cache
+        self.dropout_masks = dropout_masks  # per layer but the last: (T,B,D*P), or empty
         self.model_id = model_id
         self.steps = steps
         self.batch = batch
@@ -271,7 +273,7 @@ class LSTM:
             shape = (T, B, self.num_directions * self.output_size)
             masks = [((self._dropout_rng.random(shape) < keep) / keep).astype(self.dtype) for _ in range(self.num_layers - 1)]
         y, h_n, c_n, core_cache = self._core.forward(x3, h0, c0, lens, masks, True)
-        cache = ForwardCache(core_cache, self._core.id, T, B, unbatched)
+        cache = ForwardCache(core_cache, self._core.id, T, B, unbatched, masks)
         y, state_n = self._outputs(y, h_n, c_n, unbatched)
         return y, state_n, cache
 

@@ -1,0 +1,176 @@
+"""The C++ core against the NumPy reference: outputs, final state and every gradient."""
+
+import numpy as np
+import pytest
+
+import lstmcpp
+from lstmcpp import _core, reference
+
+from conftest import TOL, compare_with_reference, rel_err
+
+# Each feature alone, then combined; sizes are odd so no SIMD register or thread slice is full.
+GRID = {
+    "plain": dict(),
+    "no_bias": dict(bias=False),
+    "peepholes": dict(peepholes=True),
+    "projection": dict(proj_size=5),
+    "cell_clip": dict(cell_clip=0.3),
+    "proj_clip": dict(proj_size=5, proj_clip=0.1),
+    "two_layers": dict(num_layers=2),
+    "bidirectional": dict(bidirectional=True),
+    "batch_first": dict(batch_first=True),
+    "dropout": dict(num_layers=3, dropout=0.4, seed=3),
+    "everything": dict(num_layers=2, bidirectional=True, peepholes=True, proj_size=5, cell_clip=0.3,
+                       proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
+}
+
+
+def make_inputs(model, T=6, B=4, with_state=True, with_lengths=True, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, model.input_size) if model.batch_first else (T, B, model.input_size))
+    DL = model.num_directions * model.num_layers
+    state = None
+    if with_state:
+        state = (rng.standard_normal((DL, B, model.output_size)), rng.standard_normal((DL, B, model.hidden_size)))
+    lengths = rng.integers(1, T + 1, size=B) if with_lengths else None
+    if with_lengths:
+        lengths[0] = T
+    return x.astype(model.dtype), state, lengths
+
+
+def scale_weights(model, factor):
+    for p in model.parameters():
+        p *= factor
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", GRID)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_core_matches_reference(name, dtype, with_lengths):
+    model = lstmcpp.LSTM(7, 13, dtype=dtype, **{"seed": 1, **GRID[name]})
+    scale_weights(model, 3.0)  # engage the clips
+    x, state, lengths = make_inputs(model, with_lengths=with_lengths)
+    errs = compare_with_reference(model, x, state, lengths)
+    assert max(errs.values()) < TOL[dtype], errs
+
+
+@pytest.mark.parametrize("name", ["plain", "everything"])
+def test_core_matches_reference_under_each_isa(isa, name):
+    model = lstmcpp.LSTM(19, 37, **{"seed": 1, **GRID[name]})
+    x, state, lengths = make_inputs(model, T=5, B=3)
+    errs = compare_with_reference(model, x, state, lengths)
+    assert max(errs.values()) < TOL["float32"], (isa, errs)
+
+
+@pytest.mark.parametrize("name", ["plain", "projection", "everything"])
+@pytest.mark.parametrize("B", [1, 3])
+def test_core_matches_reference_on_the_whole_thread_team(whole_team, name, B):
+    """Two threads splitting even a small cell: every slice boundary and barrier is exercised."""
+    model = lstmcpp.LSTM(9, 41, dtype="float64", **{"seed": 2, **GRID[name]})
+    x, state, lengths = make_inputs(model, T=7, B=B)
+    errs = compare_with_reference(model, x, state, lengths)
+    assert max(errs.values()) < TOL["float64"], errs
+
+
+def test_unbatched_input_matches_reference():
+    model = lstmcpp.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4))
+    state = (rng.standard_normal((4, 3)), rng.standard_normal((4, 6)))
+    errs = compare_with_reference(model, x, state, lengths=np.array(3))
+    assert max(errs.values()) < TOL["float64"], errs
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_step_by_step_equals_full_sequence(dtype):
+    model = lstmcpp.LSTM(5, 8, num_layers=2, peepholes=True, proj_size=6, cell_clip=1.5, dtype=dtype, seed=4)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((9, 3, 5)).astype(dtype)
+    dy = rng.standard_normal((9, 3, 6))
+    y, (h, c), cache = model.forward(x)
+    model.zero_grad()
+    dx, (dh0, dc0) = model.backward(cache, dy)
+    full_grads = {k: v.copy() for k, v in model.grads.items()}
+
+    state, caches, ys = None, [], []
+    for t in range(9):
+        yt, state, ct = model.forward(x[t : t + 1], state)
+        ys.append(yt)
+        caches.append(ct)
+    tol = TOL[dtype]
+    assert rel_err(np.concatenate(ys), y) < tol
+    assert rel_err(state[0], h) < tol and rel_err(state[1], c) < tol
+    model.zero_grad()
+    dstate = None
+    for t in reversed(range(9)):
+        dxt, dstate = model.backward(caches[t], dy[t : t + 1], dstate)
+        assert rel_err(dxt[0], dx[t]) < tol
+    assert rel_err(dstate[0], dh0) < tol and rel_err(dstate[1], dc0) < tol
+    for k, v in full_grads.items():
+        assert rel_err(model.grads[k], v) < tol, k
+
+
+def test_one_and_two_threads_agree():
+    model = lstmcpp.LSTM(64, 128, num_layers=2, bidirectional=True, proj_size=96, peepholes=True, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 8, 64)).astype(np.float32)
+    lengths = rng.integers(1, 21, size=8)
+    dy = rng.standard_normal((20, 8, 192)).astype(np.float32)
+    threads = lstmcpp.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            lstmcpp.set_num_threads(n)
+            _core.set_min_work_per_thread(1)
+            y, (h, c), cache = model.forward(x, lengths=lengths)
+            model.zero_grad()
+            dx, _ = model.backward(cache, dy)
+            results.append([y, h, c, dx] + [g.copy() for g in model.grads.values()])
+    finally:
+        lstmcpp.set_num_threads(threads)
+        _core.set_min_work_per_thread(65536)
+    for a, b in zip(*results):
+        assert rel_err(a, b) < 1e-6
+
+
+def test_gradients_accumulate_until_zeroed():
+    model = lstmcpp.LSTM(3, 4, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    y, _, cache = model.forward(x)
+    model.backward(cache, np.ones_like(y))
+    once = {k: v.copy() for k, v in model.grads.items()}
+    model.backward(cache, np.ones_like(y))
+    for k in once:
+        np.testing.assert_allclose(model.grads[k], 2 * once[k], rtol=1e-12)
+    model.zero_grad()
+    assert all(not g.any() for g in model.grads.values())
+
+
+def test_inference_call_equals_forward():
+    model = lstmcpp.LSTM(5, 7, num_layers=2, bidirectional=True, dropout=0.5, seed=0)
+    x, state, lengths = make_inputs(model)
+    y1, (h1, c1) = model(x, state, lengths=lengths)
+    y2, (h2, c2), _ = model.forward(x, state, lengths=lengths, training=False)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(h1, h2)
+    np.testing.assert_array_equal(c1, c2)
+
+
+def test_padding_outputs_are_zero_and_state_is_last_real_step():
+    model = lstmcpp.LSTM(3, 4, bidirectional=True, dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 3))
+    y, (h, c) = model(x, lengths=np.array([6, 3]))
+    assert not y[3:, 1].any()
+    y_short, (h_short, c_short) = model(x[:3, 1:2])
+    np.testing.assert_allclose(y[:3, 1], y_short[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(h[:, 1], h_short[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(c[:, 1], c_short[:, 0], rtol=1e-12)
+
+
+def test_kernel_sigmoid_and_tanh_error_is_bounded(isa):
+    x = np.concatenate([np.linspace(-100, 100, 200001), [-1e30, -88.7, 88.7, 1e30, 0.0, 1e-30, -1e-30]]).astype(np.float32)
+    exact_sigmoid = reference.sigmoid(x.astype(np.float64))
+    exact_tanh = np.tanh(x.astype(np.float64))
+    assert np.abs(_core.sigmoid_f32(x) - exact_sigmoid).max() < 1.5e-7
+    assert np.abs(_core.tanh_f32(x) - exact_tanh).max() < 1.5e-7

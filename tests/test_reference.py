@@ -1,0 +1,105 @@
+"""The NumPy reference against float64 central differences, feature by feature."""
+
+import numpy as np
+import pytest
+
+from lstmcpp import reference
+
+FEATURES = {
+    "plain": {},
+    "no_bias": dict(bias=False),
+    "peepholes": dict(peepholes=True),
+    "projection": dict(proj_size=3),
+    "cell_clip": dict(cell_clip=0.4),
+    "proj_clip": dict(proj_size=3, proj_clip=0.15),
+    "two_layers": dict(num_layers=2),
+    "bidirectional": dict(bidirectional=True),
+    "everything": dict(num_layers=2, bidirectional=True, peepholes=True, proj_size=3, cell_clip=0.4, proj_clip=0.15),
+}
+
+
+def loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc):
+    """loss = sum(y*R) + sum(h_n*Rh) + sum(c_n*Rc), so dy = R and the state gradients are Rh, Rc."""
+    y, (h_n, c_n), cache = reference.forward(cfg, params, x, h0, c0, lengths, masks)
+    loss = np.sum(y * R) + np.sum(h_n * Rh) + np.sum(c_n * Rc)
+    return loss, cache
+
+
+@pytest.mark.parametrize("name", FEATURES)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_reference_gradients_match_finite_differences(name, with_lengths):
+    cfg = reference.Config(input_size=3, hidden_size=5, **FEATURES[name])
+    rng = np.random.default_rng(1)
+    params = reference.init_params(cfg, seed=2)
+    # Larger weights push some cells and outputs past the clips, so the clips are exercised.
+    params = {k: 2.5 * v for k, v in params.items()}
+    T, B = 4, 3
+    D, L, P, H = cfg.directions, cfg.num_layers, cfg.output_size, cfg.hidden_size
+    x = rng.standard_normal((T, B, 3))
+    h0 = 0.5 * rng.standard_normal((D * L, B, P))
+    c0 = 0.5 * rng.standard_normal((D * L, B, H))
+    lengths = np.array([4, 2, 3]) if with_lengths else None
+    masks = [(rng.random((T, B, D * P)) < 0.7) / 0.7 for _ in range(L - 1)] or None
+    R = rng.standard_normal((T, B, D * P))
+    Rh, Rc = rng.standard_normal(h0.shape), rng.standard_normal(c0.shape)
+
+    _, cache = loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc)
+    dx, (dh0, dc0), grads = reference.backward(cache, R, Rh, Rc)
+
+    def numeric(array, index):
+        eps = 1e-6
+        old = array[index]
+        array[index] = old + eps
+        plus, _ = loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc)
+        array[index] = old - eps
+        minus, _ = loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc)
+        array[index] = old
+        return (plus - minus) / (2 * eps)
+
+    targets = [("x", x, dx), ("h0", h0, dh0), ("c0", c0, dc0)]
+    targets += [(n, params[n], grads[n]) for n in params]
+    clipped = 0
+    for what, array, analytic in targets:
+        for flat in rng.choice(array.size, size=min(array.size, 6), replace=False):
+            index = np.unravel_index(flat, array.shape)
+            num = numeric(array, index)
+            assert abs(num - analytic[index]) <= 1e-6 * max(1.0, abs(num)), (what, index, num, analytic[index])
+    if cfg.cell_clip or cfg.proj_clip:
+        y, (h_n, c_n), cache = reference.forward(cfg, params, x, h0, c0, lengths, masks)
+        for cell in cache["cells"]:
+            for s in cell["steps"]:
+                if cfg.cell_clip:
+                    clipped += np.sum(np.abs(s["c_new"]) >= cfg.cell_clip)
+                if cfg.proj_clip:
+                    clipped += np.sum(np.abs(s["h_new"]) >= cfg.proj_clip)
+        assert clipped > 0, "the clip never engaged: the test would not see a wrong clip gradient"
+
+
+def test_reference_step_by_step_equals_full_sequence():
+    cfg = reference.Config(input_size=3, hidden_size=5, num_layers=2, peepholes=True, proj_size=4, cell_clip=1.0)
+    params = reference.init_params(cfg, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 3))
+    R = rng.standard_normal((6, 2, 4))
+    y, (h, c), cache = reference.forward(cfg, params, x)
+    dx, (dh0, dc0), grads = reference.backward(cache, R)
+
+    state = (np.zeros((2, 2, 4)), np.zeros((2, 2, 5)))
+    caches, ys = [], []
+    for t in range(6):
+        yt, state, ct = reference.forward(cfg, params, x[t : t + 1], *state)
+        ys.append(yt)
+        caches.append(ct)
+    np.testing.assert_allclose(np.concatenate(ys), y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(state[0], h, rtol=1e-12, atol=1e-12)
+    # Backward step by step, carrying the state gradients back through the chunks.
+    dh, dc = np.zeros_like(h), np.zeros_like(c)
+    total = {k: np.zeros_like(v) for k, v in params.items()}
+    for t in reversed(range(6)):
+        dxt, (dh, dc), g = reference.backward(caches[t], R[t : t + 1], dh, dc)
+        np.testing.assert_allclose(dxt[0], dx[t], rtol=1e-10, atol=1e-12)
+        for k in total:
+            total[k] += g[k]
+    np.testing.assert_allclose(dh, dh0, rtol=1e-10, atol=1e-12)
+    for k in total:
+        np.testing.assert_allclose(total[k], grads[k], rtol=1e-10, atol=1e-12)
