@@ -12,9 +12,9 @@
 
 namespace lstmcpp {
 
-const PointwiseKernels<float>& kernels_f32_portable();
-const PointwiseKernels<float>& kernels_f32_avx2();
-const PointwiseKernels<float>& kernels_f32_avx512();
+const Kernels<float>& kernels_f32_portable();
+const Kernels<float>& kernels_f32_avx2();
+const Kernels<float>& kernels_f32_avx512();
 
 namespace {
 
@@ -50,37 +50,37 @@ const CpuFeatures& features() {
     return f;
 }
 
-const PointwiseKernels<float>* table_for(const char* name) {
+const Kernels<float>* table_for(const char* name) {
     if (std::strcmp(name, "avx512") == 0) return features().avx512 ? &kernels_f32_avx512() : nullptr;
     if (std::strcmp(name, "avx2") == 0) return features().avx2 ? &kernels_f32_avx2() : nullptr;
     if (std::strcmp(name, "portable") == 0) return &kernels_f32_portable();
     return nullptr;
 }
 
-const PointwiseKernels<float>* best() {
+const Kernels<float>* best() {
     if (const char* forced = std::getenv("LSTMCPP_ISA"); forced && *forced) {
-        if (const PointwiseKernels<float>* t = table_for(forced)) return t;
+        if (const Kernels<float>* t = table_for(forced)) return t;
     }
     if (features().avx512) return &kernels_f32_avx512();
     if (features().avx2) return &kernels_f32_avx2();
     return &kernels_f32_portable();
 }
 
-std::atomic<const PointwiseKernels<float>*>& current() {
-    static std::atomic<const PointwiseKernels<float>*> table{best()};
+std::atomic<const Kernels<float>*>& current() {
+    static std::atomic<const Kernels<float>*> table{best()};
     return table;
 }
 
 }  // namespace
 
-const PointwiseKernels<float>& kernels_f32() { return *current().load(std::memory_order_relaxed); }
+const Kernels<float>& kernels_f32() { return *current().load(std::memory_order_relaxed); }
 
 const char* isa_in_use() { return kernels_f32().name; }
 
 bool isa_supported(const char* name) { return table_for(name) != nullptr; }
 
 bool set_isa(const char* name) {
-    const PointwiseKernels<float>* t = table_for(name);
+    const Kernels<float>* t = table_for(name);
     if (!t) return false;
     current().store(t, std::memory_order_relaxed);
     return true;

@@ -5,11 +5,11 @@
 
 namespace lstmcpp {
 
-// The fused elementwise work of one batch row at one step, for hidden units j in [j0, j1).
+// gates_forward / gates_backward: the fused elementwise work of one batch row at one step, for hidden units j in [j0, j1).
 // Gate rows are laid out (4H) as i, f, g, o; peephole (3,H) rows i, f, o (zeros when unused);
 // cell_clip is +inf when unused. All pointers are to the row's first element (j = 0).
 template <class T>
-struct PointwiseKernels {
+struct Kernels {
     const char* name;
     // gates (4H): pre-activations in, activated i,f,g,o out. c (H): new cell state.
     // m (H): o*tanh(c). c_prev (H): cell state entering the step.
@@ -20,24 +20,29 @@ struct PointwiseKernels {
     void (*gates_backward)(T* dz, T* dc_prev, const T* gates, const T* c_prev, const T* c,
                            const T* dm, const T* dc, const T* peephole,
                            int64_t H, int64_t j0, int64_t j1, T cell_clip);
-    // y (n) = W (n,K) x (K): the B=1 recurrent product; rows of W are ldw apart.
-    void (*matvec)(T* y, const T* W, int64_t ldw, const T* x, int64_t n, int64_t K, T beta);
+    // The per-step products of a small batch (M rows), beta 0 or 1:
+    // C (M,N) = beta*C + A (M,K) W (N,K)^T: rows of W dotted with rows of A (forward).
+    void (*gemm_nt)(T* C, int64_t ldc, const T* A, int64_t lda, const T* W, int64_t ldw,
+                    int64_t M, int64_t N, int64_t K, T beta);
+    // C (M,N) = beta*C + A (M,K) W (K,N): rows of W scaled and summed (backward).
+    void (*gemm_nn)(T* C, int64_t ldc, const T* A, int64_t lda, const T* W, int64_t ldw,
+                    int64_t M, int64_t N, int64_t K, T beta);
     // Elementwise sigmoid and tanh over n values (exposed so their error can be measured).
     void (*sigmoid)(T* y, const T* x, int64_t n);
     void (*tanh)(T* y, const T* x, int64_t n);
 };
 
 // float32: the best kernels the CPU supports, or the ones forced by LSTMCPP_ISA / set_isa().
-const PointwiseKernels<float>& kernels_f32();
+const Kernels<float>& kernels_f32();
 // float64: exact library exp/tanh, portable code (the gradient-check and reference path).
-const PointwiseKernels<double>& kernels_f64();
+const Kernels<double>& kernels_f64();
 
 template <class T>
-inline const PointwiseKernels<T>& kernels();
+inline const Kernels<T>& kernels();
 template <>
-inline const PointwiseKernels<float>& kernels<float>() { return kernels_f32(); }
+inline const Kernels<float>& kernels<float>() { return kernels_f32(); }
 template <>
-inline const PointwiseKernels<double>& kernels<double>() { return kernels_f64(); }
+inline const Kernels<double>& kernels<double>() { return kernels_f64(); }
 
 // "portable", "avx2" or "avx512": the float32 kernels in use.
 const char* isa_in_use();

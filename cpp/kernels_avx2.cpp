@@ -1,4 +1,7 @@
-// The avx2 kernels: kernels_impl.h compiled with this file's flags only (CMakeLists.txt).
+// The AVX2+FMA kernels: kernels_impl.h's elementwise work compiled with AVX2 flags, and the
+// small-batch products written with intrinsics (CMakeLists.txt gives this file its flags).
+#include <immintrin.h>
+
 #include <cstdint>
 
 #include "kernels.h"
@@ -6,10 +9,127 @@
 namespace lstmcpp {
 namespace avx2 {
 #include "kernels_impl.h"
+
+// An 8-lane load/store mask with the first `remaining` lanes on.
+inline __m256i tail_mask(int64_t remaining) {
+    alignas(32) static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t on = remaining >= 8 ? 8 : remaining <= 0 ? 0 : remaining;
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - on));
+}
+
+// [sum(a), sum(b), sum(c), sum(d)]: four dot products finished together.
+inline __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+inline float sum1(__m256 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R = 4 (or 1) rows of W.
+template <int MB, int R>
+inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
+                    int64_t ldw, int64_t K, float beta) {
+    __m256 acc[MB][R];
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 w[R];
+        for (int r = 0; r < R; ++r) w[r] = _mm256_loadu_ps(W + r * ldw + k);
+        for (int b = 0; b < MB; ++b) {
+            const __m256 a = _mm256_loadu_ps(A + b * lda + k);
+            for (int r = 0; r < R; ++r) acc[b][r] = _mm256_fmadd_ps(w[r], a, acc[b][r]);
+        }
+    }
+    if (k < K) {
+        const __m256i mask = tail_mask(K - k);
+        __m256 w[R];
+        for (int r = 0; r < R; ++r) w[r] = _mm256_maskload_ps(W + r * ldw + k, mask);
+        for (int b = 0; b < MB; ++b) {
+            const __m256 a = _mm256_maskload_ps(A + b * lda + k, mask);
+            for (int r = 0; r < R; ++r) acc[b][r] = _mm256_fmadd_ps(w[r], a, acc[b][r]);
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        if constexpr (R == 4) {
+            __m128 s = sum4(acc[b][0], acc[b][1], acc[b][2], acc[b][3]);
+            if (beta != 0.0f) s = _mm_add_ps(s, _mm_loadu_ps(C + b * ldc));
+            _mm_storeu_ps(C + b * ldc, s);
+        } else {
+            const float s = sum1(acc[b][0]);
+            C[b * ldc] = beta != 0.0f ? C[b * ldc] + s : s;
+        }
+    }
+}
+
+template <int MB>
+void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t N, int64_t K, float beta) {
+    int64_t n = 0;
+    for (; n + 4 <= N; n += 4) nt_tile<MB, 4>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+    for (; n < N; ++n) nt_tile<MB, 1>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+}
+
+void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t M, int64_t N, int64_t K, float beta) {
+    // Two rows of A at a time: 8 accumulators, 4 rows of W and one of A fit 16 registers.
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2) nt_rows<2>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    if (m < M) nt_rows<1>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+}
+
+// C[b, 0..width) (+)= sum_k A[b, k] W[k, 0..width) for MB rows of A, width <= 32.
+template <int MB>
+inline void nn_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
+                    int64_t ldw, int64_t K, int64_t width, float beta) {
+    const __m256i mask[4] = {tail_mask(width), tail_mask(width - 8), tail_mask(width - 16),
+                             tail_mask(width - 24)};
+    __m256 acc[MB][4];
+    for (int b = 0; b < MB; ++b)
+        for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+        const float* w_row = W + k * ldw;
+        __m256 w[4];
+        for (int v = 0; v < 4; ++v) w[v] = _mm256_maskload_ps(w_row + 8 * v, mask[v]);
+        for (int b = 0; b < MB; ++b) {
+            const __m256 a = _mm256_broadcast_ss(A + b * lda + k);
+            for (int v = 0; v < 4; ++v) acc[b][v] = _mm256_fmadd_ps(a, w[v], acc[b][v]);
+        }
+    }
+    for (int b = 0; b < MB; ++b)
+        for (int v = 0; v < 4; ++v) {
+            float* c = C + b * ldc + 8 * v;
+            __m256 s = acc[b][v];
+            if (beta != 0.0f) s = _mm256_add_ps(s, _mm256_maskload_ps(c, mask[v]));
+            _mm256_maskstore_ps(c, mask[v], s);
+        }
+}
+
+void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t M, int64_t N, int64_t K, float beta) {
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2)
+        for (int64_t n = 0; n < N; n += 32)
+            nn_tile<2>(C + m * ldc + n, ldc, A + m * lda, lda, W + n, ldw, K, N - n < 32 ? N - n : 32, beta);
+    if (m < M)
+        for (int64_t n = 0; n < N; n += 32)
+            nn_tile<1>(C + m * ldc + n, ldc, A + m * lda, lda, W + n, ldw, K, N - n < 32 ? N - n : 32, beta);
+}
+
 }  // namespace avx2
 
-const PointwiseKernels<float>& kernels_f32_avx2() {
-    static const PointwiseKernels<float> table = avx2::make_kernels<float>("avx2");
+const Kernels<float>& kernels_f32_avx2() {
+    static const Kernels<float> table = [] {
+        Kernels<float> k = avx2::make_kernels<float>("avx2");
+        k.gemm_nt = avx2::gemm_nt;
+        k.gemm_nn = avx2::gemm_nn;
+        return k;
+    }();
     return table;
 }
 }  // namespace lstmcpp

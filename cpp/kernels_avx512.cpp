@@ -1,4 +1,7 @@
-// The avx512 kernels: kernels_impl.h compiled with this file's flags only (CMakeLists.txt).
+// The AVX-512 kernels: kernels_impl.h's elementwise work compiled with AVX-512 flags, and the
+// small-batch products written with intrinsics (CMakeLists.txt gives this file its flags).
+#include <immintrin.h>
+
 #include <cstdint>
 
 #include "kernels.h"
@@ -6,10 +9,133 @@
 namespace lstmcpp {
 namespace avx512 {
 #include "kernels_impl.h"
+
+inline __mmask16 tail_mask(int64_t remaining) {
+    return remaining >= 16 ? __mmask16(0xFFFF) : remaining <= 0 ? __mmask16(0) : __mmask16((1u << remaining) - 1);
+}
+
+// [sum(a), sum(b), sum(c), sum(d)]: four dot products finished together.
+inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+    __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+    __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+// C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R = 4 (or 1) rows of W.
+template <int MB, int R>
+inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
+                    int64_t ldw, int64_t K, float beta) {
+    __m512 acc[MB][R];
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < R; ++r) acc[b][r] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 w[R];
+        for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(W + r * ldw + k);
+        for (int b = 0; b < MB; ++b) {
+            const __m512 a = _mm512_loadu_ps(A + b * lda + k);
+            for (int r = 0; r < R; ++r) acc[b][r] = _mm512_fmadd_ps(w[r], a, acc[b][r]);
+        }
+    }
+    if (k < K) {
+        const __mmask16 mask = tail_mask(K - k);
+        __m512 w[R];
+        for (int r = 0; r < R; ++r) w[r] = _mm512_maskz_loadu_ps(mask, W + r * ldw + k);
+        for (int b = 0; b < MB; ++b) {
+            const __m512 a = _mm512_maskz_loadu_ps(mask, A + b * lda + k);
+            for (int r = 0; r < R; ++r) acc[b][r] = _mm512_fmadd_ps(w[r], a, acc[b][r]);
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        if constexpr (R == 4) {
+            __m128 s = sum4(acc[b][0], acc[b][1], acc[b][2], acc[b][3]);
+            if (beta != 0.0f) s = _mm_add_ps(s, _mm_loadu_ps(C + b * ldc));
+            _mm_storeu_ps(C + b * ldc, s);
+        } else {
+            const float s = _mm512_reduce_add_ps(acc[b][0]);
+            C[b * ldc] = beta != 0.0f ? C[b * ldc] + s : s;
+        }
+    }
+}
+
+template <int MB>
+void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t N, int64_t K, float beta) {
+    int64_t n = 0;
+    for (; n + 4 <= N; n += 4) nt_tile<MB, 4>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+    for (; n < N; ++n) nt_tile<MB, 1>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+}
+
+void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t M, int64_t N, int64_t K, float beta) {
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) nt_rows<4>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    switch (M - m) {
+        case 3: nt_rows<3>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
+        case 2: nt_rows<2>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
+        case 1: nt_rows<1>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
+        default: break;
+    }
+}
+
+// C[b, 0..width) (+)= sum_k A[b, k] W[k, 0..width) for MB rows of A, width <= 64.
+template <int MB>
+inline void nn_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
+                    int64_t ldw, int64_t K, int64_t width, float beta) {
+    const __mmask16 mask[4] = {tail_mask(width), tail_mask(width - 16), tail_mask(width - 32),
+                               tail_mask(width - 48)};
+    __m512 acc[MB][4];
+    for (int b = 0; b < MB; ++b)
+        for (int v = 0; v < 4; ++v) acc[b][v] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+        const float* w_row = W + k * ldw;
+        __m512 w[4];
+        for (int v = 0; v < 4; ++v) w[v] = _mm512_maskz_loadu_ps(mask[v], w_row + 16 * v);
+        for (int b = 0; b < MB; ++b) {
+            const __m512 a = _mm512_set1_ps(A[b * lda + k]);
+            for (int v = 0; v < 4; ++v) acc[b][v] = _mm512_fmadd_ps(a, w[v], acc[b][v]);
+        }
+    }
+    for (int b = 0; b < MB; ++b)
+        for (int v = 0; v < 4; ++v) {
+            float* c = C + b * ldc + 16 * v;
+            __m512 s = acc[b][v];
+            if (beta != 0.0f) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask[v], c));
+            _mm512_mask_storeu_ps(c, mask[v], s);
+        }
+}
+
+template <int MB>
+void nn_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t N, int64_t K, float beta) {
+    for (int64_t n = 0; n < N; n += 64)
+        nn_tile<MB>(C + n, ldc, A, lda, W + n, ldw, K, N - n < 64 ? N - n : 64, beta);
+}
+
+void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t M, int64_t N, int64_t K, float beta) {
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) nn_rows<4>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    switch (M - m) {
+        case 3: nn_rows<3>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
+        case 2: nn_rows<2>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
+        case 1: nn_rows<1>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
+        default: break;
+    }
+}
+
 }  // namespace avx512
 
-const PointwiseKernels<float>& kernels_f32_avx512() {
-    static const PointwiseKernels<float> table = avx512::make_kernels<float>("avx512");
+const Kernels<float>& kernels_f32_avx512() {
+    static const Kernels<float> table = [] {
+        Kernels<float> k = avx512::make_kernels<float>("avx512");
+        k.gemm_nt = avx512::gemm_nt;
+        k.gemm_nn = avx512::gemm_nn;
+        return k;
+    }();
     return table;
 }
 }  // namespace lstmcpp

@@ -107,35 +107,33 @@ static inline T dot_row(const T* __restrict w, const T* __restrict x, int64_t K)
     return s;
 }
 
+// The slow, obvious versions: the portable and float64 kernels, and the reference for the
+// instruction-set ones.
 template <class T>
-static void matvec(T* __restrict y, const T* __restrict W, int64_t ldw, const T* __restrict x,
-                   int64_t n, int64_t K, T beta) {
-    // Two rows at a time share each load of x; each row is a contiguous dot product.
-    int64_t r = 0;
-    for (; r + 2 <= n; r += 2) {
-        const T* __restrict w0 = W + r * ldw;
-        const T* __restrict w1 = w0 + ldw;
-        T a0[16] = {0}, a1[16] = {0};
-        int64_t k = 0;
-        for (; k + 16 <= K; k += 16) {
-            for (int l = 0; l < 16; ++l) {
-                a0[l] += w0[k + l] * x[k + l];
-                a1[l] += w1[k + l] * x[k + l];
-            }
+static void gemm_nt_generic(T* __restrict C, int64_t ldc, const T* __restrict A, int64_t lda,
+                            const T* __restrict W, int64_t ldw, int64_t M, int64_t N, int64_t K,
+                            T beta) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            T s = dot_row(W + n * ldw, A + m * lda, K);
+            C[m * ldc + n] = beta == T(0) ? s : C[m * ldc + n] + s;
         }
-        T s0 = 0, s1 = 0;
-        for (; k < K; ++k) {
-            s0 += w0[k] * x[k];
-            s1 += w1[k] * x[k];
+}
+
+template <class T>
+static void gemm_nn_generic(T* __restrict C, int64_t ldc, const T* __restrict A, int64_t lda,
+                            const T* __restrict W, int64_t ldw, int64_t M, int64_t N, int64_t K,
+                            T beta) {
+    for (int64_t m = 0; m < M; ++m) {
+        T* __restrict c = C + m * ldc;
+        if (beta == T(0))
+            for (int64_t n = 0; n < N; ++n) c[n] = 0;
+        for (int64_t k = 0; k < K; ++k) {
+            const T a = A[m * lda + k];
+            const T* __restrict w = W + k * ldw;
+            for (int64_t n = 0; n < N; ++n) c[n] += a * w[n];
         }
-        for (int l = 0; l < 16; ++l) {
-            s0 += a0[l];
-            s1 += a1[l];
-        }
-        y[r] = (beta == T(0) ? T(0) : beta * y[r]) + s0;
-        y[r + 1] = (beta == T(0) ? T(0) : beta * y[r + 1]) + s1;
     }
-    for (; r < n; ++r) y[r] = (beta == T(0) ? T(0) : beta * y[r]) + dot_row(W + r * ldw, x, K);
 }
 
 template <class T>
@@ -149,7 +147,7 @@ static void tanh_all(T* __restrict y, const T* __restrict x, int64_t n) {
 }
 
 template <class T>
-static PointwiseKernels<T> make_kernels(const char* name) {
-    return PointwiseKernels<T>{name, gates_forward<T>, gates_backward<T>, matvec<T>,
-                               sigmoid_all<T>, tanh_all<T>};
+static Kernels<T> make_kernels(const char* name) {
+    return Kernels<T>{name, gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
+                      gemm_nn_generic<T>, sigmoid_all<T>, tanh_all<T>};
 }

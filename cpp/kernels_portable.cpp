@@ -8,13 +8,13 @@ namespace portable {
 #include "kernels_impl.h"
 }  // namespace portable
 
-const PointwiseKernels<float>& kernels_f32_portable() {
-    static const PointwiseKernels<float> table = portable::make_kernels<float>("portable");
+const Kernels<float>& kernels_f32_portable() {
+    static const Kernels<float> table = portable::make_kernels<float>("portable");
     return table;
 }
 
-const PointwiseKernels<double>& kernels_f64() {
-    static const PointwiseKernels<double> table = portable::make_kernels<double>("portable");
+const Kernels<double>& kernels_f64() {
+    static const Kernels<double> table = portable::make_kernels<double>("portable");
     return table;
 }
 }  // namespace lstmcpp

@@ -73,6 +73,26 @@ int threads_for_step(int64_t macs_per_step) {
     return static_cast<int>(std::min<int64_t>(get_num_threads(), wanted));
 }
 
+// The per-step products. A small batch uses our kernels, which read the weights in place (no
+// packing per call); a large batch uses the BLAS, whose packing then pays for itself.
+constexpr int64_t kSmallBatch = 16;
+
+template <class T>
+void step_gemm_nt(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t lda, const T* W,
+                  int64_t ldw, int64_t M, int64_t N, int64_t depth, T beta) {
+    if (N <= 0) return;
+    if (M <= kSmallBatch) K.gemm_nt(C, ldc, A, lda, W, ldw, M, N, depth, beta);
+    else gemm(false, true, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
+}
+
+template <class T>
+void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t lda, const T* W,
+                  int64_t ldw, int64_t M, int64_t N, int64_t depth, T beta) {
+    if (N <= 0) return;
+    if (M <= kSmallBatch) K.gemm_nn(C, ldc, A, lda, W, ldw, M, N, depth, beta);
+    else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
+}
+
 template <class T>
 void copy_rows(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t begin,
                int64_t end) {
@@ -88,7 +108,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                   const T* x, const T* h0, const T* c0, const int32_t* lengths,
                   const CellTensors<const T>& w, const CellShape<T>& s) {
     const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = 4 * H;
-    const PointwiseKernels<T>& K = kernels<T>();
+    const Kernels<T>& K = kernels<T>();
 
     // gates (T,B,4H): first the input projection x W_ih^T + b_ih + b_hh of every step at once,
     // then activated in place step by step; the cache keeps it for backward.
@@ -140,15 +160,9 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                 copy_rows(cache->c_prev.data() + t * B * H, H, c_cur, H, B, jr.begin, jr.end);
             }
             // z[:, my units of each gate] += h_prev W_hh[my rows]^T
-            if (jr.size() > 0) {
-                for (int64_t q = 0; q < 4; ++q) {
-                    const int64_t row0 = q * H + jr.begin;
-                    if (B == 1)
-                        K.matvec(z + row0, w.weight_hh + row0 * P, P, h_cur, jr.size(), P, T(1));
-                    else
-                        gemm(false, true, B, jr.size(), P, T(1), h_cur, P, w.weight_hh + row0 * P,
-                             P, T(1), z + row0, G);
-                }
+            for (int64_t q = 0; q < 4; ++q) {
+                const int64_t row0 = q * H + jr.begin;
+                step_gemm_nt(K, z + row0, G, h_cur, P, w.weight_hh + row0 * P, P, B, jr.size(), P, T(1));
             }
             // m (B,H): straight into the next state when not projecting
             T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local.data()) : h_next;
@@ -167,13 +181,8 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
             if (s.projecting) {
 #pragma omp barrier
                 // h_next[:, my outputs] = m W_hr[my outputs]^T, clipped
-                if (pr.size() > 0) {
-                    if (B == 1)
-                        K.matvec(h_next + pr.begin, w.weight_hr + pr.begin * H, H, m, pr.size(), H, T(0));
-                    else
-                        gemm(false, true, B, pr.size(), H, T(1), m, H, w.weight_hr + pr.begin * H,
-                             H, T(0), h_next + pr.begin, P);
-                }
+                step_gemm_nt(K, h_next + pr.begin, P, m, H, w.weight_hr + pr.begin * H, H, B,
+                             pr.size(), H, T(0));
                 for (int64_t b = 0; b < B; ++b) {
                     T* h = h_next + b * P;
                     if (active(lengths, b, t)) {
@@ -208,7 +217,7 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
                    const CellTensors<const T>& w, const CellShape<T>& s, bool has_peepholes) {
     const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = 4 * H;
     const int64_t TB = steps * B;
-    const PointwiseKernels<T>& K = kernels<T>();
+    const Kernels<T>& K = kernels<T>();
 
     AlignedVector<T> dz(TB * G);                         // (T,B,4H) gradient of the pre-activations
     AlignedVector<T> dh_raw(s.projecting ? TB * P : 0);  // (T,B,P) gradient of h before proj_clip
@@ -253,9 +262,8 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
             if (s.projecting) {
 #pragma omp barrier
                 // forward was: h_raw = m W_hr^T   so: dm[:, my units] = dh_raw W_hr[:, my units]
-                if (jr.size() > 0)
-                    gemm(false, false, B, jr.size(), P, T(1), dh_raw.data() + t * B * P, P,
-                         w.weight_hr + jr.begin, H, T(0), dm.data() + jr.begin, H);
+                step_gemm_nn(K, dm.data() + jr.begin, H, dh_raw.data() + t * B * P, P,
+                             w.weight_hr + jr.begin, H, B, jr.size(), P, T(0));
             }
             for (int64_t b = 0; b < B; ++b) {
                 if (active(lengths, b, t)) {
@@ -272,9 +280,8 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
             }
 #pragma omp barrier
             // forward was: z += h_prev W_hh^T   so: dh_prev[:, my outputs] = dz W_hh[:, my outputs]
-            if (pr.size() > 0)
-                gemm(false, false, B, pr.size(), G, T(1), dz_t, G, w.weight_hh + pr.begin, P, T(0),
-                     dh_next + pr.begin, P);
+            step_gemm_nn(K, dh_next + pr.begin, P, dz_t, G, w.weight_hh + pr.begin, P, B, pr.size(),
+                         G, T(0));
             for (int64_t b = 0; b < B; ++b)
                 if (!active(lengths, b, t))
                     std::copy(dh_cur + b * P + pr.begin, dh_cur + b * P + pr.end, dh_next + b * P + pr.begin);

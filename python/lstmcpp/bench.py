@@ -1,0 +1,400 @@
+"""Benchmarks: lstmcpp against the NumPy reference, PyTorch and ONNX Runtime, as ratios.
+
+Every implementation of a case runs on the same weights, the same inputs and the same number of
+threads, interleaved in one process (A B C A B C ..., each a short block per round, see
+_time_interleaved) so machine drift hits all alike; each reports its median. A ratio above 1 means lstmcpp is that many times faster. Peers that are not
+installed are skipped with a note. Run it as ``python -m lstmcpp bench [--quick] [--json F]``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+import lstmcpp
+from lstmcpp import reference
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str  # "infer", "steps" (one-step calls, state carried) or "train" (forward + backward)
+    T: int
+    B: int
+    H: int
+    proj_size: int = 0
+    goal: str = ""
+    quick: bool = True
+    peers_only: Optional[List[str]] = None  # restrict the peers (e.g. only the NumPy reference)
+
+
+CASES = [
+    Case("stream H256", "infer", 200, 1, 256, goal=">= 2.0x best peer"),
+    Case("stream H512", "infer", 100, 1, 512, goal=">= 1.5x best peer"),
+    Case("step calls H128", "steps", 100, 1, 128, goal=">= 8x torch LSTMCell"),
+    Case("projection", "infer", 100, 1, 512, proj_size=256, goal=">= 2.0x best peer"),
+    Case("batch", "infer", 50, 64, 512, goal=">= 1.0x best peer, >= 85% GEMM rate", quick=False),
+    Case("train H256", "train", 100, 32, 256, goal=">= 1.5x torch"),
+    Case("train H512", "train", 50, 64, 512, goal=">= 1.2x torch", quick=False),
+    Case("vs NumPy", "infer", 200, 1, 256, goal=">= 6x NumPy reference", peers_only=["numpy reference"]),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# the implementations of one case, each a zero-argument callable
+
+
+def _ours(case: Case, model: lstmcpp.LSTM, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+    if case.kind == "infer":
+        return lambda: model(x)
+    if case.kind == "train":
+        def train():
+            y, _, cache = model.forward(x)
+            model.backward(cache, dy)
+        return train
+
+    steps = [x[t : t + 1] for t in range(case.T)]  # (1,B,I) each, as a streaming service gets them
+
+    def step_calls():
+        state = None
+        for xt in steps:
+            _, state = model(xt, state)
+    return step_calls
+
+
+def _numpy_reference(case, model, x, dy):
+    if case.kind != "infer":
+        return None
+    params = model.state_dict()
+    config = model.config
+    return lambda: reference.forward(config, params, x)
+
+
+def _torch_peers(case, model, x, dy, threads) -> Dict[str, Callable[[], object]]:
+    try:
+        import torch
+    except ImportError:
+        return {}
+    torch.set_num_threads(threads)
+    lstm = torch.nn.LSTM(case.H, case.H, proj_size=case.proj_size)
+    lstm.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    peers = {}
+    if case.kind == "infer":
+        def infer():
+            with torch.inference_mode():
+                lstm(xt)
+        peers["torch LSTM"] = infer
+    elif case.kind == "train":
+        x_grad = xt.clone().requires_grad_(True)
+
+        def train():
+            y, _ = lstm(x_grad)
+            y.backward(dyt)
+        peers["torch LSTM"] = train
+    else:
+        cell = torch.nn.LSTMCell(case.H, case.H)
+        cell.load_state_dict({k[: -len("_l0")]: v for k, v in lstm.state_dict().items()})
+        steps = [xt[t] for t in range(case.T)]  # (B,I) each
+
+        def cell_calls():
+            with torch.inference_mode():
+                state = None
+                for s in steps:
+                    state = cell(s, state)
+
+        lstm_steps = [xt[t : t + 1] for t in range(case.T)]
+
+        def lstm_calls():
+            with torch.inference_mode():
+                state = None
+                for s in lstm_steps:
+                    _, state = lstm(s, state)
+        peers["torch LSTMCell"] = cell_calls
+        peers["torch LSTM"] = lstm_calls
+    return peers
+
+
+def onnx_lstm_model(model: lstmcpp.LSTM, steps: Optional[int] = None) -> bytes:
+    """An ONNX model of one LSTM node with ``model``'s weights (one layer, one direction)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    sd = model.state_dict()
+    H, I = model.hidden_size, model.input_size
+    order = [0, 3, 1, 2]  # ONNX stacks gates i, o, f, c; PyTorch i, f, g, o
+
+    def reorder(w):
+        return np.concatenate([w[k * H : (k + 1) * H] for k in order])[None]
+
+    inits = [
+        numpy_helper.from_array(reorder(sd["weight_ih_l0"]), "W"),
+        numpy_helper.from_array(reorder(sd["weight_hh_l0"]), "R"),
+        numpy_helper.from_array(np.concatenate([reorder(sd["bias_ih_l0"]), reorder(sd["bias_hh_l0"])], axis=1), "B"),
+    ]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "initial_h", "initial_c"], ["Y", "Y_h", "Y_c"], hidden_size=H)
+    graph = helper.make_graph(
+        [node], "lstm",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [steps or "T", "B", I]),
+         helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, "B", H]),
+         helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, "B", H])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [steps or "T", 1, "B", H]),
+         helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, "B", H]),
+         helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, "B", H])],
+        initializer=inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def _onnxruntime_peer(case, model, x, dy, threads) -> Dict[str, Callable[[], object]]:
+    if case.kind == "train" or case.proj_size:
+        return {}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_lstm_model(model), options, providers=["CPUExecutionProvider"])
+    zeros = np.zeros((1, case.B, case.H), np.float32)
+    if case.kind == "infer":
+        return {"onnxruntime": lambda: session.run(None, {"X": x, "initial_h": zeros, "initial_c": zeros})}
+    steps = [x[t : t + 1] for t in range(case.T)]
+
+    def step_calls():
+        h = c = zeros
+        for s in steps:
+            _, h, c = session.run(None, {"X": s, "initial_h": h, "initial_c": c})
+    return {"onnxruntime": step_calls}
+
+
+# ------------------------------------------------------------------------------------------------
+# measuring
+
+
+def _time_interleaved(impls: Dict[str, Callable[[], object]], min_seconds: float, max_rounds: int) -> Dict[str, float]:
+    """Median seconds per call of each implementation, interleaved round by round (A B C A B C ...).
+
+    In each round every implementation runs a short block of calls (about 30 ms) and the first
+    third of each block is discarded: right after another library's calls, that library's idle
+    threads are still spinning on the cores (OpenBLAS, OpenMP and ONNX Runtime all spin for a
+    while before sleeping), which would charge one library's idle habits to the next one.
+    """
+    per_call = {}
+    for name, fn in impls.items():  # warm up (first-call allocations, lazy initialisation) and size the blocks
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        per_call[name] = max(time.perf_counter() - t0, 1e-6)
+    block = {name: int(min(50, max(3, 0.03 / t))) for name, t in per_call.items()}
+    times: Dict[str, List[float]] = {name: [] for name in impls}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() - start < min_seconds and rounds < max_rounds):
+        for name, fn in impls.items():
+            n = block[name]
+            for k in range(n):
+                t0 = time.perf_counter()
+                fn()
+                if k >= n // 3:
+                    times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def gemm_rate(threads: int) -> float:
+    """The machine's float32 GEMM rate (FLOP/s) through NumPy's BLAS, at ``threads`` threads."""
+    n = 2048
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    limiter = _blas_limiter(threads)
+    try:
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(5))
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _blas_limiter(threads: int):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def case_flops(case: Case) -> float:
+    """Multiply-adds x 2 of the matrix products in one run of the case (one layer)."""
+    P = case.proj_size or case.H
+    per_step = 4 * case.H * (case.H + P) + (P * case.H if case.proj_size else 0)
+    flops = 2.0 * case.T * case.B * per_step
+    return 3 * flops if case.kind == "train" else flops
+
+
+def run_case(case: Case, threads: int, min_seconds: float) -> dict:
+    rng = np.random.default_rng(0)
+    model = lstmcpp.LSTM(case.H, case.H, proj_size=case.proj_size, seed=0)
+    P = model.output_size
+    x = rng.standard_normal((case.T, case.B, case.H)).astype(np.float32)
+    dy = rng.standard_normal((case.T, case.B, P)).astype(np.float32)
+    impls: Dict[str, Callable[[], object]] = {"lstmcpp": _ours(case, model, x, dy)}
+    notes = []
+    peers: Dict[str, Optional[Callable[[], object]]] = {"numpy reference": _numpy_reference(case, model, x, dy)}
+    if case.peers_only is None:
+        torch_peers = _torch_peers(case, model, x, dy, threads)
+        if not torch_peers:
+            notes.append("torch not installed: skipped")
+        peers.update(torch_peers)
+        ort_peers = _onnxruntime_peer(case, model, x, dy, threads)
+        if not ort_peers:
+            notes.append("onnxruntime skipped (" + ("not installed" if case.kind != "train" and not case.proj_size else "no training / projection") + ")")
+        peers.update(ort_peers)
+        if case.kind != "infer" or case.B > 1:
+            peers.pop("numpy reference")
+    impls.update({name: fn for name, fn in peers.items() if fn is not None and (case.peers_only is None or name in case.peers_only)})
+    medians = _time_interleaved(impls, min_seconds, max_rounds=200)
+    ours = medians["lstmcpp"]
+    return {
+        "case": case.name, "kind": case.kind, "T": case.T, "B": case.B, "H": case.H, "proj_size": case.proj_size,
+        "goal": case.goal, "median_s": medians, "ratio": {k: v / ours for k, v in medians.items() if k != "lstmcpp"},
+        "gflops": case_flops(case) / ours / 1e9, "notes": notes,
+    }
+
+
+def peak_training_memory(threads: int) -> Dict[str, float]:
+    """Peak extra resident memory (MiB) of one "train H256" step, each library in a fresh process."""
+    out = {}
+    for lib in ("lstmcpp", "torch"):
+        code = _MEMORY_PROBE.format(lib=lib, threads=threads)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+        if r.returncode == 0:
+            out[lib] = float(r.stdout.strip())
+    return out
+
+
+_MEMORY_PROBE = """
+import resource, numpy as np
+def rss_mib():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+T, B, H = 100, 32, 256
+x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
+dy = np.ones((T, B, H), np.float32)
+if '{lib}' == 'lstmcpp':
+    import lstmcpp
+    lstmcpp.set_num_threads({threads})
+    m = lstmcpp.LSTM(H, H)
+    def step():
+        y, _, cache = m.forward(x)
+        m.backward(cache, dy)
+else:
+    import torch
+    torch.set_num_threads({threads})
+    m = torch.nn.LSTM(H, H)
+    xt, dyt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(dy)
+    def step():
+        y, _ = m(xt)
+        y.backward(dyt)
+base = rss_mib()
+step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+"""
+
+
+def machine_description() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "lstmcpp": lstmcpp.info()}
+    for mod in ("torch", "onnxruntime"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    try:
+        from threadpoolctl import threadpool_info
+        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "prefix", "version", "num_threads", "architecture", "threading_layer")} for p in threadpool_info()]
+    except ImportError:
+        info["threadpools"] = "threadpoolctl not installed"
+    return info
+
+
+def format_table(results: List[dict], gemm_gflops: float) -> str:
+    peers = []
+    for r in results:
+        for k in r["ratio"]:
+            if k not in peers:
+                peers.append(k)
+    head = ["case", "lstmcpp median"] + [f"vs {p}" for p in peers] + ["GFLOP/s", "goal"]
+    rows = [head]
+    for r in results:
+        ours = r["median_s"]["lstmcpp"]
+        t = f"{ours * 1e3:.3f} ms" if ours < 1 else f"{ours:.2f} s"
+        row = [r["case"], t] + [f"{r['ratio'][p]:.2f}x" if p in r["ratio"] else "-" for p in peers]
+        row += [f"{r['gflops']:.0f} ({100 * r['gflops'] / gemm_gflops:.0f}%)", r["goal"]]
+        rows.append(row)
+    widths = [max(len(str(row[k])) for row in rows) for k in range(len(head))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2, cases: Optional[List[str]] = None) -> int:
+    lstmcpp.set_num_threads(threads)
+    _blas_limiter(threads)  # NumPy's BLAS (the reference) at the same thread count
+    machine = machine_description()
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores; lstmcpp {machine['lstmcpp']['isa']} kernels, {threads} threads")
+    print(f"peers: torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, numpy {machine['numpy']}")
+    if isinstance(machine["threadpools"], list):
+        for p in machine["threadpools"]:
+            print(f"  threadpool: {p['internal_api']} {p['version']} {p['prefix']} threads={p['num_threads']} arch={p['architecture']}")
+    rate = gemm_rate(threads)
+    print(f"float32 GEMM rate (NumPy, 2048^3, {threads} threads): {rate / 1e9:.0f} GFLOP/s")
+    selected = [c for c in CASES if (not quick or c.quick) and (cases is None or c.name in cases)]
+    results = []
+    for case in selected:
+        r = run_case(case, threads, min_seconds=0.5 if quick else 3.0)
+        results.append(r)
+        best = min((v for k, v in r["ratio"].items()), default=float("nan"))
+        print(f"  {case.name}: lstmcpp {r['median_s']['lstmcpp'] * 1e3:.3f} ms; " +
+              ", ".join(f"{k} {v:.2f}x" for k, v in r["ratio"].items()) + (f" (slowest ratio {best:.2f}x)" if r["ratio"] else "") +
+              ("; " + "; ".join(r["notes"]) if r["notes"] else ""), flush=True)
+    print()
+    print(format_table(results, rate / 1e9))
+    memory = {}
+    if not quick:
+        memory = peak_training_memory(threads)
+        print("\npeak extra memory of one 'train H256' step: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in memory.items()))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"machine": machine, "threads": threads, "gemm_gflops": rate / 1e9, "results": results,
+                       "train_h256_peak_extra_mib": memory}, f, indent=2)
+        print(f"\nwrote {json_path}")
+    return 0
