@@ -93,6 +93,22 @@ void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t ld
     else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
 }
 
+// Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
+// the team would be one (entering a parallel region costs about a microsecond).
+template <class Body>
+void run_team(int threads, const Body& body) {
+    if (threads <= 1) {
+        DenormalsAreZero daz;
+        body(1, 0);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        DenormalsAreZero daz;
+        body(omp_get_num_threads(), omp_get_thread_num());
+    }
+}
+
 template <class T>
 void copy_rows(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t begin,
                int64_t end) {
@@ -130,8 +146,12 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
         for (int64_t k = 0; k < G; ++k)
             row[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
     }
-    gemm_parallel<T>(get_num_threads(), false, true, steps * B, G, I, T(1), x, I, w.weight_ih, I,
-                     T(1), gates, G);
+    // One step (a streaming call): each thread projects the input onto its own rows inside the
+    // step, so its rows of W_ih stay in its cache across calls as its rows of W_hh do.
+    const bool fuse_input = steps == 1;
+    if (!fuse_input)
+        gemm_parallel<T>(get_num_threads(), false, true, steps * B, G, I, T(1), x, I, w.weight_ih,
+                         I, T(1), gates, G);
 
     // state (B,P) and cell (B,H), ping-pong between steps; m (B,H) = o*tanh(c) when projecting
     AlignedVector<T> state(2 * B * P), cell(2 * B * H), m_local(s.projecting ? B * H : 0);
@@ -140,13 +160,15 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
     if (c0) std::copy(c0, c0 + B * H, cell.begin());
     else std::fill(cell.begin(), cell.begin() + B * H, T(0));
 
-    const int64_t macs = B * (G * P + (s.projecting ? P * H : 0));
-#pragma omp parallel num_threads(threads_for_step(macs))
-    {
-        DenormalsAreZero daz;
-        const int team = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
+    run_team(threads_for_step(macs), [&](int team, int me) {
         const Range jr = split(H, team, me, 16);                      // my hidden units
         const Range pr = s.projecting ? split(P, team, me, 16) : jr;  // my output units
+        if (fuse_input)
+            for (int64_t q = 0; q < 4; ++q) {
+                const int64_t row0 = q * H + jr.begin;
+                step_gemm_nt(K, gates + row0, G, x, I, w.weight_ih + row0 * I, I, B, jr.size(), I, T(1));
+            }
         T* h_cur = state.data();
         T* h_next = h_cur + B * P;
         T* c_cur = cell.data();
@@ -204,7 +226,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
         }
         copy_rows(h_n, P, h_cur, P, B, pr.begin, pr.end);
         copy_rows(c_n, H, c_cur, H, B, jr.begin, jr.end);
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,10 +250,7 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
     else std::fill(dcell.begin(), dcell.begin() + B * H, T(0));
 
     const int64_t macs = B * (G * P + (s.projecting ? P * H : 0));
-#pragma omp parallel num_threads(threads_for_step(macs))
-    {
-        DenormalsAreZero daz;
-        const int team = omp_get_num_threads(), me = omp_get_thread_num();
+    run_team(threads_for_step(macs), [&](int team, int me) {
         const Range jr = split(H, team, me, 16);
         const Range pr = s.projecting ? split(P, team, me, 16) : jr;
         T* dh_cur = dstate.data();
@@ -291,7 +310,7 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
         }
         copy_rows(dh0, P, dh_cur, P, B, pr.begin, pr.end);
         copy_rows(dc0, H, dc_cur, H, B, jr.begin, jr.end);
-    }
+    });
 
     // The weight gradients of all steps at once, as large products.
     const int threads = get_num_threads();

@@ -23,6 +23,6 @@ def test_onnx_peer_computes_the_same_lstm():
 
 def test_quick_case_runs_and_reports_ratios():
     case = bench.Case("tiny", "infer", 5, 1, 16, peers_only=["numpy reference"])
-    r = bench.run_case(case, threads=1, min_seconds=0.0)
+    r = bench.run_case(case, threads=1, min_seconds=0.0, block_seconds=0.01, settle_seconds=0.0)
     assert r["median_s"]["lstmcpp"] > 0 and r["ratio"]["numpy reference"] > 0
     assert "tiny" in bench.format_table([r], gemm_gflops=100.0)

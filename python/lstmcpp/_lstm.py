@@ -314,6 +314,9 @@ class LSTM:
 
     def _input(self, x: Any) -> Tuple[np.ndarray, bool]:
         """x as a C-contiguous (T,B,I) array of the model's dtype, and whether it was unbatched."""
+        if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3 and not self.batch_first
+                and x.shape[2] == self.input_size and x.shape[0] and x.shape[1] and x.flags.c_contiguous):
+            return x, False  # the common case, checked in full, without conversions
         a = _as_real_array(x, "x", self.dtype)
         if a.ndim == 2:
             expected = f"(T, {self.input_size})"
@@ -337,6 +340,9 @@ class LSTM:
 
     def _state_array(self, value: Any, name: str, size: int, B: int, unbatched: bool) -> np.ndarray:
         DL = self.num_directions * self.num_layers
+        if (type(value) is np.ndarray and value.dtype == self.dtype and not unbatched
+                and value.shape == (DL, B, size) and value.flags.c_contiguous):
+            return value
         a = _as_real_array(value, name, self.dtype)
         expected = (DL, size) if unbatched else (DL, B, size)
         if a.shape != expected:

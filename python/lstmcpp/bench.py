@@ -1,7 +1,7 @@
 """Benchmarks: lstmcpp against the NumPy reference, PyTorch and ONNX Runtime, as ratios.
 
 Every implementation of a case runs on the same weights, the same inputs and the same number of
-threads, interleaved in one process (A B C A B C ..., each a short block per round, see
+threads, interleaved in one process (A B C A B C ..., each a block of calls per round, see
 _time_interleaved) so machine drift hits all alike; each reports its median. A ratio above 1 means lstmcpp is that many times faster. Peers that are not
 installed are skipped with a note. Run it as ``python -m lstmcpp bench [--quick] [--json F]``.
 """
@@ -184,32 +184,34 @@ def _onnxruntime_peer(case, model, x, dy, threads) -> Dict[str, Callable[[], obj
 # measuring
 
 
-def _time_interleaved(impls: Dict[str, Callable[[], object]], min_seconds: float, max_rounds: int) -> Dict[str, float]:
+def _time_interleaved(impls: Dict[str, Callable[[], object]], min_seconds: float, max_rounds: int,
+                      block_seconds: float = 0.15, settle_seconds: float = 0.06) -> Dict[str, float]:
     """Median seconds per call of each implementation, interleaved round by round (A B C A B C ...).
 
-    In each round every implementation runs a short block of calls (about 30 ms) and the first
-    third of each block is discarded: right after another library's calls, that library's idle
-    threads are still spinning on the cores (OpenBLAS, OpenMP and ONNX Runtime all spin for a
-    while before sleeping), which would charge one library's idle habits to the next one.
+    In each round every implementation runs a block of calls (``block_seconds``), and only calls
+    that start ``settle_seconds`` into the block count: each library leaves its idle threads
+    spinning on the cores for a while after its calls (ONNX Runtime's for about 40 ms here;
+    OpenBLAS's and OpenMP's for less), and without the settling time one library's idle habits
+    would be charged to the next. Every library keeps its own default threading.
     """
-    per_call = {}
-    for name, fn in impls.items():  # warm up (first-call allocations, lazy initialisation) and size the blocks
+    for fn in impls.values():  # warm up: first-call allocations, lazy initialisation
         fn()
-        t0 = time.perf_counter()
-        fn()
-        per_call[name] = max(time.perf_counter() - t0, 1e-6)
-    block = {name: int(min(50, max(3, 0.03 / t))) for name, t in per_call.items()}
     times: Dict[str, List[float]] = {name: [] for name in impls}
     start = time.perf_counter()
     rounds = 0
     while rounds < 3 or (time.perf_counter() - start < min_seconds and rounds < max_rounds):
         for name, fn in impls.items():
-            n = block[name]
-            for k in range(n):
+            block_start = time.perf_counter()
+            kept = 0
+            while True:
                 t0 = time.perf_counter()
                 fn()
-                if k >= n // 3:
-                    times[name].append(time.perf_counter() - t0)
+                t1 = time.perf_counter()
+                if t0 - block_start >= settle_seconds:
+                    times[name].append(t1 - t0)
+                    kept += 1
+                if kept >= 1 and t1 - block_start >= block_seconds:
+                    break
         rounds += 1
     return {name: float(np.median(t)) for name, t in times.items()}
 
@@ -251,7 +253,7 @@ def case_flops(case: Case) -> float:
     return 3 * flops if case.kind == "train" else flops
 
 
-def run_case(case: Case, threads: int, min_seconds: float) -> dict:
+def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float = 0.15, settle_seconds: float = 0.06) -> dict:
     rng = np.random.default_rng(0)
     model = lstmcpp.LSTM(case.H, case.H, proj_size=case.proj_size, seed=0)
     P = model.output_size
@@ -272,7 +274,7 @@ def run_case(case: Case, threads: int, min_seconds: float) -> dict:
         if case.kind != "infer" or case.B > 1:
             peers.pop("numpy reference")
     impls.update({name: fn for name, fn in peers.items() if fn is not None and (case.peers_only is None or name in case.peers_only)})
-    medians = _time_interleaved(impls, min_seconds, max_rounds=200)
+    medians = _time_interleaved(impls, min_seconds, max_rounds=200, block_seconds=block_seconds, settle_seconds=settle_seconds)
     ours = medians["lstmcpp"]
     return {
         "case": case.name, "kind": case.kind, "T": case.T, "B": case.B, "H": case.H, "proj_size": case.proj_size,
@@ -380,7 +382,7 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
     selected = [c for c in CASES if (not quick or c.quick) and (cases is None or c.name in cases)]
     results = []
     for case in selected:
-        r = run_case(case, threads, min_seconds=0.5 if quick else 3.0)
+        r = run_case(case, threads, min_seconds=1.0 if quick else 4.0)
         results.append(r)
         best = min((v for k, v in r["ratio"].items()), default=float("nan"))
         print(f"  {case.name}: lstmcpp {r['median_s']['lstmcpp'] * 1e3:.3f} ms; " +
