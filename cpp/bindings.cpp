@@ -45,6 +45,22 @@ void require_shape(const py::array& a, const std::vector<int64_t>& dims, const c
                               ", got " + shape_of(a));
 }
 
+// The Python layer converts every argument; here an array is only checked and borrowed (a
+// pybind11 array_t argument would go through PyArray_FromAny on every call, ~0.5 us each).
+template <class T>
+Array<T> ready(py::handle obj, const char* name) {
+    if (!Array<T>::check_(obj))
+        throw py::type_error(std::string(name) + ": expected a C-contiguous numpy array of " +
+                             std::string(py::str(py::dtype::of<T>())));
+    return py::reinterpret_borrow<Array<T>>(obj);
+}
+
+template <class T>
+std::optional<Array<T>> ready_or_none(py::handle obj, const char* name) {
+    if (obj.is_none()) return std::nullopt;
+    return ready<T>(obj, name);
+}
+
 template <class T>
 const T* data_or_null(const std::optional<Array<T>>& a) {
     return a ? a->data() : nullptr;
@@ -99,9 +115,12 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
         })
         .def(
             "forward",
-            [](const M& self, const Array<T>& x, const std::optional<Array<T>>& h0,
-               const std::optional<Array<T>>& c0, const std::optional<Lengths>& lengths,
-               const std::vector<Array<T>>& dropout_masks, bool keep_cache) {
+            [](const M& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
+               py::handle lengths_obj, const py::list& dropout_masks, bool keep_cache) {
+                const Array<T> x = ready<T>(x_obj, "x");
+                const std::optional<Array<T>> h0 = ready_or_none<T>(h0_obj, "h0");
+                const std::optional<Array<T>> c0 = ready_or_none<T>(c0_obj, "c0");
+                const std::optional<Lengths> lengths = ready_or_none<int32_t>(lengths_obj, "lengths");
                 const Config& c = self.config();
                 const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size,
                               P = c.output_size();
@@ -112,7 +131,8 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
                 if (c0) require_shape(*c0, {D * L, B, H}, "c0");
                 if (lengths) require_shape(*lengths, {B}, "lengths");
                 std::vector<const T*> masks;
-                for (const auto& mask : dropout_masks) {
+                for (py::handle item : dropout_masks) {
+                    const Array<T> mask = ready<T>(item, "dropout mask");  // kept alive by the list
                     require_shape(mask, {steps, B, D * P}, "dropout mask");
                     masks.push_back(mask.data());
                 }
@@ -128,12 +148,14 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
                 return py::make_tuple(y, h_n, c_n, cache_obj);
             },
             py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
-            py::arg("lengths") = py::none(), py::arg("dropout_masks") = std::vector<Array<T>>{},
+            py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::list(),
             py::arg("keep_cache") = false)
         .def(
             "backward",
-            [](M& self, const C& cache, const Array<T>& dy, const std::optional<Array<T>>& dh_n,
-               const std::optional<Array<T>>& dc_n) {
+            [](M& self, const C& cache, py::handle dy_obj, py::handle dh_n_obj, py::handle dc_n_obj) {
+                const Array<T> dy = ready<T>(dy_obj, "dy");
+                const std::optional<Array<T>> dh_n = ready_or_none<T>(dh_n_obj, "dh_n");
+                const std::optional<Array<T>> dc_n = ready_or_none<T>(dc_n_obj, "dc_n");
                 const Config& c = self.config();
                 const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size,
                               P = c.output_size(), steps = cache.steps, B = cache.batch;

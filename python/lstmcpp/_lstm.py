@@ -170,6 +170,8 @@ class LSTM:
             size = math.prod(shape)
             self._params[name] = flat[offset : offset + size].reshape(shape)
             self._grads[name] = flat_grads[offset : offset + size].reshape(shape)
+        # (D*L, P, H): the state's leading and trailing sizes, for the streaming fast path
+        self._ready_shapes = (self.num_directions * self.num_layers, self.output_size, self.hidden_size)
         init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seed)
         self.reset_parameters(np.random.default_rng(init_seed))
@@ -252,6 +254,22 @@ class LSTM:
 
     def __call__(self, x: Any, state: Optional[State] = None, *, lengths: Any = None):
         """Inference: ``y, (h_n, c_n) = lstm(x, state, lengths=...)``. Keeps nothing for backward."""
+        if lengths is None and type(x) is np.ndarray and x.ndim == 3:
+            # The streaming case: arrays already of the right dtype, shape and layout, checked in
+            # full here with as few Python operations as possible (each costs ~50-100 ns).
+            T, B, I = x.shape
+            dtype, ready = self.dtype, self._ready_shapes
+            if (x.dtype == dtype and I == self.input_size and T and B and not self.batch_first and x.flags.c_contiguous):
+                if state is None:
+                    y, h_n, c_n, _ = self._core.forward(x)
+                    return y, (h_n, c_n)
+                if type(state) is tuple and len(state) == 2:
+                    h0, c0 = state
+                    if (type(h0) is np.ndarray and type(c0) is np.ndarray and h0.dtype == dtype and c0.dtype == dtype
+                            and h0.shape == (ready[0], B, ready[1]) and c0.shape == (ready[0], B, ready[2])
+                            and h0.flags.c_contiguous and c0.flags.c_contiguous):
+                        y, h_n, c_n, _ = self._core.forward(x, h0, c0)
+                        return y, (h_n, c_n)
         x3, unbatched = self._input(x)
         h0, c0 = self._state(state, x3.shape[1], unbatched)
         lens = self._lengths(lengths, x3.shape[0], x3.shape[1], unbatched)
@@ -312,11 +330,19 @@ class LSTM:
     # ------------------------------------------------------------------------------------------
     # argument conversion
 
+    def _is_ready(self, x: Any) -> bool:
+        """Whether x is already a non-empty, C-contiguous (T,B,I) array of the model's dtype."""
+        return (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3 and not self.batch_first
+                and x.shape[2] == self.input_size and x.shape[0] > 0 and x.shape[1] > 0 and x.flags.c_contiguous)
+
+    def _is_ready_state(self, a: Any, B: int, size: int) -> bool:
+        return (type(a) is np.ndarray and a.dtype == self.dtype and a.shape == (self.num_directions * self.num_layers, B, size)
+                and a.flags.c_contiguous)
+
     def _input(self, x: Any) -> Tuple[np.ndarray, bool]:
         """x as a C-contiguous (T,B,I) array of the model's dtype, and whether it was unbatched."""
-        if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3 and not self.batch_first
-                and x.shape[2] == self.input_size and x.shape[0] and x.shape[1] and x.flags.c_contiguous):
-            return x, False  # the common case, checked in full, without conversions
+        if self._is_ready(x):
+            return x, False
         a = _as_real_array(x, "x", self.dtype)
         if a.ndim == 2:
             expected = f"(T, {self.input_size})"
@@ -339,10 +365,9 @@ class LSTM:
         return a, unbatched
 
     def _state_array(self, value: Any, name: str, size: int, B: int, unbatched: bool) -> np.ndarray:
-        DL = self.num_directions * self.num_layers
-        if (type(value) is np.ndarray and value.dtype == self.dtype and not unbatched
-                and value.shape == (DL, B, size) and value.flags.c_contiguous):
+        if not unbatched and self._is_ready_state(value, B, size):
             return value
+        DL = self.num_directions * self.num_layers
         a = _as_real_array(value, name, self.dtype)
         expected = (DL, size) if unbatched else (DL, B, size)
         if a.shape != expected:
