@@ -46,7 +46,7 @@ def scale_weights(model, factor):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", GRID)
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_core_matches_reference(name, dtype, with_lengths):
+def test_core_matches_reference(name, dtype, with_lengths, isa):
     model = lstmcpp.LSTM(7, 13, dtype=dtype, **{"seed": 1, **GRID[name]})
     scale_weights(model, 3.0)  # engage the clips
     x, state, lengths = make_inputs(model, with_lengths=with_lengths)
@@ -55,9 +55,11 @@ def test_core_matches_reference(name, dtype, with_lengths):
 
 
 @pytest.mark.parametrize("name", ["plain", "everything"])
-def test_core_matches_reference_under_each_isa(isa, name):
+@pytest.mark.parametrize("B", [1, 3, 6, 37])
+def test_core_matches_reference_under_each_isa(isa, name, B):
+    """Every kernel set, at batch sizes that fill 0, 1 and many 4-row tiles with remainders."""
     model = lstmcpp.LSTM(19, 37, **{"seed": 1, **GRID[name]})
-    x, state, lengths = make_inputs(model, T=5, B=3)
+    x, state, lengths = make_inputs(model, T=5, B=B)
     errs = compare_with_reference(model, x, state, lengths)
     assert max(errs.values()) < TOL["float32"], (isa, errs)
 

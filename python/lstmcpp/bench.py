@@ -284,7 +284,8 @@ def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float 
 
 
 def peak_training_memory(threads: int) -> Dict[str, float]:
-    """Peak extra resident memory (MiB) of one "train H256" step, each library in a fresh process."""
+    """Peak extra resident memory (MiB) of one steady-state "train H256" step (forward and backward),
+    each library in a fresh process: the peak resident size during the step less the size before."""
     out = {}
     for lib in ("lstmcpp", "torch"):
         code = _MEMORY_PROBE.format(lib=lib, threads=threads)
@@ -295,10 +296,12 @@ def peak_training_memory(threads: int) -> Dict[str, float]:
 
 
 _MEMORY_PROBE = """
-import resource, numpy as np
-def rss_mib():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+import numpy as np
+def status_mib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024
 T, B, H = 100, 32, 256
 x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
 dy = np.ones((T, B, H), np.float32)
@@ -317,9 +320,12 @@ else:
     def step():
         y, _ = m(xt)
         y.backward(dyt)
-base = rss_mib()
+step()  # first-use allocations (BLAS buffers, thread stacks) are not the step's
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # resets the peak resident size (VmHWM) to the current one
+base = status_mib('VmRSS')
 step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+print(status_mib('VmHWM') - base)
 """
 
 
