@@ -25,7 +25,7 @@ GRID = {
 }
 
 
-def make_inputs(model, T=6, B=4, with_state=True, with_lengths=True, seed=0):
+def make_inputs(model, T=9, B=4, with_state=True, with_lengths=True, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((B, T, model.input_size) if model.batch_first else (T, B, model.input_size))
     DL = model.num_directions * model.num_layers
@@ -57,11 +57,13 @@ def test_core_matches_reference(name, dtype, with_lengths, isa):
 @pytest.mark.parametrize("name", ["plain", "everything"])
 @pytest.mark.parametrize("B", [1, 3, 6, 37])
 def test_core_matches_reference_under_each_isa(isa, name, B):
-    """Every kernel set, at batch sizes that fill 0, 1 and many 4-row tiles with remainders."""
+    """Every kernel set, at batch sizes that fill 0, 1 and many 4-row tiles with remainders,
+    with a short sequence (backward reads W_hh as it is) and a long one (through W_hh^T)."""
     model = lstmcpp.LSTM(19, 37, **{"seed": 1, **GRID[name]})
-    x, state, lengths = make_inputs(model, T=5, B=B)
-    errs = compare_with_reference(model, x, state, lengths)
-    assert max(errs.values()) < TOL["float32"], (isa, errs)
+    for T in (5, 12):
+        x, state, lengths = make_inputs(model, T=T, B=B)
+        errs = compare_with_reference(model, x, state, lengths)
+        assert max(errs.values()) < TOL["float32"], (isa, T, errs)
 
 
 @pytest.mark.parametrize("name", ["plain", "projection", "everything"])
@@ -69,9 +71,10 @@ def test_core_matches_reference_under_each_isa(isa, name, B):
 def test_core_matches_reference_on_the_whole_thread_team(whole_team, name, B):
     """Two threads splitting even a small cell: every slice boundary and barrier is exercised."""
     model = lstmcpp.LSTM(9, 41, dtype="float64", **{"seed": 2, **GRID[name]})
-    x, state, lengths = make_inputs(model, T=7, B=B)
-    errs = compare_with_reference(model, x, state, lengths)
-    assert max(errs.values()) < TOL["float64"], errs
+    for T in (5, 10):
+        x, state, lengths = make_inputs(model, T=T, B=B)
+        errs = compare_with_reference(model, x, state, lengths)
+        assert max(errs.values()) < TOL["float64"], (T, errs)
 
 
 def test_unbatched_input_matches_reference():
