@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from . import _core, reference
+from . import _core, interop, io, reference
 from ._lstm import LSTM, ForwardCache
 from ._version import __version__
+from .interop import load_onnx
+from .io import load, save
 
-__all__ = ["LSTM", "ForwardCache", "reference", "set_num_threads", "get_num_threads", "info", "__version__"]
+io.register("LSTM", LSTM, LSTM._from_native)
+
+__all__ = ["LSTM", "ForwardCache", "reference", "interop", "save", "load", "load_onnx",
+           "set_num_threads", "get_num_threads", "info", "__version__"]
 
 
 def set_num_threads(n: int) -> None:

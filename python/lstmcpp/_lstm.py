@@ -250,6 +250,66 @@ class LSTM:
             self._params[name][...] = a
 
     # ------------------------------------------------------------------------------------------
+    # configuration, files, pickling and other frameworks
+
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor's arguments (but ``seed``): ``LSTM(**lstm.get_config())`` rebuilds it."""
+        return dict(
+            input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
+            batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional,
+            proj_size=self.proj_size, peepholes=self.peepholes, cell_clip=self.cell_clip, proj_clip=self.proj_clip,
+            forget_bias=self.forget_bias, dtype=str(self.dtype),
+        )
+
+    def _to_native(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+        return self.get_config(), self.state_dict()
+
+    @classmethod
+    def _from_native(cls, config: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> "LSTM":
+        model = cls(**config)
+        model.load_state_dict(arrays)
+        return model
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Parameters and gradients by value; the C++ core is rebuilt from the configuration.
+        return {"config": self.get_config(), "seed": self.seed, "params": self.state_dict(),
+                "grads": {k: g.copy() for k, g in self._grads.items()},
+                "dropout_rng": self._dropout_rng.bit_generator.state}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(**state["config"], seed=state["seed"])
+        self.load_state_dict(state["params"])
+        for k, g in state["grads"].items():
+            self._grads[k][...] = g
+        self._dropout_rng.bit_generator.state = state["dropout_rng"]
+
+    @classmethod
+    def from_torch(cls, module: Any, *, dtype: Any = None) -> "LSTM":
+        """A copy of a ``torch.nn.LSTM`` (configuration and weights); see :mod:`lstmcpp.interop`."""
+        from .interop import from_torch
+
+        return from_torch(module, dtype=dtype)
+
+    def to_torch(self):
+        """A ``torch.nn.LSTM`` with this model's weights (refused for peepholes and clips)."""
+        from .interop import to_torch
+
+        return to_torch(self)
+
+    @classmethod
+    def from_keras(cls, layer: Any, *, dtype: Any = "float32") -> "LSTM":
+        """A copy of a Keras 3 ``LSTM`` or ``Bidirectional(LSTM)`` layer; see :mod:`lstmcpp.interop`."""
+        from .interop import from_keras
+
+        return from_keras(layer, dtype=dtype)
+
+    def export_onnx(self, path: Any = None, *, opset: int = 14):
+        """Write this model as an ONNX graph of ``LSTM`` nodes; see :func:`lstmcpp.interop.export_onnx`."""
+        from .interop import export_onnx
+
+        return export_onnx(self, path, opset=opset)
+
+    # ------------------------------------------------------------------------------------------
     # forward and backward
 
     def __call__(self, x: Any, state: Optional[State] = None, *, lengths: Any = None):

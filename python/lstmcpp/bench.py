@@ -185,14 +185,15 @@ def _onnxruntime_peer(case, model, x, dy, threads) -> Dict[str, Callable[[], obj
 
 
 def _time_interleaved(impls: Dict[str, Callable[[], object]], min_seconds: float, max_rounds: int,
-                      block_seconds: float = 0.15, settle_seconds: float = 0.06) -> Dict[str, float]:
+                      block_seconds: float = 0.35, settle_seconds: float = 0.15) -> Dict[str, float]:
     """Median seconds per call of each implementation, interleaved round by round (A B C A B C ...).
 
     In each round every implementation runs a block of calls (``block_seconds``), and only calls
     that start ``settle_seconds`` into the block count: each library leaves its idle threads
-    spinning on the cores for a while after its calls (ONNX Runtime's for about 40 ms here;
-    OpenBLAS's and OpenMP's for less), and without the settling time one library's idle habits
-    would be charged to the next. Every library keeps its own default threading.
+    spinning on the cores for a while after its calls (measured here: ONNX Runtime's for about
+    40 ms, NumPy's OpenBLAS's for up to ~2^28 cycles, about 90 ms), and without the settling
+    time one library's idle habits would be charged to the next. Every library keeps its own
+    default threading.
     """
     for fn in impls.values():  # warm up: first-call allocations, lazy initialisation
         fn()
@@ -253,7 +254,7 @@ def case_flops(case: Case) -> float:
     return 3 * flops if case.kind == "train" else flops
 
 
-def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float = 0.15, settle_seconds: float = 0.06) -> dict:
+def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float = 0.35, settle_seconds: float = 0.15) -> dict:
     rng = np.random.default_rng(0)
     model = lstmcpp.LSTM(case.H, case.H, proj_size=case.proj_size, seed=0)
     P = model.output_size
