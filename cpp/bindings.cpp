@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -176,6 +177,36 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             py::arg("dc_n") = py::none());
 }
 
+// C (M,N) = op(A) op(B) (+ C when accumulate): the blocks around the LSTM (lstmcpp.nn) use our
+// BLAS on our thread team, so a training step never wakes NumPy's BLAS threads, which would
+// spin on the cores the LSTM's team needs.
+template <class T>
+py::object matmul(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_b, py::handle out_obj,
+                  bool accumulate) {
+    const Array<T> a = ready<T>(a_obj, "a"), b = ready<T>(b_obj, "b");
+    if (a.ndim() != 2 || b.ndim() != 2)
+        throw py::value_error("a, b: expected 2-D arrays, got shapes " + shape_of(a) + " and " + shape_of(b));
+    const int64_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+    const int64_t N = trans_b ? b.shape(0) : b.shape(1), Kb = trans_b ? b.shape(1) : b.shape(0);
+    if (K != Kb)
+        throw py::value_error("a, b: inner sizes differ: " + shape_of(a) + (trans_a ? "^T" : "") + " @ " +
+                              shape_of(b) + (trans_b ? "^T" : ""));
+    Array<T> out = out_obj.is_none() ? Array<T>({M, N}) : ready<T>(out_obj, "out");
+    if (!out_obj.is_none()) require_shape(out, {M, N}, "out");
+    if (out_obj.is_none() && accumulate) throw py::value_error("accumulate needs out");
+    {
+        py::gil_scoped_release release;
+        if (K == 0) {
+            if (!accumulate) std::fill(out.mutable_data(), out.mutable_data() + M * N, T(0));
+        } else {
+            lstmcpp::gemm_parallel<T>(lstmcpp::get_num_threads(), trans_a, trans_b, M, N, K, T(1), a.data(),
+                                      a.shape(1), b.data(), b.shape(1), accumulate ? T(1) : T(0),
+                                      out.mutable_data(), N);
+        }
+    }
+    return out;
+}
+
 template <class F>
 py::array_t<float> apply_f32(const Array<float>& x, F f) {
     Array<float> y(x.size());
@@ -199,6 +230,10 @@ PYBIND11_MODULE(_core, m) {
     bind_model<float>(m, "ModelF32", "CacheF32");
     bind_model<double>(m, "ModelF64", "CacheF64");
 
+    m.def("matmul_f32", &matmul<float>, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false, py::arg("out") = py::none(), py::arg("accumulate") = false);
+    m.def("matmul_f64", &matmul<double>, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false, py::arg("out") = py::none(), py::arg("accumulate") = false);
     m.def("set_num_threads", &lstmcpp::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &lstmcpp::get_num_threads);
     m.def("set_min_work_per_thread", &lstmcpp::set_min_work_per_thread, py::arg("macs"),

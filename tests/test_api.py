@@ -259,8 +259,8 @@ def test_info_reports_the_kernels_and_threads():
     assert info["version"] == lstmcpp.__version__
 
 
-def test_demo_runs():
-    out = subprocess.run([sys.executable, "-m", "lstmcpp", "demo", "--steps", "20", "--hidden", "32", "--batch", "4"],
+def test_check_command_runs():
+    out = subprocess.run([sys.executable, "-m", "lstmcpp", "check", "--steps", "20", "--hidden", "32", "--batch", "4"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "matches the NumPy reference" in out.stdout

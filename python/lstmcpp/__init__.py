@@ -17,8 +17,11 @@ from .io import load, save
 
 io.register("LSTM", LSTM, LSTM._from_native)
 
-__all__ = ["LSTM", "ForwardCache", "reference", "interop", "save", "load", "load_onnx",
-           "set_num_threads", "get_num_threads", "info", "__version__"]
+from . import models, nn, optim, train  # noqa: E402  (models registers its kinds with io)
+from .train import fit  # noqa: E402
+
+__all__ = ["LSTM", "ForwardCache", "reference", "interop", "nn", "optim", "models", "train", "fit",
+           "save", "load", "load_onnx", "set_num_threads", "get_num_threads", "info", "__version__"]
 
 
 def set_num_threads(n: int) -> None:

@@ -212,6 +212,10 @@ class LSTM:
     def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
         return iter(self._params.items())
 
+    def gradients(self) -> List[np.ndarray]:
+        """The gradient arrays, in the order of :meth:`parameters` (what optimizers take)."""
+        return list(self._grads.values())
+
     @property
     def grads(self) -> Dict[str, np.ndarray]:
         """Gradient arrays keyed like :meth:`state_dict`; :meth:`backward` adds into them."""

@@ -1,0 +1,348 @@
+"""lstmcpp.nn, lstmcpp.optim, lstmcpp.models and fit: gradient checks, learning, determinism."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lstmcpp
+from lstmcpp import nn, optim
+from lstmcpp.models import AttentionClassifier, CharLM, Forecaster
+from lstmcpp.train import fit
+
+
+def numeric_gradient(loss_fn, array, index, eps=1e-6):
+    old = array[index]
+    array[index] = old + eps
+    plus = loss_fn()
+    array[index] = old - eps
+    minus = loss_fn()
+    array[index] = old
+    return (plus - minus) / (2 * eps)
+
+
+def check_gradients(loss_fn, arrays_and_grads, rng, samples=6, tol=1e-6):
+    """Compare analytic gradients with central differences at a few entries of each array."""
+    checked = 0
+    for name, array, grad in arrays_and_grads:
+        for flat in rng.choice(array.size, size=min(samples, array.size), replace=False):
+            index = np.unravel_index(flat, array.shape)
+            num = numeric_gradient(loss_fn, array, index)
+            assert abs(num - grad[index]) <= tol * max(1.0, abs(num)), (name, index, num, grad[index])
+            checked += 1
+    assert checked > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# blocks
+
+
+def test_linear_gradients():
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(5, 3, dtype="float64", rng=rng)
+    x = rng.standard_normal((2, 4, 5))
+    R = rng.standard_normal((2, 4, 3))
+    y, cache = layer.forward(x)
+    np.testing.assert_allclose(y, x @ layer.params["weight"].T + layer.params["bias"], rtol=1e-12)
+    dx = layer.backward(cache, R)
+    loss = lambda: float(np.sum(layer.forward(x)[0] * R))
+    check_gradients(loss, [("x", x, dx), ("weight", layer.params["weight"], layer.grads["weight"]),
+                           ("bias", layer.params["bias"], layer.grads["bias"])], rng)
+
+
+def test_embedding_gradients_gather_repeated_ids():
+    rng = np.random.default_rng(0)
+    emb = nn.Embedding(7, 4, dtype="float64", rng=rng)
+    ids = np.array([[1, 3, 1], [6, 1, 0]])
+    R = rng.standard_normal((2, 3, 4))
+    y, cache = emb.forward(ids)
+    emb.backward(cache, R)
+    loss = lambda: float(np.sum(emb.forward(ids)[0] * R))
+    check_gradients(loss, [("weight", emb.params["weight"], emb.grads["weight"])], rng, samples=28)
+    with pytest.raises(ValueError, match="ids: every id must be in 0..6"):
+        emb.forward(np.array([7]))
+    with pytest.raises(TypeError, match="ids: expected integers"):
+        emb.forward(np.array([1.0]))
+
+
+def test_dropout_scales_and_masks():
+    drop = nn.Dropout(0.5, rng=np.random.default_rng(0))
+    x = np.ones((1000,))
+    y, mask = drop.forward(x)
+    assert set(np.unique(y)) <= {0.0, 2.0} and 0.4 < (y == 0).mean() < 0.6
+    np.testing.assert_array_equal(drop.backward(mask, np.ones_like(x)), mask)
+    np.testing.assert_array_equal(drop.forward(x, training=False)[0], x)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_attention_pool_gradients_and_masking(with_lengths):
+    rng = np.random.default_rng(1)
+    pool = nn.AttentionPool(6, 5, dtype="float64", rng=rng)
+    pool.params["bias"][...] = rng.standard_normal(5)
+    h = rng.standard_normal((3, 4, 6))
+    lengths = np.array([4, 2, 1]) if with_lengths else None
+    R = rng.standard_normal((3, 6))
+    (context, weights), cache = pool.forward(h, lengths)
+    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-12)
+    if with_lengths:
+        assert not weights[1, 2:].any() and weights[2, 0] == 1.0
+    dh = pool.backward(cache, R)
+    loss = lambda: float(np.sum(pool.forward(h, lengths)[0][0] * R))
+    check_gradients(loss, [("h", h, dh)] + [(n, pool.params[n], pool.grads[n]) for n in pool.params], rng)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_softmax_cross_entropy_gradient(with_mask):
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((3, 4, 5))
+    targets = rng.integers(0, 5, (3, 4))
+    mask = (rng.random((3, 4)) < 0.6) if with_mask else None
+    loss, dlogits = nn.softmax_cross_entropy(logits, targets, mask)
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    picked = -np.log(np.take_along_axis(p, targets[..., None], -1)[..., 0])
+    expected = picked[mask].mean() if with_mask else picked.mean()
+    assert abs(loss - expected) < 1e-12
+    check_gradients(lambda: nn.softmax_cross_entropy(logits, targets, mask)[0], [("logits", logits, dlogits)], rng, samples=20)
+
+
+def test_mse_gradient():
+    rng = np.random.default_rng(3)
+    pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    loss, d = nn.mse(pred, target)
+    check_gradients(lambda: nn.mse(pred, target)[0], [("pred", pred, d)], rng)
+
+
+def test_matmul_on_our_blas_matches_numpy():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        a, b = rng.standard_normal((37, 19)).astype(dtype), rng.standard_normal((23, 19)).astype(dtype)
+        np.testing.assert_allclose(nn.matmul(a, b, trans_b=True), a @ b.T, rtol=1e-5)
+        out = np.ones((19, 19), dtype)
+        nn.matmul(a, a, trans_a=True, out=out, accumulate=True)
+        np.testing.assert_allclose(out, 1 + a.T @ a, rtol=1e-5)
+    with pytest.raises(ValueError, match="inner sizes differ"):
+        nn.matmul(np.ones((2, 3)), np.ones((4, 2)))
+
+
+# ------------------------------------------------------------------------------------------------
+# models, end to end
+
+
+def model_gradient_check(model, batch, rng, samples=4):
+    model.zero_grad()
+    model.reset_state()
+    loss_sum, n = model.train_step(batch)
+
+    def loss():
+        model.reset_state()
+        return model.evaluate(batch)[0] / n
+
+    model.reset_state()
+    assert abs(loss() - loss_sum / n) < 1e-12  # evaluate and train_step agree (no dropout here)
+    named = dict(model.named_parameters())
+    grads = dict(model.named_gradients())
+    check_gradients(loss, [(k, named[k], grads[k]) for k in named], rng, samples=samples)
+
+
+def test_charlm_gradients_end_to_end():
+    rng = np.random.default_rng(0)
+    lm = CharLM("abcdefg", embedding_dim=5, hidden_size=6, num_layers=2, dtype="float64", seed=0)
+    x, y = rng.integers(0, 7, (3, 5)), rng.integers(0, 7, (3, 5))
+    model_gradient_check(lm, (x, y), rng)
+
+
+def test_forecaster_gradients_end_to_end():
+    rng = np.random.default_rng(1)
+    model = Forecaster(n_features=2, window=5, horizon=3, hidden_size=6, dtype="float64", seed=0)
+    x, y = rng.standard_normal((4, 5, 2)), rng.standard_normal((4, 3, 2))
+    model_gradient_check(model, (x, y), rng)
+
+
+def test_attention_classifier_gradients_end_to_end():
+    rng = np.random.default_rng(2)
+    model = AttentionClassifier(9, 3, embedding_dim=4, hidden_size=5, attention_dim=4, dtype="float64", seed=0)
+    ids, lengths, labels = rng.integers(0, 9, (4, 6)), np.array([6, 3, 1, 5]), rng.integers(0, 3, 4)
+    model_gradient_check(model, (ids, lengths, labels), rng)
+
+
+def test_charlm_learns_and_generates(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog. " * 60
+    lm = CharLM.from_text(text, embedding_dim=16, hidden_size=64, seed=0)
+    ids = lm.encode(text)
+    history = fit(lm, lm.batches(ids, 8, 20, seed=0), epochs=6, optimizer=optim.Adam(lm, lr=1e-2), progress=False, log=None)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    out = lm.generate("the quick", 40, temperature=0, seed=0)
+    assert "brown" in out or "fox" in out, out
+    lstmcpp.save(lm, tmp_path / "lm.npz")
+    loaded = lstmcpp.load(tmp_path / "lm.npz")
+    assert isinstance(loaded, CharLM) and loaded.generate("the quick", 40, temperature=0) == out
+    with pytest.raises(ValueError, match="not in the model's vocabulary"):
+        lm.encode("Z")
+
+
+def test_forecaster_learns_a_sine_and_round_trips(tmp_path):
+    t = np.arange(600)
+    series = np.sin(t * 2 * np.pi / 25) * 3 + 10
+    model = Forecaster(window=20, horizon=2, hidden_size=24, seed=0)
+    model.fit_scaling(series[:500])
+    history = fit(model, model.windows(series[:500], 32, seed=0), epochs=15, optimizer=optim.Adam(model, lr=1e-2),
+                  val_data=model.windows(series[480:], 64, shuffle=False), progress=False, log=None)
+    assert history.val_loss[-1] < 0.05 * history.val_loss[0] or history.val_loss[-1] < 1e-3
+    pred = model.forecast(series[:580], 10)
+    assert pred.shape == (10,) and np.abs(pred - series[580:590]).max() < 0.5
+    lstmcpp.save(model, tmp_path / "f.npz")
+    np.testing.assert_array_equal(lstmcpp.load(tmp_path / "f.npz").forecast(series[:580], 10), pred)
+
+
+def test_attention_classifier_learns_where_a_token_is():
+    """Class = whether token 1 occurs in the real part of the sequence: attention must find it."""
+    rng = np.random.default_rng(0)
+    N, T = 512, 12
+    ids = rng.integers(2, 10, (N, T))
+    lengths = rng.integers(4, T + 1, N)
+    labels = rng.integers(0, 2, N)
+    for k in np.nonzero(labels)[0]:
+        ids[k, rng.integers(0, lengths[k])] = 1
+    ids[np.arange(T)[None, :] >= lengths[:, None]] = 1  # padding holds the token too: it must be ignored
+    model = AttentionClassifier(10, 2, embedding_dim=8, hidden_size=16, attention_dim=8, seed=0)
+    batches = [(ids[k : k + 32], lengths[k : k + 32], labels[k : k + 32]) for k in range(0, N, 32)]
+    history = fit(model, batches, epochs=15, optimizer=optim.Adam(model, lr=1e-2), progress=False, log=None)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    probs, weights = model.predict(ids, lengths)
+    assert (probs.argmax(1) == labels).mean() > 0.9
+    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# optimizers and schedules, against PyTorch where it is installed
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.1)),
+])
+def test_optimizers_match_torch(name, kwargs):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(4, 3, dtype="float64", rng=rng)
+    w0 = {k: v.copy() for k, v in layer.params.items()}
+    ours = getattr(optim, name)(layer, **kwargs)
+    tw = {k: torch.tensor(v, requires_grad=True) for k, v in w0.items()}
+    theirs = getattr(torch.optim, name)(list(tw.values()), **kwargs)
+    for step in range(5):
+        g = {k: rng.standard_normal(v.shape) for k, v in w0.items()}
+        ours.zero_grad()
+        for k in g:
+            layer.grads[k][...] = g[k]
+        ours.step()
+        theirs.zero_grad()
+        for k, t in tw.items():
+            t.grad = torch.tensor(g[k])
+        theirs.step()
+    for k in w0:
+        np.testing.assert_allclose(layer.params[k], tw[k].detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_clip_grad_norm():
+    grads = [np.full(3, 3.0), np.full(4, 4.0)]
+    norm = optim.clip_grad_norm(grads, 1.0)
+    assert abs(norm - math.sqrt(27 + 64)) < 1e-12
+    assert abs(math.sqrt(sum((g * g).sum() for g in grads)) - 1.0) < 1e-5
+
+
+def test_schedules():
+    layer = nn.Linear(2, 2)
+    opt = optim.SGD(layer, lr=1.0)
+    step = optim.StepLR(opt, step_size=2, gamma=0.5)
+    assert [step.step() for _ in range(4)] == [1.0, 0.5, 0.5, 0.25]
+    opt = optim.SGD(layer, lr=1.0)
+    cosine = optim.CosineWithWarmup(opt, warmup=2, total=6, min_lr=0.1)
+    lrs = [opt.lr] + [cosine.step() for _ in range(6)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0 and abs(lrs[-1] - 0.1) < 1e-12
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+
+
+# ------------------------------------------------------------------------------------------------
+# fit
+
+
+def test_fit_is_deterministic_for_a_seed():
+    text = "abcabcabdabcab" * 40
+
+    def run():
+        lm = CharLM.from_text(text, embedding_dim=4, hidden_size=8, dropout=0.0, num_layers=2, seed=3)
+        h = fit(lm, lm.batches(lm.encode(text), 4, 10, seed=5), epochs=2, progress=False, log=None)
+        return h.train_loss, lm.state_dict()
+
+    (l1, s1), (l2, s2) = run(), run()
+    assert l1 == l2
+    for k in s1:
+        np.testing.assert_array_equal(s1[k], s2[k])
+
+
+def test_fit_early_stopping_checkpoint_and_time_budget(tmp_path):
+    text = "abcdefgh" * 50
+    lm = CharLM.from_text(text, embedding_dim=4, hidden_size=8, seed=0)
+    ids = lm.encode(text)
+    # a learning rate of zero: the validation loss never improves after the first epoch
+    h = fit(lm, lm.batches(ids, 4, 10, seed=0), epochs=10, optimizer=optim.SGD(lm, lr=1e-12),
+            val_data=lm.batches(ids, 4, 10, seed=1), patience=2, checkpoint=tmp_path / "best.npz", progress=False, log=None)
+    assert h.stopped == "early stopping" and len(h.val_loss) <= 4 and h.best_epoch == 0
+    assert isinstance(lstmcpp.load(tmp_path / "best.npz"), CharLM)
+    h = fit(lm, lm.batches(ids, 4, 10, seed=0), epochs=1000, time_budget=0.2, progress=False, log=None)
+    assert h.stopped == "time budget" and h.seconds < 5
+
+
+def test_fit_refuses_a_diverging_loss():
+    text = "abcd" * 100
+    lm = CharLM.from_text(text, embedding_dim=4, hidden_size=8, seed=0)
+    lm.head.params["weight"][...] = np.nan
+    with pytest.raises(FloatingPointError, match="training loss became nan"):
+        fit(lm, lm.batches(lm.encode(text), 4, 10), epochs=1, progress=False, log=None)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lstmcpp", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_cli_help_for_every_command():
+    for command in ["demo", "train-charlm", "generate", "forecast", "check", "bench", "info"]:
+        out = run_cli(command, "--help")
+        assert out.returncode == 0 and "usage" in out.stdout, (command, out.stderr)
+
+
+def test_cli_demo_train_and_generate(tmp_path):
+    out = run_cli("demo", "--seconds", "3", "--hidden", "32", "--embedding", "8", "--max-chars", "200000",
+                  "--generate", "50", "--out", str(tmp_path / "lm.npz"), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "unigram baseline" in out.stdout and "saved the model" in out.stdout
+    gen = run_cli("generate", str(tmp_path / "lm.npz"), "--prompt", "import ", "-n", "30", "--seed", "1")
+    assert gen.returncode == 0 and gen.stdout.startswith("import ") and len(gen.stdout) >= 30, gen.stderr
+    text = tmp_path / "text.txt"
+    text.write_text("hello world, hello lstm. " * 400)
+    out = run_cli("train-charlm", str(text), "--seconds", "2", "--hidden", "16", "--embedding", "4", "--batch", "4",
+                  "--seq-len", "20", "--out", str(tmp_path / "mine.npz"), "--prompt", "hello", "--no-progress")
+    assert out.returncode == 0 and (tmp_path / "mine.npz").exists(), out.stderr
+
+
+def test_cli_forecast_writes_a_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = run_cli("forecast", "--epochs", "2", "--hidden", "8", "--plot", str(tmp_path / "f.png"), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "naive last-value forecast" in out.stdout and (tmp_path / "f.png").stat().st_size > 1000
+    csv = tmp_path / "s.csv"
+    csv.write_text("day,close\n" + "\n".join(f"{k},{np.sin(k / 5):.4f}" for k in range(200)))
+    out = run_cli("forecast", "--csv", str(csv), "--column", "close", "--epochs", "2", "--window", "10",
+                  "--plot", str(tmp_path / "g.png"), "--no-progress")
+    assert out.returncode == 0 and (tmp_path / "g.png").exists(), out.stderr
+    out = run_cli("forecast", "--csv", str(csv), "--column", "nope", "--plot", str(tmp_path / "h.png"))
+    assert out.returncode == 2 and "no column 'nope'" in out.stderr
