@@ -284,6 +284,61 @@ def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float 
     }
 
 
+def charlm_training(threads: int, min_seconds: float) -> dict:
+    """One CharLM training step (embedding 64, LSTM 256, vocabulary 96, batch 32 x 100, Adam)
+    in lstmcpp and in PyTorch, interleaved; an epoch is a fixed number of such steps, so the
+    ratio of steps is the ratio of epochs. Also splits lstmcpp's step into LSTM and the rest."""
+    from lstmcpp.models import CharLM
+    from lstmcpp.optim import Adam
+
+    V, E, H, B, L = 96, 64, 256, 32, 100
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, V, (B, L)).astype(np.int32)
+    y = rng.integers(0, V, (B, L)).astype(np.int32)
+    lm = CharLM("".join(chr(32 + k) for k in range(V)), embedding_dim=E, hidden_size=H, seed=0)
+    opt = Adam(lm, lr=1e-3)
+
+    def ours():
+        opt.zero_grad()
+        lm.train_step((x, y))
+        opt.step()
+
+    impls = {"lstmcpp": ours}
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        emb, lstm, head = torch.nn.Embedding(V, E), torch.nn.LSTM(E, H, batch_first=True), torch.nn.Linear(H, V)
+        params = list(emb.parameters()) + list(lstm.parameters()) + list(head.parameters())
+        topt = torch.optim.Adam(params, lr=1e-3)
+        xt, yt = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+
+        def theirs():
+            topt.zero_grad()
+            out, _ = lstm(emb(xt))
+            loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), yt.reshape(-1))
+            loss.backward()
+            topt.step()
+
+        impls["torch"] = theirs
+    except ImportError:
+        pass
+    medians = _time_interleaved(impls, min_seconds, max_rounds=100)
+    # lstmcpp's LSTM alone, on the same shapes (the rest is embedding, head, loss and Adam)
+    e = lm.embedding.forward(x)[0]
+    dh = rng.standard_normal((B, L, H)).astype(np.float32)
+
+    def lstm_only():
+        _, _, cache = lm.lstm.forward(e)
+        lm.lstm.backward(cache, dh)
+
+    lstm_time = _time_interleaved({"lstm": lstm_only}, min_seconds / 2, max_rounds=50)["lstm"]
+    step = medians["lstmcpp"]
+    return {"step_s": medians, "ratio": {k: v / step for k, v in medians.items() if k != "lstmcpp"},
+            "lstm_s": lstm_time, "rest_s": max(step - lstm_time, 0.0), "chars_per_s": B * L / step}
+
+
 def peak_training_memory(threads: int) -> Dict[str, float]:
     """Peak extra resident memory (MiB) of one steady-state "train H256" step (forward and backward),
     each library in a fresh process: the peak resident size during the step less the size before."""
@@ -397,6 +452,12 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
               ("; " + "; ".join(r["notes"]) if r["notes"] else ""), flush=True)
     print()
     print(format_table(results, rate / 1e9))
+    lm = charlm_training(threads, min_seconds=1.0 if quick else 4.0)
+    ratio = lm["ratio"].get("torch")
+    print(f"\nCharLM training step (embedding 64, LSTM 256, vocab 96, batch 32 x 100, Adam): lstmcpp "
+          f"{lm['step_s']['lstmcpp'] * 1e3:.1f} ms ({lm['chars_per_s']:,.0f} chars/s)"
+          + (f", torch {lm['step_s']['torch'] * 1e3:.1f} ms: {ratio:.2f}x" if ratio else ", torch not installed")
+          + f"; lstmcpp's step: LSTM {lm['lstm_s'] * 1e3:.1f} ms, the rest {lm['rest_s'] * 1e3:.1f} ms")
     memory = {}
     if not quick:
         memory = peak_training_memory(threads)
@@ -404,6 +465,6 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"machine": machine, "threads": threads, "gemm_gflops": rate / 1e9, "results": results,
-                       "train_h256_peak_extra_mib": memory}, f, indent=2)
+                       "charlm_training": lm, "train_h256_peak_extra_mib": memory}, f, indent=2)
         print(f"\nwrote {json_path}")
     return 0
