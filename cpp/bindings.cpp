@@ -221,10 +221,14 @@ PYBIND11_MODULE(_core, m) {
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
+        } catch (const py::builtin_exception&) {
+            throw;  // pybind11's own (value_error, type_error) translate themselves
         } catch (const std::invalid_argument& e) {
             PyErr_SetString(PyExc_ValueError, e.what());
         } catch (const std::length_error& e) {
             PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const std::runtime_error& e) {
+            PyErr_SetString(PyExc_RuntimeError, e.what());
         }
     });
     bind_model<float>(m, "ModelF32", "CacheF32");

@@ -24,6 +24,16 @@ inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
+// sum(a) by exactly sum4's tree (lane 0 of sum4(a, ...)): a row's dot product must not depend
+// on whether a 4-row tile or the 1-row tail computes it, or results would change with the
+// number of threads (which moves the tile boundaries).
+inline float sum1(__m512 a) {
+    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m256 pairs = _mm256_hadd_ps(a8, a8);
+    __m256 quads = _mm256_hadd_ps(pairs, pairs);
+    return _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
+}
+
 // C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R = 4 (or 1) rows of W.
 template <int MB, int R>
 inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
@@ -55,7 +65,7 @@ inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const fl
             if (beta != 0.0f) s = _mm_add_ps(s, _mm_loadu_ps(C + b * ldc));
             _mm_storeu_ps(C + b * ldc, s);
         } else {
-            const float s = _mm512_reduce_add_ps(acc[b][0]);
+            const float s = sum1(acc[b][0]);
             C[b * ldc] = beta != 0.0f ? C[b * ldc] + s : s;
         }
     }

@@ -545,6 +545,13 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
                         const T* dh_n, const T* dc_n) {
     if (cache.model_id != id_)
         throw std::invalid_argument("cache: it was made by another model's forward");
+    if (backward_running_.exchange(true))
+        throw std::runtime_error("backward: another thread is running backward on this model; its gradients "
+                                 "would be corrupted (run backward on one model from one thread at a time)");
+    struct Release {
+        std::atomic<bool>& flag;
+        ~Release() { flag.store(false); }
+    } release{backward_running_};
     const Config& c = config_;
     const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
     const int64_t steps = cache.steps, B = cache.batch, TB = steps * B, DP = D * P;

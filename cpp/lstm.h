@@ -7,6 +7,7 @@
 // Gate blocks are stacked i, f, g, o (PyTorch's order) along the 4H axis.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -101,7 +102,9 @@ public:
                  int64_t steps, int64_t batch) const;
 
     // dy (T,B,D*P); dh_n (D*L,B,P) or null; dc_n (D*L,B,H) or null. Writes dx (T,B,I),
-    // dh0 (D*L,B,P), dc0 (D*L,B,H); adds every parameter gradient into grads().
+    // dh0 (D*L,B,P), dc0 (D*L,B,H); adds every parameter gradient into grads(). forward may run
+    // in any number of threads at once; backward on one model in one thread at a time (a second
+    // concurrent call throws std::runtime_error rather than race on the gradients).
     void backward(T* dx, T* dh0, T* dc0,
                   const Cache<T>& cache, const T* dy, const T* dh_n, const T* dc_n);
 
@@ -114,6 +117,8 @@ private:
     AlignedVector<T> grads_;
     AlignedVector<T> zero_peepholes_;  // (3,H) zeros: the kernels always read a peephole row
     uint64_t id_;
+    // backward adds into grads_: two at once on one model would race, so the second raises.
+    std::atomic<bool> backward_running_{false};
 };
 
 // Threads used by the core (OpenMP). Default: omp_get_max_threads() at first use.

@@ -37,6 +37,12 @@ def _shape(dims) -> str:
     return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
 
 
+def _require_finite(**arrays: Optional[np.ndarray]) -> None:
+    for name, a in arrays.items():
+        if a is not None and not np.isfinite(a).all():
+            raise FloatingPointError(f"{name}: holds NaN or Inf (check_finite=True)")
+
+
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
@@ -97,6 +103,9 @@ class LSTM:
         float32 is the fast path; float64 is for gradient checks and exact references.
     seed : int or None
         Seeds the initialisation and the dropout masks.
+    check_finite : bool, default False
+        Raise ``FloatingPointError`` when an input, state or gradient holds NaN or Inf, or a
+        result does. By default they propagate (as in PyTorch) and nothing is checked.
 
     Examples
     --------
@@ -123,6 +132,7 @@ class LSTM:
         forget_bias: float = 0.0,
         dtype: Any = "float32",
         seed: Optional[int] = None,
+        check_finite: bool = False,
     ):
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
@@ -155,6 +165,7 @@ class LSTM:
         if seed is not None:
             _check_int("seed", seed, 0)
         self.seed = seed
+        self.check_finite = bool(check_finite)
 
         model_class = _core.ModelF32 if self.dtype == np.float32 else _core.ModelF64
         self._core = model_class(
@@ -262,7 +273,7 @@ class LSTM:
             input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
             batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional,
             proj_size=self.proj_size, peepholes=self.peepholes, cell_clip=self.cell_clip, proj_clip=self.proj_clip,
-            forget_bias=self.forget_bias, dtype=str(self.dtype),
+            forget_bias=self.forget_bias, dtype=str(self.dtype), check_finite=self.check_finite,
         )
 
     def _to_native(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
@@ -318,7 +329,7 @@ class LSTM:
 
     def __call__(self, x: Any, state: Optional[State] = None, *, lengths: Any = None):
         """Inference: ``y, (h_n, c_n) = lstm(x, state, lengths=...)``. Keeps nothing for backward."""
-        if lengths is None and type(x) is np.ndarray and x.ndim == 3:
+        if lengths is None and type(x) is np.ndarray and x.ndim == 3 and not self.check_finite:
             # The streaming case: arrays already of the right dtype, shape and layout, checked in
             # full here with as few Python operations as possible (each costs ~50-100 ns).
             T, B, I = x.shape
@@ -337,7 +348,11 @@ class LSTM:
         x3, unbatched = self._input(x)
         h0, c0 = self._state(state, x3.shape[1], unbatched)
         lens = self._lengths(lengths, x3.shape[0], x3.shape[1], unbatched)
+        if self.check_finite:
+            _require_finite(x=x3, h_0=h0, c_0=c0)
         y, h_n, c_n, _ = self._core.forward(x3, h0, c0, lens, [], False)
+        if self.check_finite:
+            _require_finite(y=y, h_n=h_n, c_n=c_n)
         return self._outputs(y, h_n, c_n, unbatched)
 
     def forward(self, x: Any, state: Optional[State] = None, *, lengths: Any = None, training: bool = True):
@@ -354,7 +369,11 @@ class LSTM:
             keep = 1.0 - self.dropout
             shape = (T, B, self.num_directions * self.output_size)
             masks = [((self._dropout_rng.random(shape) < keep) / keep).astype(self.dtype) for _ in range(self.num_layers - 1)]
+        if self.check_finite:
+            _require_finite(x=x3, h_0=h0, c_0=c0)
         y, h_n, c_n, core_cache = self._core.forward(x3, h0, c0, lens, masks, True)
+        if self.check_finite:
+            _require_finite(y=y, h_n=h_n, c_n=c_n)
         cache = ForwardCache(core_cache, self._core.id, T, B, unbatched, masks)
         y, state_n = self._outputs(y, h_n, c_n, unbatched)
         return y, state_n, cache
@@ -386,7 +405,11 @@ class LSTM:
                 raise TypeError("dstate: expected a pair (dh_n, dc_n), either of which may be None")
             dh_n = None if dstate[0] is None else self._state_array(dstate[0], "dh_n", self.output_size, B, unbatched)
             dc_n = None if dstate[1] is None else self._state_array(dstate[1], "dc_n", self.hidden_size, B, unbatched)
+        if self.check_finite:
+            _require_finite(dy=dy3, dh_n=dh_n, dc_n=dc_n)
         dx, dh0, dc0 = self._core.backward(cache._core, dy3, dh_n, dc_n)
+        if self.check_finite:
+            _require_finite(dx=dx, dh_0=dh0, dc_0=dc0, **{"gradient of " + k: g for k, g in self._grads.items()})
         if unbatched:
             return dx[:, 0], (dh0[:, 0], dc0[:, 0])
         return (dx.transpose(1, 0, 2) if self.batch_first else dx), (dh0, dc0)
