@@ -1,7 +1,18 @@
 """Shared helpers: run lstmcpp and the NumPy reference on the same weights and compare."""
 
+import os
+
 import numpy as np
 import pytest
+
+try:  # property-based tests: a few hundred examples in CI, thousands with HYPOTHESIS_PROFILE=thorough
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("thorough", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:
+    pass
 
 import lstmcpp
 from lstmcpp import _core, reference
