@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -79,16 +80,25 @@ void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
     for (; n < N; ++n) nt_tile<MB, 1>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
 }
 
-void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
-             int64_t M, int64_t N, int64_t K, float beta) {
+// Calls rows(std::integral_constant<int, MB>, m) over the M rows of A in blocks of MB = 4, then
+// one block of the 1 to 3 left.
+template <class Rows>
+void in_row_blocks(int64_t M, const Rows& rows) {
     int64_t m = 0;
-    for (; m + 4 <= M; m += 4) nt_rows<4>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    for (; m + 4 <= M; m += 4) rows(std::integral_constant<int, 4>{}, m);
     switch (M - m) {
-        case 3: nt_rows<3>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
-        case 2: nt_rows<2>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
-        case 1: nt_rows<1>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
+        case 3: rows(std::integral_constant<int, 3>{}, m); break;
+        case 2: rows(std::integral_constant<int, 2>{}, m); break;
+        case 1: rows(std::integral_constant<int, 1>{}, m); break;
         default: break;
     }
+}
+
+void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t M, int64_t N, int64_t K, float beta) {
+    in_row_blocks(M, [&](auto block, int64_t m) {
+        nt_rows<decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    });
 }
 
 // C[b, 0..width) (+)= sum_k A[b, k] W[k, 0..width) for MB rows of A, width <= 64.
@@ -127,14 +137,9 @@ void nn_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
 
 void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
              int64_t M, int64_t N, int64_t K, float beta) {
-    int64_t m = 0;
-    for (; m + 4 <= M; m += 4) nn_rows<4>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
-    switch (M - m) {
-        case 3: nn_rows<3>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
-        case 2: nn_rows<2>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
-        case 1: nn_rows<1>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta); break;
-        default: break;
-    }
+    in_row_blocks(M, [&](auto block, int64_t m) {
+        nn_rows<decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    });
 }
 
 }  // namespace avx512

@@ -19,7 +19,10 @@ static inline float exp_f32(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int e = (static_cast<int>(n) + 127) << 23;
+    // NaN passed the clamps (comparisons with NaN are false); the conversion to int must not see
+    // it (undefined behaviour). p is NaN already, so the result still is.
+    n = n == n ? n : 0.0f;
+    int e = (static_cast<int>(n) + 127) << 23;  // n in [-126, 127]: a normal float's exponent
     return p * __builtin_bit_cast(float, e);
 }
 

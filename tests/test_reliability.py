@@ -144,6 +144,9 @@ def thread_count():
     return len(os.listdir("/proc/self/task"))
 
 
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 def test_soak_small_calls_and_training_steps_keep_memory_and_threads_flat():
     model = lstmcpp.LSTM(8, 16, seed=0)
@@ -166,9 +169,11 @@ def test_soak_small_calls_and_training_steps_keep_memory_and_threads_flat():
         _, _, cache = train.forward(xb)
         train.backward(cache, np.ones((20, 4, 32), np.float32))
     steps_growth = rss_mib() - rss1
+    assert thread_count() <= threads0 + 1, (threads0, thread_count())
+    if UNDER_ASAN:
+        pytest.skip("ASan's quarantine holds freed memory, so RSS grows; its leak check covers this run")
     assert calls_growth < 8, f"100,000 calls grew RSS by {calls_growth:.1f} MiB"
     assert steps_growth < 8, f"1,000 training steps grew RSS by {steps_growth:.1f} MiB"
-    assert thread_count() <= threads0 + 1, (threads0, thread_count())
 
 
 # ------------------------------------------------------------------------------------------------
