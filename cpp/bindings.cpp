@@ -245,10 +245,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("isa_in_use", &lstmcpp::isa_in_use);
     m.def("isa_supported", [](const std::string& name) { return lstmcpp::isa_supported(name.c_str()); });
     m.def("set_isa", [](const std::string& name) { return lstmcpp::set_isa(name.c_str()); });
-    m.def("blas_config", [] {
-        lstmcpp::blas_init();
-        return std::string(lstmcpp::blas_config());
-    });
+    m.def("blas_config", [] { return std::string(lstmcpp::blas_config()); });
     m.def("sigmoid_f32", [](const Array<float>& x) {
         return apply_f32(x, lstmcpp::kernels_f32().sigmoid);
     }, "The float32 kernels' sigmoid, flat (for measuring its error).");

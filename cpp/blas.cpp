@@ -21,6 +21,9 @@ blasint checked(int64_t n) {
 
 CBLAS_TRANSPOSE op(bool trans) { return trans ? CblasTrans : CblasNoTrans; }
 
+// Our OpenBLAS is single-threaded from the moment the extension loads, before any product.
+[[maybe_unused]] const bool kBlasSingleThreaded = (scipy_openblas_set_num_threads(1), true);
+
 }  // namespace
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -69,7 +72,6 @@ template void gemm_parallel<double>(int, bool, bool, int64_t, int64_t, int64_t, 
                                     const double*, int64_t, const double*, int64_t, double,
                                     double*, int64_t);
 
-void blas_init() { scipy_openblas_set_num_threads(1); }
 
 const char* blas_config() { return scipy_openblas_get_config(); }
 

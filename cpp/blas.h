@@ -21,8 +21,7 @@ void gemm_parallel(int threads, bool trans_a, bool trans_b, int64_t M, int64_t N
                    T alpha, const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C,
                    int64_t ldc);
 
-// Makes our OpenBLAS single-threaded; called once before any product.
-void blas_init();
+// OpenBLAS's description of itself (version, kernels in use, threads).
 const char* blas_config();
 
 }  // namespace lstmcpp

@@ -459,8 +459,6 @@ Model<T>::Model(const Config& config)
     params_.assign(num_params_, T(0));
     grads_.assign(num_params_, T(0));
     zero_peepholes_.assign(3 * config_.hidden_size, T(0));
-    static bool blas_ready = (blas_init(), true);
-    (void)blas_ready;
 }
 
 template <class T>
