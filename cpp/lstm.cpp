@@ -121,6 +121,35 @@ void transpose(T* out, const T* in, int64_t rows, int64_t cols) {
                 for (int64_t c = c0; c < std::min(cols, c0 + 32); ++c) out[c * rows + r] = in[r * cols + c];
 }
 
+// Buffers for one call: from this thread's reusable scratch when the call needs little (up to
+// 64k elements), else one heap block for this call. take() hands out 16-element-aligned pieces.
+template <class T>
+class Scratch {
+public:
+    static constexpr int64_t kReusable = 1 << 16;
+
+    explicit Scratch(int64_t elements) {
+        const int64_t padded = elements + 4 * 16;  // each piece rounds up to 16 elements
+        if (padded <= kReusable) {
+            thread_local AlignedVector<T> reused(kReusable);
+            base_ = reused.data();
+        } else {
+            own_.resize(padded);
+            base_ = own_.data();
+        }
+    }
+    T* take(int64_t n) {
+        T* p = base_ + used_;
+        used_ += (n + 15) / 16 * 16;
+        return p;
+    }
+
+private:
+    AlignedVector<T> own_;
+    T* base_ = nullptr;
+    int64_t used_ = 0;
+};
+
 template <class T>
 void copy_rows(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t begin,
                int64_t end) {
@@ -138,9 +167,11 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
     const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = 4 * H;
     const Kernels<T>& K = kernels<T>();
 
-    // gates (T,B,4H): first the input projection x W_ih^T + b_ih + b_hh of every step at once,
-    // then activated in place step by step; the cache keeps it for backward.
-    AlignedVector<T> gates_local;
+    // Inference buffers come from this calling thread's scratch when small (a streaming call
+    // allocates nothing), else from the heap for this call only (nothing large is held between
+    // calls). gates (T,B,4H): first the input projection x W_ih^T + b_ih + b_hh of every step at
+    // once, then activated in place step by step; the cache keeps it for backward.
+    Scratch<T> scratch((cache ? 0 : steps * B * G) + 2 * B * P + 2 * B * H + (s.projecting ? B * H : 0));
     T* gates;
     if (cache) {
         cache->gates.resize(steps * B * G);
@@ -150,8 +181,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
         cache->m.resize(s.projecting ? steps * B * H : 0);
         gates = cache->gates.data();
     } else {
-        gates_local.resize(steps * B * G);
-        gates = gates_local.data();
+        gates = scratch.take(steps * B * G);
     }
     for (int64_t r = 0; r < steps * B; ++r) {
         T* row = gates + r * G;
@@ -165,12 +195,14 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
         gemm_parallel<T>(get_num_threads(), false, true, steps * B, G, I, T(1), x, I, w.weight_ih,
                          I, T(1), gates, G);
 
-    // state (B,P) and cell (B,H), ping-pong between steps; m (B,H) = o*tanh(c) when projecting
-    AlignedVector<T> state(2 * B * P), cell(2 * B * H), m_local(s.projecting ? B * H : 0);
-    if (h0) std::copy(h0, h0 + B * P, state.begin());
-    else std::fill(state.begin(), state.begin() + B * P, T(0));
-    if (c0) std::copy(c0, c0 + B * H, cell.begin());
-    else std::fill(cell.begin(), cell.begin() + B * H, T(0));
+    // state (2,B,P) and cell (2,B,H), ping-pong between steps; m (B,H) = o*tanh(c) when projecting
+    T* state = scratch.take(2 * B * P);
+    T* cell = scratch.take(2 * B * H);
+    T* m_local = s.projecting ? scratch.take(B * H) : nullptr;
+    if (h0) std::copy(h0, h0 + B * P, state);
+    else std::fill(state, state + B * P, T(0));
+    if (c0) std::copy(c0, c0 + B * H, cell);
+    else std::fill(cell, cell + B * H, T(0));
 
     const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
     run_team(threads_for_step(macs), [&](int team, int me) {
@@ -181,9 +213,9 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                 const int64_t row0 = q * H + jr.begin;
                 step_gemm_nt(K, gates + row0, G, x, I, w.weight_ih + row0 * I, I, B, jr.size(), I, T(1));
             }
-        T* h_cur = state.data();
+        T* h_cur = state;
         T* h_next = h_cur + B * P;
-        T* c_cur = cell.data();
+        T* c_cur = cell;
         T* c_next = c_cur + B * H;
 
         for (int64_t step = 0; step < steps; ++step) {
@@ -199,7 +231,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                 step_gemm_nt(K, z + row0, G, h_cur, P, w.weight_hh + row0 * P, P, B, jr.size(), P, T(1));
             }
             // m (B,H): straight into the next state when not projecting
-            T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local.data()) : h_next;
+            T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local) : h_next;
             for (int64_t b = 0; b < B; ++b) {
                 if (active(lengths, b, t)) {
                     K.gates_forward(z + b * G, c_next + b * H, m + b * H, c_cur + b * H,
