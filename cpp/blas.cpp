@@ -21,8 +21,6 @@ blasint checked(int64_t n) {
 
 CBLAS_TRANSPOSE op(bool trans) { return trans ? CblasTrans : CblasNoTrans; }
 
-// Our OpenBLAS is single-threaded from the moment the extension loads, before any product.
-[[maybe_unused]] const bool kBlasSingleThreaded = (scipy_openblas_set_num_threads(1), true);
 
 }  // namespace
 
@@ -40,9 +38,14 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const
                       A, checked(lda), B, checked(ldb), beta, C, checked(ldc));
 }
 
+void blas_single_threaded() {
+    if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
+}
+
 template <class T>
 void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha,
                    const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+    blas_single_threaded();
     // Below about a million multiply-adds a second thread costs more than it saves.
     if (threads <= 1 || double(M) * double(N) * double(K) < 1e6) {
         gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -21,6 +21,11 @@ void gemm_parallel(int threads, bool trans_a, bool trans_b, int64_t M, int64_t N
                    T alpha, const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C,
                    int64_t ldc);
 
+// Puts our OpenBLAS back to one thread if anything changed that (threadpoolctl limiting "all
+// BLAS" reaches this copy too). Call on the calling thread, outside any parallel region, before
+// products run inside our team; gemm_parallel does.
+void blas_single_threaded();
+
 // OpenBLAS's description of itself (version, kernels in use, threads).
 const char* blas_config();
 

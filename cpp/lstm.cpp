@@ -498,6 +498,7 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
                        const T* c0, const int32_t* lengths,
                        const std::vector<const T*>& dropout_masks, int64_t steps,
                        int64_t batch) const {
+    blas_single_threaded();
     const Config& c = config_;
     const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
     const int64_t B = batch, TB = steps * batch, DP = D * P;
@@ -582,6 +583,7 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
         std::atomic<bool>& flag;
         ~Release() { flag.store(false); }
     } release{backward_running_};
+    blas_single_threaded();
     const Config& c = config_;
     const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
     const int64_t steps = cache.steps, B = cache.batch, TB = steps * B, DP = D * P;

@@ -223,3 +223,19 @@ def test_a_sequence_of_100000_steps():
         _, state = model(x[k : k + 25_000, :1], state)
     assert rel_err(state[0][:, 0], h[:, 0]) < 1e-12 and rel_err(state[1][:, 0], c[:, 0]) < 1e-12
     assert not y[T - 12345 :, 1].any()
+
+
+def test_our_blas_stays_single_threaded_when_others_change_it():
+    """threadpoolctl's "limit all BLAS" (as scikit-learn uses it) reaches our OpenBLAS copy too;
+    the core must put it back to one thread (one per team member), or it nests thread pools."""
+    import ctypes
+
+    scipy_openblas32 = pytest.importorskip("scipy_openblas32")
+    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"))
+    model = lstmcpp.LSTM(32, 64, seed=0)
+    x = np.random.default_rng(0).standard_normal((30, 20, 32)).astype(np.float32)
+    expected = run_forward_backward(model, x, np.ones((30, 20, 64), np.float32))
+    lib.scipy_openblas_set_num_threads(2)
+    got = run_forward_backward(model, x, np.ones((30, 20, 64), np.float32))
+    assert lib.scipy_openblas_get_num_threads() == 1
+    assert_bitwise_equal(got, expected)
