@@ -96,6 +96,28 @@ void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t ld
     else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
 }
 
+// z[:, q*H + rows] += A (B,depth) W[q*H + rows, :]^T for each gate q: one thread's rows of all
+// four gate blocks of W (4H,depth), e.g. of W_ih for the input or of W_hh for the state.
+template <class T>
+void add_gate_rows(const Kernels<T>& K, T* z, int64_t G, const T* A, int64_t depth, const T* W,
+                   int64_t H, Range rows, int64_t B) {
+    for (int64_t q = 0; q < 4; ++q) {
+        const int64_t row0 = q * H + rows.begin;
+        step_gemm_nt(K, z + row0, G, A, depth, W + row0 * depth, depth, B, rows.size(), depth, T(1));
+    }
+}
+
+// C[:, cols] = A (B,depth) W (depth,N)[:, cols]: backward's products, through the rows of W^T
+// (N,depth) when it was made for this call, else through W's columns.
+template <class T>
+void times_columns(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t depth, const T* W,
+                   int64_t N, const T* W_t, Range cols, int64_t B) {
+    if (W_t)
+        step_gemm_nt(K, C + cols.begin, ldc, A, depth, W_t + cols.begin * depth, depth, B, cols.size(), depth, T(0));
+    else
+        step_gemm_nn(K, C + cols.begin, ldc, A, depth, W + cols.begin, N, B, cols.size(), depth, T(0));
+}
+
 // Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
 // the team would be one (entering a parallel region costs about a microsecond).
 template <class Body>
@@ -208,11 +230,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
     run_team(threads_for_step(macs), [&](int team, int me) {
         const Range jr = split(H, team, me, 16);                      // my hidden units
         const Range pr = s.projecting ? split(P, team, me, 16) : jr;  // my output units
-        if (fuse_input)
-            for (int64_t q = 0; q < 4; ++q) {
-                const int64_t row0 = q * H + jr.begin;
-                step_gemm_nt(K, gates + row0, G, x, I, w.weight_ih + row0 * I, I, B, jr.size(), I, T(1));
-            }
+        if (fuse_input) add_gate_rows(K, gates, G, x, I, w.weight_ih, H, jr, B);
         T* h_cur = state;
         T* h_next = h_cur + B * P;
         T* c_cur = cell;
@@ -226,10 +244,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                 copy_rows(cache->c_prev.data() + t * B * H, H, c_cur, H, B, jr.begin, jr.end);
             }
             // z[:, my units of each gate] += h_prev W_hh[my rows]^T
-            for (int64_t q = 0; q < 4; ++q) {
-                const int64_t row0 = q * H + jr.begin;
-                step_gemm_nt(K, z + row0, G, h_cur, P, w.weight_hh + row0 * P, P, B, jr.size(), P, T(1));
-            }
+            add_gate_rows(K, z, G, h_cur, P, w.weight_hh, H, jr, B);
             // m (B,H): straight into the next state when not projecting
             T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local) : h_next;
             for (int64_t b = 0; b < B; ++b) {
@@ -333,12 +348,8 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
             if (s.projecting) {
 #pragma omp barrier
                 // forward was: h_raw = m W_hr^T   so: dm[:, my units] = dh_raw W_hr[:, my units]
-                if (transposed)
-                    step_gemm_nt(K, dm.data() + jr.begin, H, dh_raw.data() + t * B * P, P,
-                                 w_hr_t.data() + jr.begin * P, P, B, jr.size(), P, T(0));
-                else
-                    step_gemm_nn(K, dm.data() + jr.begin, H, dh_raw.data() + t * B * P, P,
-                                 w.weight_hr + jr.begin, H, B, jr.size(), P, T(0));
+                times_columns(K, dm.data(), H, dh_raw.data() + t * B * P, P, w.weight_hr, H,
+                              transposed ? w_hr_t.data() : nullptr, jr, B);
             }
             for (int64_t b = 0; b < B; ++b) {
                 if (active(lengths, b, t)) {
@@ -355,12 +366,7 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
             }
 #pragma omp barrier
             // forward was: z += h_prev W_hh^T   so: dh_prev[:, my outputs] = dz W_hh[:, my outputs]
-            if (transposed)
-                step_gemm_nt(K, dh_next + pr.begin, P, dz_t, G, w_hh_t.data() + pr.begin * G, G, B,
-                             pr.size(), G, T(0));
-            else
-                step_gemm_nn(K, dh_next + pr.begin, P, dz_t, G, w.weight_hh + pr.begin, P, B,
-                             pr.size(), G, T(0));
+            times_columns(K, dh_next, P, dz_t, G, w.weight_hh, P, transposed ? w_hh_t.data() : nullptr, pr, B);
             for (int64_t b = 0; b < B; ++b)
                 if (!active(lengths, b, t))
                     std::copy(dh_cur + b * P + pr.begin, dh_cur + b * P + pr.end, dh_next + b * P + pr.begin);

@@ -1,6 +1,5 @@
 """Moving models in and out: PyTorch, Keras 3, ONNX, the native file format and pickle."""
 
-import io as stdio
 import os
 import pickle
 import zipfile

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lstmcpp
-from lstmcpp import _core, reference
+from lstmcpp import _core
 
 from conftest import ISAS, rel_err
 

@@ -234,7 +234,7 @@ def test_optimizers_match_torch(name, kwargs):
     ours = getattr(optim, name)(layer, **kwargs)
     tw = {k: torch.tensor(v, requires_grad=True) for k, v in w0.items()}
     theirs = getattr(torch.optim, name)(list(tw.values()), **kwargs)
-    for step in range(5):
+    for _ in range(5):
         g = {k: rng.standard_normal(v.shape) for k, v in w0.items()}
         ours.zero_grad()
         for k in g:

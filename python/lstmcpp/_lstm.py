@@ -448,7 +448,7 @@ class LSTM:
         if a.shape[0] == 0:
             raise ValueError(f"x: expected at least one time step, got shape {_shape(a.shape)} with T = 0")
         if a.shape[1] == 0:
-            raise ValueError(f"x: expected a batch of at least one, got B = 0")
+            raise ValueError("x: expected a batch of at least one, got B = 0")
         return a, unbatched
 
     def _state_array(self, value: Any, name: str, size: int, B: int, unbatched: bool) -> np.ndarray:

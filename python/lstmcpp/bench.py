@@ -8,14 +8,13 @@ installed are skipped with a note. Run it as ``python -m lstmcpp bench [--quick]
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import numpy as np

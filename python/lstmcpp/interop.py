@@ -208,7 +208,7 @@ def load_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], *, dtyp
 
     first = layers[0]
     D, H = first["D"], first["H"]
-    for k, layer in enumerate(layers[1:], 1):
+    for layer in layers[1:]:
         if layer["D"] != D or layer["H"] != H or layer["I"] != D * H:
             raise ValueError(f"{layer['where']}: cannot be stacked on the previous node (expected {D} direction(s), "
                              f"hidden_size {H}, input size {D * H}; got {layer['D']}, {layer['H']}, {layer['I']})")

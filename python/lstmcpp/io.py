@@ -43,10 +43,8 @@ def checksum(arrays: Dict[str, np.ndarray]) -> str:
 
 def save(model: Any, path: PathLike) -> None:
     """Write ``model`` (an :class:`lstmcpp.LSTM`, or a model from :mod:`lstmcpp.models`) to ``path``."""
-    for kind, (cls, _) in _KINDS.items():
-        if type(model) is cls:
-            break
-    else:
+    kind = next((k for k, (cls, _) in _KINDS.items() if type(model) is cls), None)
+    if kind is None:
         raise TypeError(f"model: cannot save a {type(model).__name__}; expected one of {sorted(c.__name__ for c, _ in _KINDS.values())}")
     config, arrays = model._to_native()
     if "__header__" in arrays:

@@ -132,7 +132,6 @@ def _cell_forward(config: Config, p: Params, x, h0, c0, lengths, reverse: bool):
 def _cell_backward(cache, dy, dh_n, dc_n):
     """dy (T,B,P), dh_n (B,P), dc_n (B,H). Returns dx (T,B,I), dh0, dc0, grads."""
     config, p = cache["config"], cache["p"]
-    H = config.hidden_size
     W_ih, W_hh, W_hr = p["weight_ih"], p["weight_hh"], p.get("weight_hr")
     w_i, w_f, w_o = p["weight_peephole"] if config.peepholes else (0.0, 0.0, 0.0)
     grads = {name: np.zeros_like(v) for name, v in p.items()}

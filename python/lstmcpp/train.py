@@ -97,7 +97,7 @@ def fit(
     try:
         for epoch in range(epochs):
             model.reset_state()
-            total, count, items_start, t_start = 0.0, 0, 0, time.perf_counter()
+            total, count, t_start = 0.0, 0, time.perf_counter()
             out_of_time = False
             for batch in _batches(train_data):
                 optimizer.zero_grad()
