@@ -242,6 +242,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_num_threads", &lstmcpp::get_num_threads);
     m.def("set_min_work_per_thread", &lstmcpp::set_min_work_per_thread, py::arg("macs"),
           "Testing switch: 1 runs every time loop on the whole thread team (default 65536).");
+    m.def("set_pack_min_rows", &lstmcpp::set_pack_min_rows, py::arg("rows"),
+          "Testing switch: the fewest rows (steps x batch) whose per-step products pack their weights (default 128).");
     m.def("isa_in_use", &lstmcpp::isa_in_use);
     m.def("isa_supported", [](const std::string& name) { return lstmcpp::isa_supported(name.c_str()); });
     m.def("set_isa", [](const std::string& name) { return lstmcpp::set_isa(name.c_str()); });

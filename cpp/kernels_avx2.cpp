@@ -122,6 +122,59 @@ void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
             nn_tile<1>(C + m * ldc + n, ldc, A + m * lda, lda, W + n, ldw, K, N - n < 32 ? N - n : 32, beta);
 }
 
+// C[b, 0..16) (+)= A[b, :] B for MB rows of A and one packed block of B (K rows of 16), the
+// columns past the block's width masked off: 2*MB accumulators, each a multiply-add chain over k.
+template <int MB>
+inline void packed_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* block,
+                        int64_t K, __m256i mask0, __m256i mask1, float beta) {
+    __m256 acc[MB][2];
+    for (int b = 0; b < MB; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+        const __m256 w0 = _mm256_loadu_ps(block + 16 * k);
+        const __m256 w1 = _mm256_loadu_ps(block + 16 * k + 8);
+        for (int b = 0; b < MB; ++b) {
+            const __m256 a = _mm256_broadcast_ss(A + b * lda + k);
+            acc[b][0] = _mm256_fmadd_ps(a, w0, acc[b][0]);
+            acc[b][1] = _mm256_fmadd_ps(a, w1, acc[b][1]);
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        float* c = C + b * ldc;
+        __m256 s0 = acc[b][0], s1 = acc[b][1];
+        if (beta != 0.0f) {
+            s0 = _mm256_add_ps(_mm256_maskload_ps(c, mask0), s0);
+            s1 = _mm256_add_ps(_mm256_maskload_ps(c + 8, mask1), s1);
+        }
+        _mm256_maskstore_ps(c, mask0, s0);
+        _mm256_maskstore_ps(c + 8, mask1, s1);
+    }
+}
+
+constexpr int64_t kPanel = 16;
+
+// Each block of 16 columns is read from cache once per tile of 6 rows of A (12 accumulators of
+// the 16 registers).
+void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const float* B_packed,
+                 int64_t M, int64_t N, int64_t K, float beta) {
+    for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+        const float* block = B_packed + n0 * K;
+        const __m256i mask0 = tail_mask(N - n0), mask1 = tail_mask(N - n0 - 8);
+        int64_t m = 0;
+        for (; m + 6 <= M; m += 6)
+            packed_tile<6>(C + m * ldc + n0, ldc, A + m * lda, lda, block, K, mask0, mask1, beta);
+        float* c = C + m * ldc + n0;
+        const float* a = A + m * lda;
+        switch (M - m) {
+            case 5: packed_tile<5>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 4: packed_tile<4>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 3: packed_tile<3>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 2: packed_tile<2>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 1: packed_tile<1>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            default: break;
+        }
+    }
+}
+
 }  // namespace avx2
 
 const Kernels<float>& kernels_f32_avx2() {
@@ -129,6 +182,8 @@ const Kernels<float>& kernels_f32_avx2() {
         Kernels<float> k = avx2::make_kernels<float>("avx2");
         k.gemm_nt = avx2::gemm_nt;
         k.gemm_nn = avx2::gemm_nn;
+        k.panel_width = avx2::kPanel;
+        k.gemm_packed = avx2::gemm_packed;
         return k;
     }();
     return table;

@@ -139,6 +139,27 @@ static void gemm_nn_generic(T* __restrict C, int64_t ldc, const T* __restrict A,
     }
 }
 
+// C (M,N) = beta*C + A (M,K) B (K,N), B packed by pack_panel into blocks of NR columns. Each
+// element is one multiply-add chain over k in order, whatever the tiling around it.
+template <class T, int NR>
+static void gemm_packed_generic(T* __restrict C, int64_t ldc, const T* __restrict A, int64_t lda,
+                                const T* __restrict B_packed, int64_t M, int64_t N, int64_t K,
+                                T beta) {
+    for (int64_t n0 = 0; n0 < N; n0 += NR) {
+        const T* __restrict block = B_packed + n0 * K;
+        const int64_t width = N - n0 < NR ? N - n0 : NR;
+        for (int64_t m = 0; m < M; ++m) {
+            T acc[NR] = {0};
+            for (int64_t k = 0; k < K; ++k) {
+                const T a = A[m * lda + k];
+                for (int r = 0; r < NR; ++r) acc[r] += a * block[k * NR + r];
+            }
+            T* __restrict c = C + m * ldc + n0;
+            for (int64_t r = 0; r < width; ++r) c[r] = beta == T(0) ? acc[r] : c[r] + acc[r];
+        }
+    }
+}
+
 template <class T>
 static void sigmoid_all(T* __restrict y, const T* __restrict x, int64_t n) {
     for (int64_t k = 0; k < n; ++k) y[k] = sigmoid_of(x[k]);
@@ -151,6 +172,8 @@ static void tanh_all(T* __restrict y, const T* __restrict x, int64_t n) {
 
 template <class T>
 static Kernels<T> make_kernels(const char* name) {
+    constexpr int kPanel = 64 / sizeof(T);  // a cache line of each packed row
     return Kernels<T>{name, gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
-                      gemm_nn_generic<T>, sigmoid_all<T>, tanh_all<T>};
+                      gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,
+                      sigmoid_all<T>, tanh_all<T>};
 }

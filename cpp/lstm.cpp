@@ -96,27 +96,98 @@ void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t ld
     else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
 }
 
-// z[:, q*H + rows] += A (B,depth) W[q*H + rows, :]^T for each gate q: one thread's rows of all
-// four gate blocks of W (4H,depth), e.g. of W_ih for the input or of W_hh for the state.
+// Packs columns [0, N) of B (K,N) for gemm_packed: block n of `width` columns holds K rows of
+// `width` values, B(k, n*width + r) at [(n*K + k)*width + r], zero past column N. B(k, j) is
+// src[j*ld + k] when columns_are_rows (B = W^T for a row-major W (N,K)), else src[k*ld + j].
+// packed holds ceil(N / width) * width * K values.
 template <class T>
-void add_gate_rows(const Kernels<T>& K, T* z, int64_t G, const T* A, int64_t depth, const T* W,
-                   int64_t H, Range rows, int64_t B) {
-    for (int64_t q = 0; q < 4; ++q) {
-        const int64_t row0 = q * H + rows.begin;
-        step_gemm_nt(K, z + row0, G, A, depth, W + row0 * depth, depth, B, rows.size(), depth, T(1));
+void pack_panel(T* packed, const T* src, int64_t ld, bool columns_are_rows, int64_t K, int64_t N,
+                int64_t width) {
+    for (int64_t n0 = 0; n0 < N; n0 += width) {
+        T* block = packed + n0 * K;
+        const int64_t w = N - n0 < width ? N - n0 : width;
+        if (columns_are_rows) {
+            for (int64_t r = 0; r < w; ++r) {
+                const T* column = src + (n0 + r) * ld;
+                for (int64_t k = 0; k < K; ++k) block[k * width + r] = column[k];
+            }
+        } else {
+            for (int64_t k = 0; k < K; ++k)
+                for (int64_t r = 0; r < w; ++r) block[k * width + r] = src[k * ld + n0 + r];
+        }
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t r = w; r < width; ++r) block[k * width + r] = T(0);
     }
 }
 
-// C[:, cols] = A (B,depth) W (depth,N)[:, cols]: backward's products, through the rows of W^T
-// (N,depth) when it was made for this call, else through W's columns.
-template <class T>
-void times_columns(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t depth, const T* W,
-                   int64_t N, const T* W_t, Range cols, int64_t B) {
-    if (W_t)
-        step_gemm_nt(K, C + cols.begin, ldc, A, depth, W_t + cols.begin * depth, depth, B, cols.size(), depth, T(0));
-    else
-        step_gemm_nn(K, C + cols.begin, ldc, A, depth, W + cols.begin, N, B, cols.size(), depth, T(0));
+// Whether a call's per-step products pack their weights (once per call, per thread): when the
+// call has at least this many rows of steps x batch to spread the packing over (testing switch:
+// set_pack_min_rows). Forward's in-place kernels stay faster for a batch of one.
+std::atomic<int64_t> g_pack_min_rows{128};
+
+bool packs_weights(int64_t batch, int64_t steps, bool forward) {
+    return steps * batch >= g_pack_min_rows.load() && (batch >= 2 || !forward);
 }
+
+// One thread's columns `cols` of a per-step product's right-hand side B (depth,N), applied every
+// step as C[:, cols] (+)= A B[:, cols]. B is W^T when columns_are_rows (forward's products: the
+// rows of W (N,depth) are B's columns), else W (depth,N) itself (backward's). When `pack`, the
+// columns are packed once, into this thread's own memory, for K.gemm_packed; otherwise the
+// small-batch kernels read W in place (a packed copy would not pay for itself).
+template <class T>
+class StepProduct {
+public:
+    StepProduct(const Kernels<T>& K, bool pack, const T* W, int64_t ldw, bool columns_are_rows,
+                int64_t depth, Range cols)
+        : K_(&K), W_(W), ldw_(ldw), columns_are_rows_(columns_are_rows), depth_(depth), cols_(cols) {
+        if (pack && cols.size() > 0) {
+            const int64_t width = K.panel_width;
+            packed_.resize((cols.size() + width - 1) / width * width * depth);
+            pack_panel(packed_.data(), columns_are_rows ? W + cols.begin * ldw : W + cols.begin, ldw,
+                       columns_are_rows, depth, cols.size(), width);
+        }
+    }
+
+    // C[:, cols] = beta*C[:, cols] + A (M,depth) B[:, cols]; C points at column 0.
+    void apply(T* C, int64_t ldc, const T* A, int64_t lda, int64_t M, T beta) const {
+        if (cols_.size() <= 0) return;
+        T* c = C + cols_.begin;
+        if (!packed_.empty())
+            K_->gemm_packed(c, ldc, A, lda, packed_.data(), M, cols_.size(), depth_, beta);
+        else if (columns_are_rows_)
+            step_gemm_nt(*K_, c, ldc, A, lda, W_ + cols_.begin * ldw_, ldw_, M, cols_.size(), depth_, beta);
+        else
+            step_gemm_nn(*K_, c, ldc, A, lda, W_ + cols_.begin, ldw_, M, cols_.size(), depth_, beta);
+    }
+
+private:
+    const Kernels<T>* K_;
+    const T* W_;
+    int64_t ldw_;
+    bool columns_are_rows_;
+    int64_t depth_;
+    Range cols_;
+    AlignedVector<T> packed_;
+};
+
+// One thread's units of all four gate blocks of W (4H,depth), e.g. W_ih for the input or W_hh
+// for the state: add(z, A) does z[:, q*H + units] += A (B,depth) W[q*H + units, :]^T for each q.
+template <class T>
+class GateProducts {
+public:
+    GateProducts(const Kernels<T>& K, bool pack, const T* W, int64_t depth, int64_t H, Range units)
+        : depth_(depth) {
+        for (int64_t q = 0; q < 4; ++q)
+            gates_.emplace_back(K, pack, W, depth, true, depth, Range{q * H + units.begin, q * H + units.end});
+    }
+    void add(T* z, int64_t ldz, const T* A, int64_t B) const {
+        for (const StepProduct<T>& gate : gates_) gate.apply(z, ldz, A, depth_, B, T(1));
+    }
+
+private:
+    int64_t depth_;
+    std::vector<StepProduct<T>> gates_;
+};
 
 // Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
 // the team would be one (entering a parallel region costs about a microsecond).
@@ -227,10 +298,13 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
     else std::fill(cell, cell + B * H, T(0));
 
     const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
+    const bool pack = packs_weights(B, steps, true);
     run_team(threads_for_step(macs), [&](int team, int me) {
         const Range jr = split(H, team, me, 16);                      // my hidden units
         const Range pr = s.projecting ? split(P, team, me, 16) : jr;  // my output units
-        if (fuse_input) add_gate_rows(K, gates, G, x, I, w.weight_ih, H, jr, B);
+        if (fuse_input) GateProducts<T>(K, false, w.weight_ih, I, H, jr).add(gates, G, x, B);
+        const GateProducts<T> recurrent(K, pack, w.weight_hh, P, H, jr);
+        const StepProduct<T> projection(K, pack, w.weight_hr, H, true, H, s.projecting ? pr : Range{0, 0});
         T* h_cur = state;
         T* h_next = h_cur + B * P;
         T* c_cur = cell;
@@ -244,7 +318,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                 copy_rows(cache->c_prev.data() + t * B * H, H, c_cur, H, B, jr.begin, jr.end);
             }
             // z[:, my units of each gate] += h_prev W_hh[my rows]^T
-            add_gate_rows(K, z, G, h_cur, P, w.weight_hh, H, jr, B);
+            recurrent.add(z, G, h_cur, B);
             // m (B,H): straight into the next state when not projecting
             T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local) : h_next;
             for (int64_t b = 0; b < B; ++b) {
@@ -262,8 +336,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
             if (s.projecting) {
 #pragma omp barrier
                 // h_next[:, my outputs] = m W_hr[my outputs]^T, clipped
-                step_gemm_nt(K, h_next + pr.begin, P, m, H, w.weight_hr + pr.begin * H, H, B,
-                             pr.size(), H, T(0));
+                projection.apply(h_next, P, m, H, B, T(0));
                 for (int64_t b = 0; b < B; ++b) {
                     T* h = h_next + b * P;
                     if (active(lengths, b, t)) {
@@ -300,9 +373,12 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
     const int64_t TB = steps * B;
     const Kernels<T>& K = kernels<T>();
 
-    // For more than a few steps, W_hh^T (P,4H) and W_hr^T (H,P) are made once per call, so each
-    // step's products become rows dotted with rows (the fast form), each thread's rows in its cache.
-    const bool transposed = steps >= 8;
+    // The per-step products: each thread's columns of W_hh and W_hr packed once per call when the
+    // batch is worth it. Else, for more than a few steps, W_hh^T (P,4H) and W_hr^T (H,P) are made
+    // once per call, so each step's products become rows dotted with rows, the faster small-batch
+    // form, each thread's rows in its cache; for a few steps the kernels read W_hh and W_hr as they are.
+    const bool pack = packs_weights(B, steps, false);
+    const bool transposed = !pack && steps >= 8;
     AlignedVector<T> w_hh_t(transposed ? P * G : 0), w_hr_t(transposed && s.projecting ? H * P : 0);
     if (transposed) {
         transpose(w_hh_t.data(), w.weight_hh, G, P);
@@ -320,6 +396,13 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
     run_team(threads_for_step(macs), [&](int team, int me) {
         const Range jr = split(H, team, me, 16);
         const Range pr = s.projecting ? split(P, team, me, 16) : jr;
+        // forward was: z += h_prev W_hh^T   so: dh_prev[:, my outputs] = dz W_hh[:, my outputs]
+        const StepProduct<T> recurrent = transposed ? StepProduct<T>(K, false, w_hh_t.data(), G, true, G, pr)
+                                                    : StepProduct<T>(K, pack, w.weight_hh, P, false, G, pr);
+        // forward was: h_raw = m W_hr^T   so: dm[:, my units] = dh_raw W_hr[:, my units]
+        const Range my_units = s.projecting ? jr : Range{0, 0};
+        const StepProduct<T> projection = transposed ? StepProduct<T>(K, false, w_hr_t.data(), P, true, P, my_units)
+                                                     : StepProduct<T>(K, pack, w.weight_hr, H, false, P, my_units);
         T* dh_cur = dstate.data();
         T* dh_next = dh_cur + B * P;
         T* dc_cur = dcell.data();
@@ -347,9 +430,7 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
             }
             if (s.projecting) {
 #pragma omp barrier
-                // forward was: h_raw = m W_hr^T   so: dm[:, my units] = dh_raw W_hr[:, my units]
-                times_columns(K, dm.data(), H, dh_raw.data() + t * B * P, P, w.weight_hr, H,
-                              transposed ? w_hr_t.data() : nullptr, jr, B);
+                projection.apply(dm.data(), H, dh_raw.data() + t * B * P, P, B, T(0));
             }
             for (int64_t b = 0; b < B; ++b) {
                 if (active(lengths, b, t)) {
@@ -365,8 +446,7 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
                 }
             }
 #pragma omp barrier
-            // forward was: z += h_prev W_hh^T   so: dh_prev[:, my outputs] = dz W_hh[:, my outputs]
-            times_columns(K, dh_next, P, dz_t, G, w.weight_hh, P, transposed ? w_hh_t.data() : nullptr, pr, B);
+            recurrent.apply(dh_next, P, dz_t, G, B, T(0));
             for (int64_t b = 0; b < B; ++b)
                 if (!active(lengths, b, t))
                     std::copy(dh_cur + b * P + pr.begin, dh_cur + b * P + pr.end, dh_next + b * P + pr.begin);
@@ -426,6 +506,8 @@ void set_num_threads(int n) {
 }
 
 void set_min_work_per_thread(int64_t macs) { g_min_macs_per_thread.store(std::max<int64_t>(1, macs)); }
+
+void set_pack_min_rows(int64_t rows) { g_pack_min_rows.store(std::max<int64_t>(1, rows)); }
 
 int get_num_threads() {
     int n = g_num_threads.load();

@@ -127,5 +127,8 @@ int get_num_threads();
 // Testing switch: the per-step work (multiply-adds) each thread of a time loop needs before
 // another thread joins. 1 puts the whole team on even the smallest cell.
 void set_min_work_per_thread(int64_t macs);
+// Testing switch: the fewest rows (steps x batch) for which a call's per-step products pack
+// their weights (default 128); 1 packs in every call that can, a huge value in none.
+void set_pack_min_rows(int64_t rows);
 
 }  // namespace lstmcpp

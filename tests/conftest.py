@@ -39,6 +39,15 @@ def isa(request):
     _core.set_isa(before)
 
 
+@pytest.fixture(params=["in_place", "packed"])
+def products(request):
+    """Runs the test twice: the per-step products reading the weights in place, then reading
+    them packed per thread (each call's choice between the two normally depends on its size)."""
+    _core.set_pack_min_rows(1 << 40 if request.param == "in_place" else 1)
+    yield request.param
+    _core.set_pack_min_rows(128)
+
+
 @pytest.fixture
 def whole_team():
     """Every time loop on the whole thread team, however small the cell."""

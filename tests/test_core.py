@@ -46,7 +46,7 @@ def scale_weights(model, factor):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", GRID)
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_core_matches_reference(name, dtype, with_lengths, isa):
+def test_core_matches_reference(name, dtype, with_lengths, isa, products):
     model = lstmcpp.LSTM(7, 13, dtype=dtype, **{"seed": 1, **GRID[name]})
     scale_weights(model, 3.0)  # engage the clips
     x, state, lengths = make_inputs(model, with_lengths=with_lengths)
@@ -56,9 +56,10 @@ def test_core_matches_reference(name, dtype, with_lengths, isa):
 
 @pytest.mark.parametrize("name", ["plain", "everything"])
 @pytest.mark.parametrize("B", [1, 3, 6, 37])
-def test_core_matches_reference_under_each_isa(isa, name, B):
-    """Every kernel set, at batch sizes that fill 0, 1 and many 4-row tiles with remainders,
-    with a short sequence (backward reads W_hh as it is) and a long one (through W_hh^T)."""
+def test_core_matches_reference_under_each_isa(isa, products, name, B):
+    """Every kernel set and both forms of the per-step products, at batch sizes that fill 0, 1
+    and many row tiles with remainders, with a short sequence (in place, backward reads W_hh as
+    it is) and a long one (through W_hh^T)."""
     model = lstmcpp.LSTM(19, 37, **{"seed": 1, **GRID[name]})
     for T in (5, 12):
         x, state, lengths = make_inputs(model, T=T, B=B)
@@ -68,7 +69,7 @@ def test_core_matches_reference_under_each_isa(isa, name, B):
 
 @pytest.mark.parametrize("name", ["plain", "projection", "everything"])
 @pytest.mark.parametrize("B", [1, 3])
-def test_core_matches_reference_on_the_whole_thread_team(whole_team, name, B):
+def test_core_matches_reference_on_the_whole_thread_team(whole_team, products, name, B):
     """Two threads splitting even a small cell: every slice boundary and barrier is exercised."""
     model = lstmcpp.LSTM(9, 41, dtype="float64", **{"seed": 2, **GRID[name]})
     for T in (5, 10):
