@@ -117,17 +117,33 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
         .def(
             "forward",
             [](const M& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
-               py::handle lengths_obj, const py::list& dropout_masks, bool keep_cache) {
-                const Array<T> x = ready<T>(x_obj, "x");
+               py::handle lengths_obj, const py::list& dropout_masks, bool keep_cache,
+               py::handle embedding_obj) {
+                // x (T,B,I), or with an embedding (V,I): token ids (T,B) into it
+                const std::optional<Array<T>> embedding = ready_or_none<T>(embedding_obj, "embedding");
+                const std::optional<Array<T>> x = embedding ? std::nullopt : std::optional<Array<T>>(ready<T>(x_obj, "x"));
+                const std::optional<Lengths> ids = embedding ? std::optional<Lengths>(ready<int32_t>(x_obj, "ids")) : std::nullopt;
                 const std::optional<Array<T>> h0 = ready_or_none<T>(h0_obj, "h0");
                 const std::optional<Array<T>> c0 = ready_or_none<T>(c0_obj, "c0");
                 const std::optional<Lengths> lengths = ready_or_none<int32_t>(lengths_obj, "lengths");
                 const Config& c = self.config();
                 const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size,
                               P = c.output_size();
-                if (x.ndim() != 3) throw py::value_error("x: expected shape (T, B, " + std::to_string(c.input_size) + "), got " + shape_of(x));
-                const int64_t steps = x.shape(0), B = x.shape(1);
-                require_shape(x, {steps, B, c.input_size}, "x");
+                int64_t steps, B;
+                lstmcpp::TokenInput<T> tokens;
+                if (embedding) {
+                    if (ids->ndim() != 2) throw py::value_error("ids: expected shape (T, B), got " + shape_of(*ids));
+                    if (embedding->ndim() != 2) throw py::value_error("embedding: expected shape (V, " + std::to_string(c.input_size) + "), got " + shape_of(*embedding));
+                    require_shape(*embedding, {embedding->shape(0), c.input_size}, "embedding");
+                    steps = ids->shape(0);
+                    B = ids->shape(1);
+                    tokens = {ids->data(), embedding->data(), embedding->shape(0)};
+                } else {
+                    if (x->ndim() != 3) throw py::value_error("x: expected shape (T, B, " + std::to_string(c.input_size) + "), got " + shape_of(*x));
+                    steps = x->shape(0);
+                    B = x->shape(1);
+                    require_shape(*x, {steps, B, c.input_size}, "x");
+                }
                 if (h0) require_shape(*h0, {D * L, B, P}, "h0");
                 if (c0) require_shape(*c0, {D * L, B, H}, "c0");
                 if (lengths) require_shape(*lengths, {B}, "lengths");
@@ -142,15 +158,16 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
                 {
                     py::gil_scoped_release release;
                     self.forward(y.mutable_data(), h_n.mutable_data(), c_n.mutable_data(),
-                                 cache.get(), x.data(), data_or_null(h0), data_or_null(c0),
-                                 lengths ? lengths->data() : nullptr, masks, steps, B);
+                                 cache.get(), x ? x->data() : nullptr, data_or_null(h0), data_or_null(c0),
+                                 lengths ? lengths->data() : nullptr, masks, steps, B,
+                                 embedding ? &tokens : nullptr);
                 }
                 py::object cache_obj = cache ? py::cast(std::move(cache)) : py::none();
                 return py::make_tuple(y, h_n, c_n, cache_obj);
             },
             py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
             py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::list(),
-            py::arg("keep_cache") = false)
+            py::arg("keep_cache") = false, py::arg("embedding") = py::none())
         .def(
             "backward",
             [](M& self, const C& cache, py::handle dy_obj, py::handle dh_n_obj, py::handle dc_n_obj) {
@@ -165,7 +182,9 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
                 require_shape(dy, {steps, B, D * P}, "dy");
                 if (dh_n) require_shape(*dh_n, {D * L, B, P}, "dh_n");
                 if (dc_n) require_shape(*dc_n, {D * L, B, H}, "dc_n");
-                Array<T> dx({steps, B, c.input_size}), dh0({D * L, B, P}), dc0({D * L, B, H});
+                // dx: the gradient of x (T,B,I), or for token input of the embedding (V,I)
+                Array<T> dx = cache.vocab > 0 ? Array<T>({cache.vocab, c.input_size}) : Array<T>({steps, B, c.input_size});
+                Array<T> dh0({D * L, B, P}), dc0({D * L, B, H});
                 {
                     py::gil_scoped_release release;
                     self.backward(dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(), cache,

@@ -253,17 +253,20 @@ void copy_rows(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t row
 // ---------------------------------------------------------------------------------------------
 // cell forward
 
+// x (T,B,I) is the input, or, when ids (T,B) is given, row ids[t,b] of table (V,4H) is step t's
+// x W_ih^T + b_ih + b_hh for element b (token input, layer 0).
 template <class T>
 void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
-                  const T* x, const T* h0, const T* c0, const int32_t* lengths,
-                  const CellTensors<const T>& w, const CellShape<T>& s) {
+                  const T* x, const int32_t* ids, const T* table, const T* h0, const T* c0,
+                  const int32_t* lengths, const CellTensors<const T>& w, const CellShape<T>& s) {
     const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = 4 * H;
     const Kernels<T>& K = kernels<T>();
 
     // Inference buffers come from this calling thread's scratch when small (a streaming call
     // allocates nothing), else from the heap for this call only (nothing large is held between
     // calls). gates (T,B,4H): first the input projection x W_ih^T + b_ih + b_hh of every step at
-    // once, then activated in place step by step; the cache keeps it for backward.
+    // once (for token input, each thread gathers its columns step by step instead), then
+    // activated in place step by step; the cache keeps it for backward.
     Scratch<T> scratch((cache ? 0 : steps * B * G) + 2 * B * P + 2 * B * H + (s.projecting ? B * H : 0));
     T* gates;
     if (cache) {
@@ -276,17 +279,19 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
     } else {
         gates = scratch.take(steps * B * G);
     }
-    for (int64_t r = 0; r < steps * B; ++r) {
-        T* row = gates + r * G;
-        for (int64_t k = 0; k < G; ++k)
-            row[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
-    }
     // One step (a streaming call): each thread projects the input onto its own rows inside the
     // step, so its rows of W_ih stay in its cache across calls as its rows of W_hh do.
-    const bool fuse_input = steps == 1;
-    if (!fuse_input)
-        gemm_parallel<T>(get_num_threads(), false, true, steps * B, G, I, T(1), x, I, w.weight_ih,
-                         I, T(1), gates, G);
+    const bool fuse_input = steps == 1 && !ids;
+    if (!ids) {
+        for (int64_t r = 0; r < steps * B; ++r) {
+            T* row = gates + r * G;
+            for (int64_t k = 0; k < G; ++k)
+                row[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+        }
+        if (!fuse_input)
+            gemm_parallel<T>(get_num_threads(), false, true, steps * B, G, I, T(1), x, I, w.weight_ih,
+                             I, T(1), gates, G);
+    }
 
     // state (2,B,P) and cell (2,B,H), ping-pong between steps; m (B,H) = o*tanh(c) when projecting
     T* state = scratch.take(2 * B * P);
@@ -313,6 +318,13 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
         for (int64_t step = 0; step < steps; ++step) {
             const int64_t t = s.reverse ? steps - 1 - step : step;
             T* z = gates + t * B * G;  // (B,4H) this step's gates
+            if (ids) {  // my columns of this step's input projections, by token
+                for (int64_t b = 0; b < B; ++b)
+                    for (int64_t q = 0; q < 4; ++q) {
+                        const T* row = table + ids[t * B + b] * G + q * H;
+                        std::copy(row + jr.begin, row + jr.end, z + b * G + q * H + jr.begin);
+                    }
+            }
             if (cache) {
                 copy_rows(cache->h_prev.data() + t * B * P, P, h_cur, P, B, pr.begin, pr.end);
                 copy_rows(cache->c_prev.data() + t * B * H, H, c_cur, H, B, jr.begin, jr.end);
@@ -364,9 +376,37 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
 // ---------------------------------------------------------------------------------------------
 // cell backward
 
+// out[ids[r]] += rows[r] for r < n, rows of G values; the team splits the columns.
+template <class T>
+void add_rows_by_id(T* out, const T* rows, const int32_t* ids, int64_t n, int64_t G) {
+    run_team(n * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
+        const Range cols = split(G, team, me, 16);
+        for (int64_t r = 0; r < n; ++r) {
+            T* o = out + ids[r] * G;
+            const T* in = rows + r * G;
+            for (int64_t k = cols.begin; k < cols.end; ++k) o[k] += in[k];
+        }
+    });
+}
+
+// sums (G) = the sum of n rows of G values, each column in row order; the team splits the columns.
+template <class T>
+void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
+    run_team(n * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
+        const Range cols = split(G, team, me, 16);
+        std::fill(sums + cols.begin, sums + cols.end, T(0));
+        for (int64_t r = 0; r < n; ++r)
+            for (int64_t k = cols.begin; k < cols.end; ++k) sums[k] += rows[r * G + k];
+    });
+}
+
+// Writes dx (T,B,I) for the input x (T,B,I); or, for token input (ids given), adds the gradient
+// of the table forward gathered from into d_table (V,4H) instead, and leaves W_ih's gradient to
+// the caller (it comes from d_table).
 template <class T>
 void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
-                   const CellCache<T>& cache, const T* x, const T* y, int64_t ldy, const T* dy,
+                   const CellCache<T>& cache, const T* x, const int32_t* ids, T* d_table,
+                   int64_t vocab, const T* y, int64_t ldy, const T* dy,
                    const T* dh_n, const T* dc_n, const int32_t* lengths,
                    const CellTensors<const T>& w, const CellShape<T>& s, bool has_peepholes) {
     const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = 4 * H;
@@ -460,15 +500,24 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
 
     // The weight gradients of all steps at once, as large products.
     const int threads = get_num_threads();
-    // forward was: z = x W_ih^T + h_prev W_hh^T + b_ih + b_hh
-    gemm_parallel<T>(threads, false, false, TB, I, G, T(1), dz.data(), G, w.weight_ih, I, T(1), dx, I);
-    gemm_parallel<T>(threads, true, false, G, I, TB, T(1), dz.data(), G, x, I, T(1), grad.weight_ih, I);
+    const T* dz_rows = dz.data();  // rows whose column sums are the biases' gradient
+    int64_t rows = TB;
+    if (ids) {
+        // forward was: z = table[ids] + h_prev W_hh^T, table = embedding W_ih^T + b_ih + b_hh
+        // so: d_table[v] = the sum of the dz rows of token v
+        add_rows_by_id(d_table, dz.data(), ids, TB, G);
+        dz_rows = d_table;
+        rows = vocab;
+    } else {
+        // forward was: z = x W_ih^T + h_prev W_hh^T + b_ih + b_hh
+        gemm_parallel<T>(threads, false, false, TB, I, G, T(1), dz.data(), G, w.weight_ih, I, T(1), dx, I);
+        gemm_parallel<T>(threads, true, false, G, I, TB, T(1), dz.data(), G, x, I, T(1), grad.weight_ih, I);
+    }
     gemm_parallel<T>(threads, true, false, G, P, TB, T(1), dz.data(), G, cache.h_prev.data(), P,
                      T(1), grad.weight_hh, P);
     if (grad.bias_ih || grad.bias_hh) {
-        AlignedVector<T> dbias(G, T(0));
-        for (int64_t r = 0; r < TB; ++r)
-            for (int64_t k = 0; k < G; ++k) dbias[k] += dz[r * G + k];
+        AlignedVector<T> dbias(G);
+        column_sums(dbias.data(), dz_rows, rows, G);
         for (int64_t k = 0; k < G; ++k) {
             grad.bias_ih[k] += dbias[k];
             grad.bias_hh[k] += dbias[k];
@@ -585,7 +634,7 @@ template <class T>
 void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const T* h0,
                        const T* c0, const int32_t* lengths,
                        const std::vector<const T*>& dropout_masks, int64_t steps,
-                       int64_t batch) const {
+                       int64_t batch, const TokenInput<T>* tokens) const {
     blas_single_threaded();
     const Config& c = config_;
     const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
@@ -602,12 +651,29 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
                                             std::to_string(steps));
     }
 
+    if (tokens) {
+        if (tokens->vocab < 1) throw std::invalid_argument("embedding: expected at least one row, got V = 0");
+        for (int64_t r = 0; r < TB; ++r)
+            if (tokens->ids[r] < 0 || tokens->ids[r] >= tokens->vocab)
+                throw std::invalid_argument("ids[" + std::to_string(r / B) + ", " + std::to_string(r % B) + "] = " +
+                                            std::to_string(tokens->ids[r]) + " is outside 0.." +
+                                            std::to_string(tokens->vocab - 1));
+    }
+
     if (cache) {
         cache->model_id = id_;
         cache->steps = steps;
         cache->batch = batch;
         cache->lengths.assign(lengths ? lengths : nullptr, lengths ? lengths + B : nullptr);
-        cache->input.assign(x, x + TB * c.input_size);
+        if (tokens) {
+            cache->ids.assign(tokens->ids, tokens->ids + TB);
+            cache->vocab = tokens->vocab;
+            cache->input.assign(tokens->embedding, tokens->embedding + tokens->vocab * c.input_size);
+        } else {
+            cache->ids.clear();
+            cache->vocab = 0;
+            cache->input.assign(x, x + TB * c.input_size);
+        }
         cache->outputs.assign(L, {});
         cache->dropped.assign(dropout_masks.empty() ? 0 : L - 1, {});
         cache->dropout_masks.assign(dropout_masks.empty() ? 0 : L - 1, {});
@@ -615,7 +681,20 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
     }
     const T cell_clip = clip_or_inf<T>(c.cell_clip), proj_clip = clip_or_inf<T>(c.proj_clip);
     AlignedVector<T> outputs[2], dropped;  // inference: layers alternate between two buffers
-    const T* input = cache ? cache->input.data() : x;
+    const T* input = tokens ? nullptr : cache ? cache->input.data() : x;
+    // Token input: per direction, table (V,4H) = embedding W_ih^T + b_ih + b_hh, each token's
+    // input projection made once.
+    std::vector<AlignedVector<T>> tables(tokens ? D : 0);
+    for (int64_t d = 0; d < static_cast<int64_t>(tables.size()); ++d) {
+        const int64_t V = tokens->vocab, G = 4 * H, I = c.input_size;
+        const CellTensors<const T> w = cell_tensors<const T>(params_.data(), cells_[d], zero_peepholes_.data());
+        tables[d].resize(V * G);
+        for (int64_t v = 0; v < V; ++v)
+            for (int64_t k = 0; k < G; ++k)
+                tables[d][v * G + k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+        gemm_parallel<T>(get_num_threads(), false, true, V, G, I, T(1), tokens->embedding, I, w.weight_ih, I,
+                         T(1), tables[d].data(), G);
+    }
     for (int64_t layer = 0; layer < L; ++layer) {
         T* out;  // (T,B,D*P)
         if (cache) {
@@ -633,8 +712,10 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
             const int64_t cell = layer * D + d;
             CellShape<T> sd = shape;
             sd.reverse = d == 1;
+            const bool by_token = tokens && layer == 0;
             cell_forward<T>(out + d * P, DP, h_n + cell * B * P, c_n + cell * B * H,
                             cache ? &cache->cells[cell] : nullptr, input,
+                            by_token ? tokens->ids : nullptr, by_token ? tables[d].data() : nullptr,
                             h0 ? h0 + cell * B * P : nullptr, c0 ? c0 + cell * B * H : nullptr,
                             lengths,
                             cell_tensors<const T>(params_.data(), cells_[cell], zero_peepholes_.data()),
@@ -683,8 +764,12 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
 
     AlignedVector<T> d_out(dy, dy + TB * DP);  // (T,B,D*P) gradient of this layer's output
     AlignedVector<T> d_in;                     // (T,B,I) gradient of this layer's input
+    const bool tokens = !cache.ids.empty();
+    const int64_t V = cache.vocab, G = 4 * H;
+    AlignedVector<T> d_table(tokens ? V * G : 0);  // (V,4H) for token input, per direction in turn
     for (int64_t layer = L - 1; layer >= 0; --layer) {
         const int64_t I = c.layer_input_size(layer);
+        const bool by_token = tokens && layer == 0;
         const T* input = layer == 0 ? cache.input.data()
                          : cache.dropped.empty() ? cache.outputs[layer - 1].data()
                                                  : cache.dropped[layer - 1].data();
@@ -695,19 +780,29 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
             d_in.resize(TB * I);
             d_input = d_in.data();
         }
-        std::fill(d_input, d_input + TB * I, T(0));
+        std::fill(d_input, d_input + (by_token ? V : TB) * I, T(0));
         const CellShape<T> shape{steps, B, I, H, P, c.proj_size > 0, false, cell_clip, proj_clip};
         for (int64_t d = 0; d < D; ++d) {
             const int64_t cell = layer * D + d;
             CellShape<T> sd = shape;
             sd.reverse = d == 1;
-            cell_backward<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H,
-                             cell_tensors<T>(grads_.data(), cells_[cell], static_cast<T*>(nullptr)),
-                             cache.cells[cell], input, cache.outputs[layer].data() + d * P, DP,
+            const CellTensors<T> grad = cell_tensors<T>(grads_.data(), cells_[cell], static_cast<T*>(nullptr));
+            const CellTensors<const T> w = cell_tensors<const T>(params_.data(), cells_[cell], zero_peepholes_.data());
+            if (by_token) std::fill(d_table.begin(), d_table.end(), T(0));
+            cell_backward<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H, grad, cache.cells[cell],
+                             input, by_token ? cache.ids.data() : nullptr, d_table.data(), V,
+                             cache.outputs[layer].data() + d * P, DP,
                              d_out.data() + d * P, dh_n ? dh_n + cell * B * P : nullptr,
-                             dc_n ? dc_n + cell * B * H : nullptr, lengths,
-                             cell_tensors<const T>(params_.data(), cells_[cell], zero_peepholes_.data()),
-                             sd, c.peepholes);
+                             dc_n ? dc_n + cell * B * H : nullptr, lengths, w, sd, c.peepholes);
+            if (by_token) {
+                // forward was: table = embedding W_ih^T + b_ih + b_hh
+                // so: dW_ih += d_table^T embedding; d_embedding += d_table W_ih
+                const int threads = get_num_threads();
+                gemm_parallel<T>(threads, true, false, G, I, V, T(1), d_table.data(), G, input, I, T(1),
+                                 grad.weight_ih, I);
+                gemm_parallel<T>(threads, false, false, V, I, G, T(1), d_table.data(), G, w.weight_ih, I, T(1),
+                                 d_input, I);
+            }
         }
         if (layer > 0) {
             if (!cache.dropout_masks.empty()) {  // forward was: dropped = out * mask

@@ -69,12 +69,26 @@ struct CellCache {
     AlignedVector<T> m;       // (T,B,H) o*tanh(c), kept only when projecting
 };
 
+// Layer 0's input given as token ids into an embedding, x[t,b] = embedding[ids[t,b]] (the input
+// of a language model). Forward then projects each of the V rows of the embedding once, instead
+// of each of the T*B steps' inputs, and gathers a step's gate inputs by id; backward sums the
+// gate gradients per id, so the products for weight_ih_l0's gradient and the embedding's gradient
+// run over V rows instead of T*B. The results equal those for x = embedding[ids] up to rounding.
+template <class T>
+struct TokenInput {
+    const int32_t* ids = nullptr;  // (T,B), each in [0, vocab)
+    const T* embedding = nullptr;  // (V,I)
+    int64_t vocab = 0;             // V
+};
+
 template <class T>
 struct Cache {
     uint64_t model_id = 0;
     int64_t steps = 0, batch = 0;
     std::vector<int32_t> lengths;              // (B) or empty: every element runs all T steps
-    AlignedVector<T> input;                    // (T,B,I) layer 0's input, copied
+    std::vector<int32_t> ids;                  // (T,B) for token input, else empty
+    int64_t vocab = 0;                         // V for token input, else 0
+    AlignedVector<T> input;                    // (T,B,I) layer 0's input, copied; (V,I) the embedding for token input
     std::vector<AlignedVector<T>> outputs;     // per layer: (T,B,D*P) before dropout
     std::vector<AlignedVector<T>> dropped;     // per layer l < L-1 when dropout ran: (T,B,D*P)
     std::vector<AlignedVector<T>> dropout_masks;  // per layer l < L-1 or empty: (T,B,D*P) 0 or 1/(1-p)
@@ -94,15 +108,17 @@ public:
     int64_t num_params() const { return num_params_; }  // flat buffer length, padding included
 
     // x (T,B,I); h0 (D*L,B,P) or null for zeros; c0 (D*L,B,H) or null; lengths (B) or null.
-    // dropout_masks: L-1 pointers to (T,B,D*P) masks, or empty for no dropout.
+    // dropout_masks: L-1 pointers to (T,B,D*P) masks, or empty for no dropout. tokens: layer 0's
+    // input as ids into an embedding instead of x (x is then unused), or null.
     // Outputs y (T,B,D*P), h_n (D*L,B,P), c_n (D*L,B,H). cache may be null (inference).
     void forward(T* y, T* h_n, T* c_n, Cache<T>* cache,
                  const T* x, const T* h0, const T* c0, const int32_t* lengths,
                  const std::vector<const T*>& dropout_masks,
-                 int64_t steps, int64_t batch) const;
+                 int64_t steps, int64_t batch, const TokenInput<T>* tokens = nullptr) const;
 
-    // dy (T,B,D*P); dh_n (D*L,B,P) or null; dc_n (D*L,B,H) or null. Writes dx (T,B,I),
-    // dh0 (D*L,B,P), dc0 (D*L,B,H); adds every parameter gradient into grads(). forward may run
+    // dy (T,B,D*P); dh_n (D*L,B,P) or null; dc_n (D*L,B,H) or null. Writes dx (T,B,I) (for token
+    // input: the embedding's gradient (V,I) instead), dh0 (D*L,B,P), dc0 (D*L,B,H); adds every
+    // parameter gradient into grads(). forward may run
     // in any number of threads at once; backward on one model in one thread at a time (a second
     // concurrent call throws std::runtime_error rather than race on the gradients).
     void backward(T* dx, T* dh0, T* dc0,

@@ -180,3 +180,62 @@ def test_kernel_sigmoid_and_tanh_error_is_bounded(isa):
     exact_tanh = np.tanh(x.astype(np.float64))
     assert np.abs(_core.sigmoid_f32(x) - exact_sigmoid).max() < 1.5e-7
     assert np.abs(_core.tanh_f32(x) - exact_tanh).max() < 1.5e-7
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["plain", "no_bias", "bidirectional", "batch_first", "everything"])
+def test_token_input_equals_embedded_input(name, dtype, products):
+    """forward_tokens(ids, E) is forward(E[ids]): outputs, state and every parameter gradient,
+    and backward's embedding gradient is dx summed per token."""
+    model = lstmcpp.LSTM(7, 13, dtype=dtype, **{"seed": 1, **GRID[name]})
+    scale_weights(model, 3.0)
+    rng = np.random.default_rng(0)
+    V, T, B = 11, 9, 4
+    table = rng.standard_normal((V, 7)).astype(dtype)
+    ids = rng.integers(0, V, (B, T) if model.batch_first else (T, B))
+    _, state, lengths = make_inputs(model)
+    dy_shape = (B, T, model.num_directions * model.output_size) if model.batch_first else (T, B, model.num_directions * model.output_size)
+    dy = rng.standard_normal(dy_shape).astype(dtype)
+    dstate = (rng.standard_normal(state[0].shape), rng.standard_normal(state[1].shape))
+
+    model.zero_grad()
+    model._dropout_rng = np.random.default_rng(5)  # the same dropout masks in both runs
+    y, (h, c), cache = model.forward(table[ids], state, lengths=lengths)
+    dx, (dh0, dc0) = model.backward(cache, dy, dstate)
+    grads = {k: v.copy() for k, v in model.grads.items()}
+    d_table = np.zeros_like(table)
+    np.add.at(d_table, ids.reshape(-1), dx.reshape(-1, 7))
+
+    model.zero_grad()
+    model._dropout_rng = np.random.default_rng(5)
+    y_t, (h_t, c_t), cache_t = model.forward_tokens(ids, table, state, lengths=lengths)
+    d_table_t, (dh0_t, dc0_t) = model.backward(cache_t, dy, dstate)
+    tol = TOL[dtype]
+    for got, want in [(y_t, y), (h_t, h), (c_t, c), (d_table_t, d_table), (dh0_t, dh0), (dc0_t, dc0)]:
+        assert got.shape == want.shape and rel_err(got, want) < tol
+    for k, v in grads.items():
+        assert rel_err(model.grads[k], v) < tol, k
+
+
+def test_token_input_bad_arguments_are_named():
+    model = lstmcpp.LSTM(3, 4, seed=0)
+    table = np.zeros((5, 3), np.float32)
+    with pytest.raises(ValueError, match=r"ids: every id must be in 0\.\.4, got min 0 and max 5"):
+        model.forward_tokens(np.array([[0], [5]]), table)
+    with pytest.raises(ValueError, match=r"ids: every id must be in 0\.\.4"):
+        model.forward_tokens(np.array([[-1]]), table)
+    with pytest.raises(TypeError, match="ids: expected integers"):
+        model.forward_tokens(np.zeros((2, 1)), table)
+    with pytest.raises(ValueError, match=r"embedding: expected shape \(V, 3\)"):
+        model.forward_tokens(np.zeros((2, 1), int), np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match=r"ids: expected a 2-D"):
+        model.forward_tokens(np.zeros((2, 1, 1), int), table)
+    # the core checks too, whatever calls it
+    with pytest.raises(ValueError, match=r"ids\[1, 0\] = 5 is outside 0\.\.4"):
+        model._core.forward(np.array([[0], [5]], np.int32), None, None, None, [], True, table)
+    with pytest.raises(TypeError, match="ids: expected a C-contiguous numpy array of int32"):
+        model._core.forward(np.zeros((2, 1), np.int64), None, None, None, [], True, table)
+    y, _, cache = model.forward_tokens(np.array([1, 2, 3]), table)  # unbatched (T,)
+    assert y.shape == (3, 4)
+    d_table, (dh0, _) = model.backward(cache, np.ones((3, 4), np.float32))
+    assert d_table.shape == (5, 3) and dh0.shape == (1, 4)

@@ -17,16 +17,17 @@ State = Tuple[np.ndarray, np.ndarray]
 class ForwardCache:
     """What :meth:`LSTM.forward` keeps for :meth:`LSTM.backward` (opaque)."""
 
-    __slots__ = ("_core", "model_id", "steps", "batch", "unbatched", "dropout_masks")
+    __slots__ = ("_core", "model_id", "steps", "batch", "unbatched", "dropout_masks", "tokens")
 
     def __init__(self, core_cache: Any, model_id: int, steps: int, batch: int, unbatched: bool,
-                 dropout_masks: List[np.ndarray]):
+                 dropout_masks: List[np.ndarray], tokens: bool = False):
         self._core = core_cache
         self.dropout_masks = dropout_masks  # per layer but the last: (T,B,D*P), or empty
         self.model_id = model_id
         self.steps = steps
         self.batch = batch
         self.unbatched = unbatched
+        self.tokens = tokens  # made by forward_tokens: backward returns the embedding's gradient
 
     def __repr__(self) -> str:
         return f"<lstmcpp.ForwardCache T={self.steps} B={self.batch}>"
@@ -361,6 +362,44 @@ class LSTM:
         Returns ``y, (h_n, c_n), cache``. ``training=True`` applies dropout between layers.
         """
         x3, unbatched = self._input(x)
+        if self.check_finite:
+            _require_finite(x=x3)
+        return self._forward(x3, None, unbatched, state, lengths, training)
+
+    def forward_tokens(self, ids: Any, embedding: Any, state: Optional[State] = None, *, lengths: Any = None,
+                       training: bool = True):
+        """:meth:`forward` with layer 0 reading ``embedding[ids]``, the input of a language model.
+
+        ``ids`` are integers in ``[0, V)`` shaped ``(T, B)`` (``(B, T)`` when ``batch_first``;
+        ``(T,)`` unbatched), ``embedding`` is ``(V, input_size)``. The results equal
+        ``forward(embedding[ids], ...)`` up to rounding, but each token's input projection is made
+        once instead of at every step it occurs, and :meth:`backward` returns the gradient of
+        ``embedding`` ``(V, input_size)`` in place of ``dx``.
+        """
+        a = ids.detach().cpu().numpy() if hasattr(ids, "detach") and hasattr(ids, "numpy") else np.asarray(ids)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"ids: expected integers, got dtype {a.dtype}")
+        if a.ndim not in (1, 2):
+            raise ValueError(f"ids: expected a 2-D ({'B, T' if self.batch_first else 'T, B'}) or 1-D (T,) array, "
+                             f"got shape {_shape(a.shape)}")
+        unbatched = a.ndim == 1
+        a = a[:, None] if unbatched else (a.T if self.batch_first else a)
+        if a.shape[0] == 0:
+            raise ValueError(f"ids: expected at least one time step, got T = 0")
+        if a.shape[1] == 0:
+            raise ValueError("ids: expected a batch of at least one, got B = 0")
+        table = _as_real_array(embedding, "embedding", self.dtype)
+        if table.ndim != 2 or table.shape[1] != self.input_size or table.shape[0] == 0:
+            raise ValueError(f"embedding: expected shape (V, {self.input_size}) with V >= 1, got {_shape(table.shape)}")
+        if a.min() < 0 or a.max() >= table.shape[0]:
+            raise ValueError(f"ids: every id must be in 0..{table.shape[0] - 1}, got min {a.min()} and max {a.max()}")
+        if self.check_finite:
+            _require_finite(embedding=table)
+        return self._forward(np.ascontiguousarray(a, dtype=np.int32), table, unbatched, state, lengths, training)
+
+    def _forward(self, x3: np.ndarray, embedding: Optional[np.ndarray], unbatched: bool, state: Any, lengths: Any,
+                 training: bool):
+        """forward for x (T,B,I), or with an embedding for ids (T,B) into it."""
         T, B = x3.shape[0], x3.shape[1]
         h0, c0 = self._state(state, B, unbatched)
         lens = self._lengths(lengths, T, B, unbatched)
@@ -370,11 +409,11 @@ class LSTM:
             shape = (T, B, self.num_directions * self.output_size)
             masks = [((self._dropout_rng.random(shape) < keep) / keep).astype(self.dtype) for _ in range(self.num_layers - 1)]
         if self.check_finite:
-            _require_finite(x=x3, h_0=h0, c_0=c0)
-        y, h_n, c_n, core_cache = self._core.forward(x3, h0, c0, lens, masks, True)
+            _require_finite(h_0=h0, c_0=c0)
+        y, h_n, c_n, core_cache = self._core.forward(x3, h0, c0, lens, masks, True, embedding)
         if self.check_finite:
             _require_finite(y=y, h_n=h_n, c_n=c_n)
-        cache = ForwardCache(core_cache, self._core.id, T, B, unbatched, masks)
+        cache = ForwardCache(core_cache, self._core.id, T, B, unbatched, masks, tokens=embedding is not None)
         y, state_n = self._outputs(y, h_n, c_n, unbatched)
         return y, state_n, cache
 
@@ -383,7 +422,8 @@ class LSTM:
 
         ``dy`` is the gradient of the loss for ``y`` (same shape as ``y``); ``dstate`` the
         gradients for ``(h_n, c_n)`` (either may be None). Adds every parameter's gradient into
-        :attr:`grads` and returns ``dx, (dh_0, dc_0)`` shaped like ``x`` and the state.
+        :attr:`grads` and returns ``dx, (dh_0, dc_0)`` shaped like ``x`` and the state (after
+        :meth:`forward_tokens`: the embedding's gradient ``(V, input_size)`` in place of ``dx``).
         """
         if not isinstance(cache, ForwardCache):
             raise TypeError(f"cache: expected the cache returned by LSTM.forward, got {type(cache).__name__}")
@@ -410,6 +450,8 @@ class LSTM:
         dx, dh0, dc0 = self._core.backward(cache._core, dy3, dh_n, dc_n)
         if self.check_finite:
             _require_finite(dx=dx, dh_0=dh0, dc_0=dc0, **{"gradient of " + k: g for k, g in self._grads.items()})
+        if cache.tokens:
+            return dx, ((dh0[:, 0], dc0[:, 0]) if unbatched else (dh0, dc0))
         if unbatched:
             return dx[:, 0], (dh0[:, 0], dc0[:, 0])
         return (dx.transpose(1, 0, 2) if self.batch_first else dx), (dh0, dc0)

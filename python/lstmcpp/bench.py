@@ -324,12 +324,12 @@ def charlm_training(threads: int, min_seconds: float) -> dict:
     except ImportError:
         pass
     medians = _time_interleaved(impls, min_seconds, max_rounds=100)
-    # lstmcpp's LSTM alone, on the same shapes (the rest is embedding, head, loss and Adam)
-    e = lm.embedding.forward(x)[0]
-    dh = rng.standard_normal((B, L, H)).astype(np.float32)
+    # lstmcpp's LSTM alone, as the model runs it (the rest is the head, the loss and Adam)
+    ids, table = np.ascontiguousarray(x.T), lm.embedding.params["weight"]
+    dh = rng.standard_normal((L, B, H)).astype(np.float32)
 
     def lstm_only():
-        _, _, cache = lm.lstm.forward(e)
+        _, _, cache = lm.lstm.forward_tokens(ids, table)
         lm.lstm.backward(cache, dh)
 
     lstm_time = _time_interleaved({"lstm": lstm_only}, min_seconds / 2, max_rounds=50)["lstm"]

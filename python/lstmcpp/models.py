@@ -74,8 +74,8 @@ class CharLM(_Saved):
         rng = np.random.default_rng(seed)
         V = len(vocab)
         self.embedding = Embedding(V, embedding_dim, dtype=dtype, rng=rng)
-        self.lstm = LSTM(embedding_dim, hidden_size, num_layers, batch_first=True, dropout=dropout, dtype=dtype,
-                         seed=_child_seed(rng))
+        # time-major (T,B) inside, the LSTM's own layout: nothing is transposed on the way through
+        self.lstm = LSTM(embedding_dim, hidden_size, num_layers, dropout=dropout, dtype=dtype, seed=_child_seed(rng))
         self.head = Linear(hidden_size, V, dtype=dtype, rng=rng)
         self.children = {"embedding": self.embedding, "lstm": self.lstm, "head": self.head}
         self._state = None
@@ -117,36 +117,45 @@ class CharLM(_Saved):
     # the model
 
     def forward(self, ids: np.ndarray, state=None, training: bool = True):
-        """``logits (B,T,V)``, the LSTM's final state, and the caches for :meth:`backward`."""
-        e, e_cache = self.embedding.forward(ids)
-        if training:
-            h, state, lstm_cache = self.lstm.forward(e, state, training=True)
-        else:
-            (h, state), lstm_cache = self.lstm(e, state), None
-        logits, head_cache = self.head.forward(h)
-        return logits, state, (e_cache, lstm_cache, head_cache)
+        """``logits (B,T,V)`` for ``ids (B,T)``, the LSTM's final state, and the caches for
+        :meth:`backward`."""
+        logits, state, caches = self._forward(np.asarray(ids).T, state, training)
+        return logits.transpose(1, 0, 2), state, caches
 
     def backward(self, caches, dlogits: np.ndarray) -> None:
-        e_cache, lstm_cache, head_cache = caches
+        """Gradients for ``dlogits (B,T,V)`` into every parameter's ``grads``."""
+        self._backward(caches, np.ascontiguousarray(np.asarray(dlogits).transpose(1, 0, 2)))
+
+    def _forward(self, ids: np.ndarray, state, training: bool):
+        """forward, time-major: ids (T,B) -> logits (T,B,V)."""
+        if training:  # the LSTM reads the embedding by id: its input projection is made per token
+            h, state, lstm_cache = self.lstm.forward_tokens(ids, self.embedding.params["weight"], state)
+        else:
+            (h, state), lstm_cache = self.lstm(self.embedding.forward(ids)[0], state), None
+        logits, head_cache = self.head.forward(h)
+        return logits, state, (lstm_cache, head_cache)
+
+    def _backward(self, caches, dlogits: np.ndarray) -> None:
+        lstm_cache, head_cache = caches
         dh = self.head.backward(head_cache, dlogits)
-        de, _ = self.lstm.backward(lstm_cache, dh)
-        self.embedding.backward(e_cache, de)
+        d_embedding, _ = self.lstm.backward(lstm_cache, dh)
+        self.embedding.grads["weight"] += d_embedding
 
     def reset_state(self) -> None:
         self._state = None
 
     def train_step(self, batch) -> Tuple[float, int]:
         x, y = batch
-        logits, state, caches = self.forward(x, self._state, training=True)
-        loss, dlogits = softmax_cross_entropy(logits, y)
-        self.backward(caches, dlogits)
+        logits, state, caches = self._forward(np.asarray(x).T, self._state, training=True)
+        loss, dlogits = softmax_cross_entropy(logits, np.asarray(y).T)
+        self._backward(caches, dlogits)
         self._state = state  # carried to the next chunk, not backpropagated into (truncated BPTT)
         return loss * y.size, y.size
 
     def evaluate(self, batch) -> Tuple[float, int]:
         x, y = batch
-        logits, self._state, _ = self.forward(x, self._state, training=False)
-        loss, _ = softmax_cross_entropy(logits, y)
+        logits, self._state, _ = self._forward(np.asarray(x).T, self._state, training=False)
+        loss, _ = softmax_cross_entropy(logits, np.asarray(y).T)
         return loss * y.size, y.size
 
     def generate(self, prompt: str, n: int = 200, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -315,21 +324,20 @@ class AttentionClassifier(_Saved):
         self.children = {"embedding": self.embedding, "lstm": self.lstm, "attention": self.attention, "head": self.head}
 
     def forward(self, ids: np.ndarray, lengths: Optional[np.ndarray] = None, training: bool = True):
-        e, e_cache = self.embedding.forward(ids)
-        if training:
-            h, _, lstm_cache = self.lstm.forward(e, lengths=lengths, training=True)
+        if training:  # the LSTM reads the embedding by id: its input projection is made per token
+            h, _, lstm_cache = self.lstm.forward_tokens(ids, self.embedding.params["weight"], lengths=lengths)
         else:
-            (h, _), lstm_cache = self.lstm(e, lengths=lengths), None
+            (h, _), lstm_cache = self.lstm(self.embedding.forward(ids)[0], lengths=lengths), None
         (context, weights), attention_cache = self.attention.forward(h, lengths)
         logits, head_cache = self.head.forward(context)
-        return logits, weights, (e_cache, lstm_cache, attention_cache, head_cache)
+        return logits, weights, (lstm_cache, attention_cache, head_cache)
 
     def backward(self, caches, dlogits: np.ndarray) -> None:
-        e_cache, lstm_cache, attention_cache, head_cache = caches
+        lstm_cache, attention_cache, head_cache = caches
         dcontext = self.head.backward(head_cache, dlogits)
         dh = self.attention.backward(attention_cache, dcontext)
-        de, _ = self.lstm.backward(lstm_cache, dh)
-        self.embedding.backward(e_cache, de)
+        d_embedding, _ = self.lstm.backward(lstm_cache, dh)
+        self.embedding.grads["weight"] += d_embedding
 
     def reset_state(self) -> None:
         pass
