@@ -14,6 +14,7 @@
 #include "blas.h"
 #include "kernels.h"
 #include "lstm.h"
+#include "training.h"
 
 namespace py = pybind11;
 using lstmcpp::Cache;
@@ -226,6 +227,43 @@ py::object matmul(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_b
     return out;
 }
 
+// (loss summed over rows, dlogits) for logits (N,V), targets (N) int32, weights (N) or None.
+template <class T>
+py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle targets_obj, py::handle weights_obj, double scale) {
+    const Array<T> logits = ready<T>(logits_obj, "logits");
+    const Lengths targets = ready<int32_t>(targets_obj, "targets");
+    const std::optional<Array<T>> weights = ready_or_none<T>(weights_obj, "weights");
+    if (logits.ndim() != 2 || logits.shape(1) < 1)
+        throw py::value_error("logits: expected shape (N, V) with V >= 1, got " + shape_of(logits));
+    const int64_t N = logits.shape(0), V = logits.shape(1);
+    require_shape(targets, {N}, "targets");
+    if (weights) require_shape(*weights, {N}, "weights");
+    Array<T> dlogits({N, V});
+    double total;
+    {
+        py::gil_scoped_release release;
+        total = lstmcpp::softmax_cross_entropy<T>(dlogits.mutable_data(), logits.data(), targets.data(),
+                                                  data_or_null(weights), N, V, scale);
+    }
+    return py::make_tuple(total, dlogits);
+}
+
+// One Adam step in place on param, m, v (same size as grad, all C-contiguous).
+template <class T>
+void adam_update(py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj, double lr, double beta1,
+                 double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
+    Array<T> p = ready<T>(p_obj, "param"), m = ready<T>(m_obj, "m"), v = ready<T>(v_obj, "v");
+    const Array<T> g = ready<T>(g_obj, "grad");
+    for (const auto& [a, name] : {std::pair<const py::array*, const char*>{&g, "grad"}, {&m, "m"}, {&v, "v"}})
+        if (a->size() != p.size())
+            throw py::value_error(std::string(name) + ": expected " + std::to_string(p.size()) +
+                                  " values (the parameter's), got " + std::to_string(a->size()));
+    if (step < 1) throw py::value_error("step must be >= 1, got " + std::to_string(step));
+    py::gil_scoped_release release;
+    lstmcpp::adam_update<T>(p.mutable_data(), g.data(), m.mutable_data(), v.mutable_data(), p.size(),
+                            {lr, beta1, beta2, eps, weight_decay, decoupled, step});
+}
+
 template <class F>
 py::array_t<float> apply_f32(const Array<float>& x, F f) {
     Array<float> y(x.size());
@@ -257,6 +295,16 @@ PYBIND11_MODULE(_core, m) {
           py::arg("trans_b") = false, py::arg("out") = py::none(), py::arg("accumulate") = false);
     m.def("matmul_f64", &matmul<double>, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false, py::arg("out") = py::none(), py::arg("accumulate") = false);
+    m.def("softmax_cross_entropy_f32", &softmax_cross_entropy<float>, py::arg("logits"), py::arg("targets"),
+          py::arg("weights") = py::none(), py::arg("scale") = 1.0);
+    m.def("softmax_cross_entropy_f64", &softmax_cross_entropy<double>, py::arg("logits"), py::arg("targets"),
+          py::arg("weights") = py::none(), py::arg("scale") = 1.0);
+    m.def("adam_update_f32", &adam_update<float>, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("decoupled"), py::arg("step"));
+    m.def("adam_update_f64", &adam_update<double>, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("decoupled"), py::arg("step"));
     m.def("set_num_threads", &lstmcpp::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &lstmcpp::get_num_threads);
     m.def("set_min_work_per_thread", &lstmcpp::set_min_work_per_thread, py::arg("macs"),

@@ -32,9 +32,11 @@ struct Kernels {
     int64_t panel_width;
     void (*gemm_packed)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B_packed,
                         int64_t M, int64_t N, int64_t K, T beta);
-    // Elementwise sigmoid and tanh over n values (exposed so their error can be measured).
+    // Elementwise sigmoid and tanh over n values (exposed so their error can be measured), and
+    // exp (for the softmax of the training loss). y may be x.
     void (*sigmoid)(T* y, const T* x, int64_t n);
     void (*tanh)(T* y, const T* x, int64_t n);
+    void (*exp)(T* y, const T* x, int64_t n);
 };
 
 // float32: the best kernels the CPU supports, or the ones forced by LSTMCPP_ISA / set_isa().

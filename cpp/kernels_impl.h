@@ -33,6 +33,8 @@ static inline float tanh_of(float x) {
     float t = (1.0f - e) / (1.0f + e);
     return x < 0.0f ? -t : t;
 }
+static inline double exp_of(double x) { return __builtin_exp(x); }
+static inline float exp_of(float x) { return exp_f32(x); }
 static inline double sigmoid_of(double x) { return 1.0 / (1.0 + __builtin_exp(-x)); }
 static inline double tanh_of(double x) { return __builtin_tanh(x); }
 
@@ -171,9 +173,14 @@ static void tanh_all(T* __restrict y, const T* __restrict x, int64_t n) {
 }
 
 template <class T>
+static void exp_all(T* y, const T* x, int64_t n) {
+    for (int64_t k = 0; k < n; ++k) y[k] = exp_of(x[k]);
+}
+
+template <class T>
 static Kernels<T> make_kernels(const char* name) {
     constexpr int kPanel = 64 / sizeof(T);  // a cache line of each packed row
     return Kernels<T>{name, gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
                       gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,
-                      sigmoid_all<T>, tanh_all<T>};
+                      sigmoid_all<T>, tanh_all<T>, exp_all<T>};
 }

@@ -107,6 +107,61 @@ def test_softmax_cross_entropy_gradient(with_mask):
     check_gradients(lambda: nn.softmax_cross_entropy(logits, targets, mask)[0], [("logits", logits, dlogits)], rng, samples=20)
 
 
+def test_softmax_cross_entropy_single_precision_and_edges():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((40, 7)) * 30
+    targets = rng.integers(0, 7, 40)
+    loss64, d64 = nn.softmax_cross_entropy(logits, targets)
+    loss32, d32 = nn.softmax_cross_entropy(logits.astype(np.float32), targets)
+    assert d32.dtype == np.float32 and abs(loss32 - loss64) < 1e-5 * abs(loss64)
+    np.testing.assert_allclose(d32, d64, atol=1e-6)
+    # huge logits stay finite; other dtypes come back in their own dtype
+    loss, d = nn.softmax_cross_entropy(np.array([[1e4, -1e4, 0.0]], np.float32), np.array([1]))
+    assert np.isfinite(loss) and abs(loss - 2e4) < 1 and np.isfinite(d).all()
+    assert nn.softmax_cross_entropy(logits.astype(np.float16), targets)[1].dtype == np.float16
+    with pytest.raises(ValueError, match=r"targets\[3\] = 7 is outside 0\.\.6"):
+        nn.softmax_cross_entropy(logits, np.where(np.arange(40) == 3, 7, targets))
+    with pytest.raises(TypeError, match="targets: expected integers"):
+        nn.softmax_cross_entropy(logits, targets.astype(float))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,kwargs", [("Adam", dict(lr=0.01)), ("Adam", dict(lr=0.01, weight_decay=0.1)),
+                                         ("AdamW", dict(lr=0.01, weight_decay=0.1))])
+def test_adam_matches_its_formula(dtype, name, kwargs):
+    """The C++ update against Adam written out in float64 NumPy (runs without PyTorch)."""
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(5, 3, dtype=dtype, rng=rng)
+    opt = getattr(optim, name)(layer, **kwargs)
+    b1, b2, eps, wd, lr = 0.9, 0.999, 1e-8, kwargs.get("weight_decay", 0.0), kwargs["lr"]
+    p = {k: v.astype(np.float64) for k, v in layer.params.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v2 = {k: np.zeros_like(v) for k, v in p.items()}
+    for t in range(1, 6):
+        g = {k: rng.standard_normal(v.shape) for k, v in p.items()}
+        for k in g:
+            layer.grads[k][...] = g[k]
+            g[k] = layer.grads[k].astype(np.float64)
+            if name == "AdamW":
+                p[k] *= 1 - lr * wd
+            else:
+                g[k] = g[k] + wd * p[k]
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v2[k] = b2 * v2[k] + (1 - b2) * g[k] ** 2
+            p[k] -= lr * (m[k] / (1 - b1**t)) / (np.sqrt(v2[k] / (1 - b2**t)) + eps)
+        opt.step()
+    for k in p:
+        np.testing.assert_allclose(layer.params[k], p[k], rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-7)
+
+
+def test_adam_refuses_parameters_it_cannot_update():
+    layer = nn.Linear(2, 2)
+    layer.params["weight"] = layer.params["weight"].astype(np.float16)
+    layer.grads["weight"] = layer.grads["weight"].astype(np.float16)
+    with pytest.raises(TypeError, match="Adam updates C-contiguous float32 or float64 parameters, got a float16"):
+        optim.Adam(layer)
+
+
 def test_mse_gradient():
     rng = np.random.default_rng(3)
     pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))

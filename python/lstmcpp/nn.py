@@ -243,20 +243,24 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: Optiona
     """Mean cross-entropy (nats) of ``logits (..., V)`` against integer ``targets (...)``.
 
     ``mask`` (same shape as ``targets``) leaves out padding: the mean is over its true entries.
-    Returns ``(loss, dlogits)``.
+    Returns ``(loss, dlogits)``. One pass over the logits in C++ (float32 stays float32; any
+    other dtype is computed in float64).
     """
+    logits = np.asarray(logits)
     targets = np.asarray(targets)
     if targets.shape != logits.shape[:-1]:
         raise ValueError(f"targets: expected shape {logits.shape[:-1]}, got {targets.shape}")
-    logp = log_softmax(logits)
-    weight = np.ones(targets.shape, logits.dtype) if mask is None else np.asarray(mask, logits.dtype)
-    count = max(float(weight.sum()), 1.0)
-    picked = np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    loss = -float((picked * weight).sum() / count)
-    dlogits = np.exp(logp)
-    np.put_along_axis(dlogits, targets[..., None], np.take_along_axis(dlogits, targets[..., None], axis=-1) - 1.0, axis=-1)
-    dlogits *= (weight / count)[..., None]
-    return loss, dlogits
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"targets: expected integers, got dtype {targets.dtype}")
+    single = logits.dtype == np.float32
+    dtype = np.float32 if single else np.float64
+    V = logits.shape[-1]
+    weights = None if mask is None else np.ascontiguousarray(mask, dtype).reshape(-1)
+    count = max(float(targets.size if weights is None else weights.sum()), 1.0)
+    kernel = _core.softmax_cross_entropy_f32 if single else _core.softmax_cross_entropy_f64
+    total, dlogits = kernel(np.ascontiguousarray(logits, dtype).reshape(-1, V),
+                            np.ascontiguousarray(targets, np.int32).reshape(-1), weights, 1.0 / count)
+    return total / count, dlogits.reshape(logits.shape).astype(logits.dtype, copy=False)
 
 
 def mse(prediction: np.ndarray, target: np.ndarray) -> Tuple[float, np.ndarray]:

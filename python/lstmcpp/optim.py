@@ -12,6 +12,10 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from . import _core
+
+_ADAM_KERNELS = {np.float32: _core.adam_update_f32, np.float64: _core.adam_update_f64}
+
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "StepLR", "CosineWithWarmup"]
 
 
@@ -72,21 +76,18 @@ class Adam(Optimizer):
         super().__init__(model, lr)
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
+        for p, g in zip(self.params, self.grads):
+            if p.dtype.type not in _ADAM_KERNELS or g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
+                raise TypeError(f"model: Adam updates C-contiguous float32 or float64 parameters, got a {p.dtype} "
+                                f"parameter of shape {p.shape}")
         self.m = [np.zeros_like(p) for p in self.params]
         self.v = [np.zeros_like(p) for p in self.params]
 
     def _update(self, k, p, g):
-        if self.weight_decay and self.decoupled:
-            p *= 1.0 - self.lr * self.weight_decay
-        elif self.weight_decay:
-            g = g + self.weight_decay * p
-        m, v = self.m[k], self.v[k]
-        m *= self.beta1
-        m += (1.0 - self.beta1) * g
-        v *= self.beta2
-        v += (1.0 - self.beta2) * g * g
-        step_size = self.lr * math.sqrt(1.0 - self.beta2**self.steps) / (1.0 - self.beta1**self.steps)
-        p -= step_size * m / (np.sqrt(v) + self.eps * math.sqrt(1.0 - self.beta2**self.steps))
+        # one pass over p, g, m and v in C++: m and v move to their running averages of g and
+        # g*g, and p -= lr * m_hat / (sqrt(v_hat) + eps) with the usual bias corrections
+        _ADAM_KERNELS[p.dtype.type](p, g, self.m[k], self.v[k], self.lr, self.beta1, self.beta2, self.eps,
+                                    self.weight_decay, self.decoupled, self.steps)
 
 
 class AdamW(Adam):
