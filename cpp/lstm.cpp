@@ -21,6 +21,7 @@
 
 #include "blas.h"
 #include "kernels.h"
+#include "pack.h"
 #include "parallel.h"
 
 namespace lstmcpp {
@@ -96,30 +97,6 @@ void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t ld
     else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
 }
 
-// Packs columns [0, N) of B (K,N) for gemm_packed: block n of `width` columns holds K rows of
-// `width` values, B(k, n*width + r) at [(n*K + k)*width + r], zero past column N. B(k, j) is
-// src[j*ld + k] when columns_are_rows (B = W^T for a row-major W (N,K)), else src[k*ld + j].
-// packed holds ceil(N / width) * width * K values.
-template <class T>
-void pack_panel(T* packed, const T* src, int64_t ld, bool columns_are_rows, int64_t K, int64_t N,
-                int64_t width) {
-    for (int64_t n0 = 0; n0 < N; n0 += width) {
-        T* block = packed + n0 * K;
-        const int64_t w = N - n0 < width ? N - n0 : width;
-        if (columns_are_rows) {
-            for (int64_t r = 0; r < w; ++r) {
-                const T* column = src + (n0 + r) * ld;
-                for (int64_t k = 0; k < K; ++k) block[k * width + r] = column[k];
-            }
-        } else {
-            for (int64_t k = 0; k < K; ++k)
-                for (int64_t r = 0; r < w; ++r) block[k * width + r] = src[k * ld + n0 + r];
-        }
-        for (int64_t k = 0; k < K; ++k)
-            for (int64_t r = w; r < width; ++r) block[k * width + r] = T(0);
-    }
-}
-
 // Whether a call's per-step products pack their weights (once per call, per thread): when the
 // call has at least this many rows of steps x batch to spread the packing over (testing switch:
 // set_pack_min_rows). Forward's in-place kernels stay faster for a batch of one.
@@ -153,7 +130,7 @@ public:
         if (cols_.size() <= 0) return;
         T* c = C + cols_.begin;
         if (!packed_.empty())
-            K_->gemm_packed(c, ldc, A, lda, packed_.data(), M, cols_.size(), depth_, beta);
+            K_->gemm_packed(c, ldc, A, lda, 1, packed_.data(), M, cols_.size(), depth_, beta);
         else if (columns_are_rows_)
             step_gemm_nt(*K_, c, ldc, A, lda, W_ + cols_.begin * ldw_, ldw_, M, cols_.size(), depth_, beta);
         else
@@ -376,19 +353,6 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
 // ---------------------------------------------------------------------------------------------
 // cell backward
 
-// out[ids[r]] += rows[r] for r < n, rows of G values; the team splits the columns.
-template <class T>
-void add_rows_by_id(T* out, const T* rows, const int32_t* ids, int64_t n, int64_t G) {
-    run_team(n * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
-        const Range cols = split(G, team, me, 16);
-        for (int64_t r = 0; r < n; ++r) {
-            T* o = out + ids[r] * G;
-            const T* in = rows + r * G;
-            for (int64_t k = cols.begin; k < cols.end; ++k) o[k] += in[k];
-        }
-    });
-}
-
 // sums (G) = the sum of n rows of G values, each column in row order; the team splits the columns.
 template <class T>
 void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
@@ -485,6 +449,16 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
                     std::copy(dc_cur + b * H + jr.begin, dc_cur + b * H + jr.end, dc_next + b * H + jr.begin);
                 }
             }
+            if (ids) {
+                // forward was: z = table[ids] + h_prev W_hh^T, table = embedding W_ih^T + b_ih + b_hh
+                // so: d_table[v] gathers the dz rows of token v (my columns of them)
+                for (int64_t b = 0; b < B; ++b) {
+                    T* row = d_table + ids[t * B + b] * G;
+                    const T* d = dz_t + b * G;
+                    for (int64_t q = 0; q < 4; ++q)
+                        for (int64_t j = q * H + jr.begin; j < q * H + jr.end; ++j) row[j] += d[j];
+                }
+            }
 #pragma omp barrier
             recurrent.apply(dh_next, P, dz_t, G, B, T(0));
             for (int64_t b = 0; b < B; ++b)
@@ -502,10 +476,7 @@ void cell_backward(T* dx, T* dh0, T* dc0, const CellTensors<T>& grad,
     const int threads = get_num_threads();
     const T* dz_rows = dz.data();  // rows whose column sums are the biases' gradient
     int64_t rows = TB;
-    if (ids) {
-        // forward was: z = table[ids] + h_prev W_hh^T, table = embedding W_ih^T + b_ih + b_hh
-        // so: d_table[v] = the sum of the dz rows of token v
-        add_rows_by_id(d_table, dz.data(), ids, TB, G);
+    if (ids) {  // d_table holds the dz rows summed per token (in the loop above)
         dz_rows = d_table;
         rows = vocab;
     } else {
@@ -696,12 +667,14 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
                          T(1), tables[d].data(), G);
     }
     for (int64_t layer = 0; layer < L; ++layer) {
-        T* out;  // (T,B,D*P)
-        if (cache) {
+        // (T,B,D*P). The cache keeps every layer's output but the last's, which is y itself;
+        // backward reads it too only when projecting (for proj_clip), so then it keeps a copy.
+        T* out;
+        if (layer == L - 1) {
+            out = y;
+        } else if (cache) {
             cache->outputs[layer].resize(TB * DP);
             out = cache->outputs[layer].data();
-        } else if (layer == L - 1) {
-            out = y;
         } else {
             outputs[layer % 2].resize(TB * DP);
             out = outputs[layer % 2].data();
@@ -737,7 +710,7 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
             input = next;
         }
     }
-    if (cache) std::copy(input, input + TB * DP, y);
+    if (cache && c.proj_size > 0) cache->outputs[L - 1].assign(y, y + TB * DP);
 }
 
 template <class T>
@@ -761,6 +734,7 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
                                     std::to_string(cache.cells.size()));
     const int32_t* lengths = cache.lengths.empty() ? nullptr : cache.lengths.data();
     const T cell_clip = clip_or_inf<T>(c.cell_clip), proj_clip = clip_or_inf<T>(c.proj_clip);
+    const bool projecting = c.proj_size > 0;
 
     AlignedVector<T> d_out(dy, dy + TB * DP);  // (T,B,D*P) gradient of this layer's output
     AlignedVector<T> d_in;                     // (T,B,I) gradient of this layer's input
@@ -791,7 +765,7 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
             if (by_token) std::fill(d_table.begin(), d_table.end(), T(0));
             cell_backward<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H, grad, cache.cells[cell],
                              input, by_token ? cache.ids.data() : nullptr, d_table.data(), V,
-                             cache.outputs[layer].data() + d * P, DP,
+                             projecting ? cache.outputs[layer].data() + d * P : nullptr, DP,
                              d_out.data() + d * P, dh_n ? dh_n + cell * B * P : nullptr,
                              dc_n ? dc_n + cell * B * H : nullptr, lengths, w, sd, c.peepholes);
             if (by_token) {
