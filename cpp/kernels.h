@@ -27,11 +27,10 @@ struct Kernels {
     // C (M,N) = beta*C + A (M,K) W (K,N): rows of W scaled and summed (backward).
     void (*gemm_nn)(T* C, int64_t ldc, const T* A, int64_t lda, const T* W, int64_t ldw,
                     int64_t M, int64_t N, int64_t K, T beta);
-    // The per-step products of a batch worth packing for, and the large products (blas.cpp):
-    // C (M,N) = beta*C + A (M,K) B (K,N), with B packed by pack_panel (pack.h) into blocks of
-    // panel_width columns, and A(m, k) at A[m*lda + k*a_step].
+    // The per-step products of a batch worth packing for: C (M,N) = beta*C + A (M,K) B (K,N),
+    // with B packed once per call by pack_panel (lstm.cpp) into blocks of panel_width columns.
     int64_t panel_width;
-    void (*gemm_packed)(T* C, int64_t ldc, const T* A, int64_t lda, int64_t a_step, const T* B_packed,
+    void (*gemm_packed)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B_packed,
                         int64_t M, int64_t N, int64_t K, T beta);
     // Elementwise sigmoid and tanh over n values (exposed so their error can be measured), and
     // exp (for the softmax of the training loss). y may be x.

@@ -125,7 +125,7 @@ void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
 // C[b, 0..16) (+)= A[b, :] B for MB rows of A and one packed block of B (K rows of 16), the
 // columns past the block's width masked off: 2*MB accumulators, each a multiply-add chain over k.
 template <int MB>
-inline void packed_tile(float* C, int64_t ldc, const float* A, int64_t lda, int64_t a_step, const float* block,
+inline void packed_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* block,
                         int64_t K, __m256i mask0, __m256i mask1, float beta) {
     __m256 acc[MB][2];
     for (int b = 0; b < MB; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_ps();
@@ -133,7 +133,7 @@ inline void packed_tile(float* C, int64_t ldc, const float* A, int64_t lda, int6
         const __m256 w0 = _mm256_loadu_ps(block + 16 * k);
         const __m256 w1 = _mm256_loadu_ps(block + 16 * k + 8);
         for (int b = 0; b < MB; ++b) {
-            const __m256 a = _mm256_broadcast_ss(A + b * lda + k * a_step);
+            const __m256 a = _mm256_broadcast_ss(A + b * lda + k);
             acc[b][0] = _mm256_fmadd_ps(a, w0, acc[b][0]);
             acc[b][1] = _mm256_fmadd_ps(a, w1, acc[b][1]);
         }
@@ -154,22 +154,22 @@ constexpr int64_t kPanel = 16;
 
 // Each block of 16 columns is read from cache once per tile of 6 rows of A (12 accumulators of
 // the 16 registers).
-void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, int64_t a_step,
-                 const float* B_packed, int64_t M, int64_t N, int64_t K, float beta) {
+void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const float* B_packed,
+                 int64_t M, int64_t N, int64_t K, float beta) {
     for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
         const float* block = B_packed + n0 * K;
         const __m256i mask0 = tail_mask(N - n0), mask1 = tail_mask(N - n0 - 8);
         int64_t m = 0;
         for (; m + 6 <= M; m += 6)
-            packed_tile<6>(C + m * ldc + n0, ldc, A + m * lda, lda, a_step, block, K, mask0, mask1, beta);
+            packed_tile<6>(C + m * ldc + n0, ldc, A + m * lda, lda, block, K, mask0, mask1, beta);
         float* c = C + m * ldc + n0;
         const float* a = A + m * lda;
         switch (M - m) {
-            case 5: packed_tile<5>(c, ldc, a, lda, a_step, block, K, mask0, mask1, beta); break;
-            case 4: packed_tile<4>(c, ldc, a, lda, a_step, block, K, mask0, mask1, beta); break;
-            case 3: packed_tile<3>(c, ldc, a, lda, a_step, block, K, mask0, mask1, beta); break;
-            case 2: packed_tile<2>(c, ldc, a, lda, a_step, block, K, mask0, mask1, beta); break;
-            case 1: packed_tile<1>(c, ldc, a, lda, a_step, block, K, mask0, mask1, beta); break;
+            case 5: packed_tile<5>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 4: packed_tile<4>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 3: packed_tile<3>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 2: packed_tile<2>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
+            case 1: packed_tile<1>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
             default: break;
         }
     }

@@ -145,15 +145,15 @@ static void gemm_nn_generic(T* __restrict C, int64_t ldc, const T* __restrict A,
 // element is one multiply-add chain over k in order, whatever the tiling around it.
 template <class T, int NR>
 static void gemm_packed_generic(T* __restrict C, int64_t ldc, const T* __restrict A, int64_t lda,
-                                int64_t a_step, const T* __restrict B_packed, int64_t M, int64_t N,
-                                int64_t K, T beta) {
+                                const T* __restrict B_packed, int64_t M, int64_t N, int64_t K,
+                                T beta) {
     for (int64_t n0 = 0; n0 < N; n0 += NR) {
         const T* __restrict block = B_packed + n0 * K;
         const int64_t width = N - n0 < NR ? N - n0 : NR;
         for (int64_t m = 0; m < M; ++m) {
             T acc[NR] = {0};
             for (int64_t k = 0; k < K; ++k) {
-                const T a = A[m * lda + k * a_step];
+                const T a = A[m * lda + k];
                 for (int r = 0; r < NR; ++r) acc[r] += a * block[k * NR + r];
             }
             T* __restrict c = C + m * ldc + n0;

@@ -21,7 +21,6 @@
 
 #include "blas.h"
 #include "kernels.h"
-#include "pack.h"
 #include "parallel.h"
 
 namespace lstmcpp {
@@ -97,6 +96,30 @@ void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t ld
     else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
 }
 
+// Packs columns [0, N) of B (K,N) for gemm_packed: block n of `width` columns holds K rows of
+// `width` values, B(k, n*width + r) at [(n*K + k)*width + r], zero past column N. B(k, j) is
+// src[j*ld + k] when columns_are_rows (B = W^T for a row-major W (N,K)), else src[k*ld + j].
+// packed holds ceil(N / width) * width * K values.
+template <class T>
+void pack_panel(T* packed, const T* src, int64_t ld, bool columns_are_rows, int64_t K, int64_t N,
+                int64_t width) {
+    for (int64_t n0 = 0; n0 < N; n0 += width) {
+        T* block = packed + n0 * K;
+        const int64_t w = N - n0 < width ? N - n0 : width;
+        if (columns_are_rows) {
+            for (int64_t r = 0; r < w; ++r) {
+                const T* column = src + (n0 + r) * ld;
+                for (int64_t k = 0; k < K; ++k) block[k * width + r] = column[k];
+            }
+        } else {
+            for (int64_t k = 0; k < K; ++k)
+                for (int64_t r = 0; r < w; ++r) block[k * width + r] = src[k * ld + n0 + r];
+        }
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t r = w; r < width; ++r) block[k * width + r] = T(0);
+    }
+}
+
 // Whether a call's per-step products pack their weights (once per call, per thread): when the
 // call has at least this many rows of steps x batch to spread the packing over (testing switch:
 // set_pack_min_rows). Forward's in-place kernels stay faster for a batch of one.
@@ -130,7 +153,7 @@ public:
         if (cols_.size() <= 0) return;
         T* c = C + cols_.begin;
         if (!packed_.empty())
-            K_->gemm_packed(c, ldc, A, lda, 1, packed_.data(), M, cols_.size(), depth_, beta);
+            K_->gemm_packed(c, ldc, A, lda, packed_.data(), M, cols_.size(), depth_, beta);
         else if (columns_are_rows_)
             step_gemm_nt(*K_, c, ldc, A, lda, W_ + cols_.begin * ldw_, ldw_, M, cols_.size(), depth_, beta);
         else
