@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -176,17 +177,21 @@ template <class T>
 class GateProducts {
 public:
     GateProducts(const Kernels<T>& K, bool pack, const T* W, int64_t depth, int64_t H, Range units)
-        : depth_(depth) {
-        for (int64_t q = 0; q < 4; ++q)
-            gates_.emplace_back(K, pack, W, depth, true, depth, Range{q * H + units.begin, q * H + units.end});
-    }
+        : depth_(depth),
+          gates_{gate(K, pack, W, depth, H, units, 0), gate(K, pack, W, depth, H, units, 1),
+                 gate(K, pack, W, depth, H, units, 2), gate(K, pack, W, depth, H, units, 3)} {}
     void add(T* z, int64_t ldz, const T* A, int64_t B) const {
         for (const StepProduct<T>& gate : gates_) gate.apply(z, ldz, A, depth_, B, T(1));
     }
 
 private:
+    static StepProduct<T> gate(const Kernels<T>& K, bool pack, const T* W, int64_t depth, int64_t H,
+                               Range units, int64_t q) {
+        return StepProduct<T>(K, pack, W, depth, true, depth, Range{q * H + units.begin, q * H + units.end});
+    }
+
     int64_t depth_;
-    std::vector<StepProduct<T>> gates_;
+    std::array<StepProduct<T>, 4> gates_;  // i, f, g, o (no heap allocation: a streaming call makes these)
 };
 
 // Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
