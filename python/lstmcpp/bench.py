@@ -323,8 +323,8 @@ def charlm_training(threads: int, min_seconds: float) -> dict:
         impls["torch"] = theirs
     except ImportError:
         pass
-    medians = _time_interleaved(impls, min_seconds, max_rounds=100)
-    # lstmcpp's LSTM alone, as the model runs it (the rest is the head, the loss and Adam)
+    # lstmcpp's LSTM alone, as the model runs it (the rest is the head, the loss and Adam),
+    # timed in the same rounds so the split is not skewed by the machine's load changing
     ids, table = np.ascontiguousarray(x.T), lm.embedding.params["weight"]
     dh = rng.standard_normal((L, B, H)).astype(np.float32)
 
@@ -332,15 +332,19 @@ def charlm_training(threads: int, min_seconds: float) -> dict:
         _, _, cache = lm.lstm.forward_tokens(ids, table)
         lm.lstm.backward(cache, dh)
 
-    lstm_time = _time_interleaved({"lstm": lstm_only}, min_seconds / 2, max_rounds=50)["lstm"]
+    impls["lstmcpp LSTM only"] = lstm_only
+    medians = _time_interleaved(impls, min_seconds, max_rounds=100)
+    lstm_time = medians.pop("lstmcpp LSTM only")
     step = medians["lstmcpp"]
     return {"step_s": medians, "ratio": {k: v / step for k, v in medians.items() if k != "lstmcpp"},
             "lstm_s": lstm_time, "rest_s": max(step - lstm_time, 0.0), "chars_per_s": B * L / step}
 
 
 def peak_training_memory(threads: int) -> Dict[str, float]:
-    """Peak extra resident memory (MiB) of one steady-state "train H256" step (forward and backward),
-    each library in a fresh process: the peak resident size during the step less the size before."""
+    """Peak extra resident memory (MiB) of "train H256" steps (forward and backward), each library
+    in a fresh process: the peak resident size during two steps less the size before the first
+    (after a tiny warm-up step, so thread stacks and BLAS buffers are not counted). Buffers a
+    library keeps between steps (lstmcpp reuses freed large blocks) count once."""
     out = {}
     for lib in ("lstmcpp", "torch"):
         code = _MEMORY_PROBE.format(lib=lib, threads=threads)
@@ -358,27 +362,31 @@ def status_mib(field):
             if line.startswith(field + ':'):
                 return int(line.split()[1]) / 1024
 T, B, H = 100, 32, 256
-x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
-dy = np.ones((T, B, H), np.float32)
-if '{lib}' == 'lstmcpp':
-    import lstmcpp
-    lstmcpp.set_num_threads({threads})
-    m = lstmcpp.LSTM(H, H)
-    def step():
-        y, _, cache = m.forward(x)
-        m.backward(cache, dy)
-else:
-    import torch
-    torch.set_num_threads({threads})
-    m = torch.nn.LSTM(H, H)
-    xt, dyt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(dy)
-    def step():
-        y, _ = m(xt)
-        y.backward(dyt)
-step()  # first-use allocations (BLAS buffers, thread stacks) are not the step's
+def make_step(T, B, H):
+    x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
+    dy = np.ones((T, B, H), np.float32)
+    if '{lib}' == 'lstmcpp':
+        import lstmcpp
+        lstmcpp.set_num_threads({threads})
+        m = lstmcpp.LSTM(H, H)
+        def step():
+            y, _, cache = m.forward(x)
+            m.backward(cache, dy)
+    else:
+        import torch
+        torch.set_num_threads({threads})
+        m = torch.nn.LSTM(H, H)
+        xt, dyt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(dy)
+        def step():
+            y, _ = m(xt)
+            y.backward(dyt)
+    return step
+make_step(2, 2, 8)()  # first-use allocations (BLAS buffers, thread stacks) are not the steps'
+step = make_step(T, B, H)
 with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')  # resets the peak resident size (VmHWM) to the current one
 base = status_mib('VmRSS')
+step()
 step()
 print(status_mib('VmHWM') - base)
 """
@@ -460,7 +468,7 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
     memory = {}
     if not quick:
         memory = peak_training_memory(threads)
-        print("\npeak extra memory of one 'train H256' step: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in memory.items()))
+        print("\npeak extra memory of 'train H256' steps (two, from before the first): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in memory.items()))
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"machine": machine, "threads": threads, "gemm_gflops": rate / 1e9, "results": results,
