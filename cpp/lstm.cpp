@@ -268,8 +268,8 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
     const Kernels<T>& K = kernels<T>();
 
     // Inference buffers come from this calling thread's scratch when small (a streaming call
-    // allocates nothing), else from the heap for this call only (nothing large is held between
-    // calls). gates (T,B,4H): first the input projection x W_ih^T + b_ih + b_hh of every step at
+    // allocates nothing), else from the heap for this call (whose freed large blocks aligned.cpp
+    // keeps for the next call). gates (T,B,4H): first the input projection x W_ih^T + b_ih + b_hh of every step at
     // once (for token input, each thread gathers its columns step by step instead), then
     // activated in place step by step; the cache keeps it for backward.
     Scratch<T> scratch((cache ? 0 : steps * B * G) + 2 * B * P + 2 * B * H + (s.projecting ? B * H : 0));
