@@ -68,9 +68,10 @@ def test_core_matches_reference_under_each_isa(isa, products, name, B):
 
 
 @pytest.mark.parametrize("name", ["plain", "projection", "everything"])
-@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("B", [1, 3, 17])
 def test_core_matches_reference_on_the_whole_thread_team(whole_team, products, name, B):
-    """Two threads splitting even a small cell: every slice boundary and barrier is exercised."""
+    """Two threads splitting even a small cell: every slice boundary and barrier is exercised
+    (with packed weights and B = 17, the threads split the batch rows instead)."""
     model = lstmcpp.LSTM(9, 41, dtype="float64", **{"seed": 2, **GRID[name]})
     for T in (5, 10):
         x, state, lengths = make_inputs(model, T=T, B=B)

@@ -37,9 +37,11 @@ def test_repeated_calls_are_bitwise_identical(B):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("B,T", [(1, 12), (3, 12), (19, 9)])
+@pytest.mark.parametrize("B,T", [(1, 12), (3, 12), (8, 20), (19, 9)])
 def test_results_are_bitwise_identical_across_thread_counts(isa, B, T):
-    """Each output element is computed by the same kernel in the same order, whatever the split."""
+    """Each output element is computed by the same kernel in the same order, whatever the split:
+    weights read in place (B = 1, 3), packed and split by hidden units (B = 8), packed and split
+    by batch rows (B = 19)."""
     model = lstmcpp.LSTM(29, 53, num_layers=2, peepholes=True, proj_size=27, seed=1)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((T, B, 29)).astype(np.float32)
@@ -53,6 +55,30 @@ def test_results_are_bitwise_identical_across_thread_counts(isa, B, T):
         for n in (1, 2):
             lstmcpp.set_num_threads(n)
             results.append(run_forward_backward(model, x, dy, lengths))
+    finally:
+        lstmcpp.set_num_threads(threads)
+        _core.set_min_work_per_thread(65536)
+        _core.set_isa(before)
+    assert_bitwise_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_token_input_is_bitwise_identical_across_thread_counts(isa):
+    model = lstmcpp.LSTM(16, 48, bidirectional=True, seed=2)
+    rng = np.random.default_rng(2)
+    ids, table = rng.integers(0, 7, (30, 19)), rng.standard_normal((7, 16)).astype(np.float32)
+    dy = rng.standard_normal((30, 19, 96)).astype(np.float32)
+    threads, before = lstmcpp.get_num_threads(), _core.isa_in_use()
+    results = []
+    try:
+        _core.set_isa(isa)
+        _core.set_min_work_per_thread(1)
+        for n in (1, 2):
+            lstmcpp.set_num_threads(n)
+            model.zero_grad()
+            y, (h, c), cache = model.forward_tokens(ids, table)
+            d_table, (dh0, dc0) = model.backward(cache, dy)
+            results.append([y, h, c, d_table, dh0, dc0] + [g.copy() for g in model.grads.values()])
     finally:
         lstmcpp.set_num_threads(threads)
         _core.set_min_work_per_thread(65536)
