@@ -413,8 +413,8 @@ void add_rows_by_id(T* out, const T* rows, const int32_t* ids, int64_t n, int64_
     run_team(n * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
         const Range cols = split(G, team, me, 16);
         for (int64_t r = 0; r < n; ++r) {
-            T* o = out + ids[r] * G;
-            const T* in = rows + r * G;
+            T* __restrict o = out + ids[r] * G;
+            const T* __restrict in = rows + r * G;
             for (int64_t k = cols.begin; k < cols.end; ++k) o[k] += in[k];
         }
     });
