@@ -801,8 +801,8 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
     const T cell_clip = clip_or_inf<T>(c.cell_clip), proj_clip = clip_or_inf<T>(c.proj_clip);
     const bool projecting = c.proj_size > 0;
 
-    AlignedVector<T> d_out(dy, dy + TB * DP);  // (T,B,D*P) gradient of this layer's output
-    AlignedVector<T> d_in;                     // (T,B,I) gradient of this layer's input
+    const T* d_out = dy;             // (T,B,D*P) gradient of this layer's output
+    AlignedVector<T> d_in, d_above;  // (T,B,I) gradient of this layer's input; the layer above's
     const bool tokens = !cache.ids.empty();
     const int64_t V = cache.vocab, G = 4 * H;
     AlignedVector<T> d_table(tokens ? V * G : 0);  // (V,4H) for token input, per direction in turn
@@ -831,7 +831,7 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
             cell_backward<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H, grad, cache.cells[cell],
                              input, by_token ? cache.ids.data() : nullptr, d_table.data(), V,
                              projecting ? cache.outputs[layer].data() + d * P : nullptr, DP,
-                             d_out.data() + d * P, dh_n ? dh_n + cell * B * P : nullptr,
+                             d_out + d * P, dh_n ? dh_n + cell * B * P : nullptr,
                              dc_n ? dc_n + cell * B * H : nullptr, lengths, w, sd, c.peepholes);
             if (by_token) {
                 // forward was: table = embedding W_ih^T + b_ih + b_hh
@@ -848,7 +848,8 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
                 const T* mask = cache.dropout_masks[layer - 1].data();
                 for (int64_t k = 0; k < TB * I; ++k) d_in[k] *= mask[k];
             }
-            std::swap(d_out, d_in);
+            std::swap(d_above, d_in);
+            d_out = d_above.data();
         }
     }
 }
