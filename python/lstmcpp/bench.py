@@ -233,8 +233,8 @@ def gemm_rate(threads: int) -> float:
 
 def thread_scaling(threads: int) -> float:
     """How much faster a compute-bound product (lstmcpp's, 1024^3) runs on ``threads`` threads
-    than on one, right now. On a virtual machine two vCPUs are sometimes two hardware threads of
-    one core: then this is about 1.0 and every multi-threaded time in the run is that of one core."""
+    than on one, right now: a check that the run had the cores it asked for (on a shared virtual
+    machine that is not a given; about 1.0 means the threads took turns on one core)."""
     a = np.random.default_rng(0).standard_normal((1024, 1024), np.float32)
     before = lstmcpp.get_num_threads()
     best = {1: float("inf"), threads: float("inf")}
@@ -467,7 +467,7 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
     print(f"float32 GEMM rate (NumPy, 2048^3, {threads} threads): {rate / 1e9:.0f} GFLOP/s")
     scaling = [thread_scaling(threads)]
     print(f"{threads}-thread scaling of a compute-bound product: {scaling[0]:.2f}x "
-          "(about 1.0x when the vCPUs share a core)")
+          "(about 1.0x if the threads had to share one core)")
     selected = [c for c in CASES if (not quick or c.quick) and (cases is None or c.name in cases)]
     results = []
     for case in selected:
