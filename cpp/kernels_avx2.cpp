@@ -79,9 +79,9 @@ void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
 void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
              int64_t M, int64_t N, int64_t K, float beta) {
     // Two rows of A at a time: 8 accumulators, 4 rows of W and one of A fit 16 registers.
-    int64_t m = 0;
-    for (; m + 2 <= M; m += 2) nt_rows<2>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
-    if (m < M) nt_rows<1>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    in_row_blocks<2>(M, [&](auto block, int64_t m) {
+        nt_rows<decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    });
 }
 
 // C[b, 0..width) (+)= sum_k A[b, k] W[k, 0..width) for MB rows of A, width <= 32.
@@ -113,13 +113,11 @@ inline void nn_tile(float* C, int64_t ldc, const float* A, int64_t lda, const fl
 
 void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
              int64_t M, int64_t N, int64_t K, float beta) {
-    int64_t m = 0;
-    for (; m + 2 <= M; m += 2)
+    in_row_blocks<2>(M, [&](auto block, int64_t m) {
         for (int64_t n = 0; n < N; n += 32)
-            nn_tile<2>(C + m * ldc + n, ldc, A + m * lda, lda, W + n, ldw, K, N - n < 32 ? N - n : 32, beta);
-    if (m < M)
-        for (int64_t n = 0; n < N; n += 32)
-            nn_tile<1>(C + m * ldc + n, ldc, A + m * lda, lda, W + n, ldw, K, N - n < 32 ? N - n : 32, beta);
+            nn_tile<decltype(block)::value>(C + m * ldc + n, ldc, A + m * lda, lda, W + n, ldw, K,
+                                            N - n < 32 ? N - n : 32, beta);
+    });
 }
 
 // C[b, 0..16) (+)= A[b, :] B for MB rows of A and one packed block of B (K rows of 16), the
@@ -157,21 +155,11 @@ constexpr int64_t kPanel = 16;
 void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const float* B_packed,
                  int64_t M, int64_t N, int64_t K, float beta) {
     for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
-        const float* block = B_packed + n0 * K;
+        const float* panel = B_packed + n0 * K;
         const __m256i mask0 = tail_mask(N - n0), mask1 = tail_mask(N - n0 - 8);
-        int64_t m = 0;
-        for (; m + 6 <= M; m += 6)
-            packed_tile<6>(C + m * ldc + n0, ldc, A + m * lda, lda, block, K, mask0, mask1, beta);
-        float* c = C + m * ldc + n0;
-        const float* a = A + m * lda;
-        switch (M - m) {
-            case 5: packed_tile<5>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 4: packed_tile<4>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 3: packed_tile<3>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 2: packed_tile<2>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 1: packed_tile<1>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            default: break;
-        }
+        in_row_blocks<6>(M, [&](auto block, int64_t m) {
+            packed_tile<decltype(block)::value>(C + m * ldc + n0, ldc, A + m * lda, lda, panel, K, mask0, mask1, beta);
+        });
     }
 }
 

@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels.h"
 
@@ -80,23 +79,9 @@ void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
     for (; n < N; ++n) nt_tile<MB, 1>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
 }
 
-// Calls rows(std::integral_constant<int, MB>, m) over the M rows of A in blocks of MB = 4, then
-// one block of the 1 to 3 left.
-template <class Rows>
-void in_row_blocks(int64_t M, const Rows& rows) {
-    int64_t m = 0;
-    for (; m + 4 <= M; m += 4) rows(std::integral_constant<int, 4>{}, m);
-    switch (M - m) {
-        case 3: rows(std::integral_constant<int, 3>{}, m); break;
-        case 2: rows(std::integral_constant<int, 2>{}, m); break;
-        case 1: rows(std::integral_constant<int, 1>{}, m); break;
-        default: break;
-    }
-}
-
 void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
              int64_t M, int64_t N, int64_t K, float beta) {
-    in_row_blocks(M, [&](auto block, int64_t m) {
+    in_row_blocks<4>(M, [&](auto block, int64_t m) {
         nt_rows<decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
     });
 }
@@ -137,7 +122,7 @@ void nn_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
 
 void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
              int64_t M, int64_t N, int64_t K, float beta) {
-    in_row_blocks(M, [&](auto block, int64_t m) {
+    in_row_blocks<4>(M, [&](auto block, int64_t m) {
         nn_rows<decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
     });
 }
@@ -176,23 +161,11 @@ constexpr int64_t kPanel = 32;
 void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const float* B_packed,
                  int64_t M, int64_t N, int64_t K, float beta) {
     for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
-        const float* block = B_packed + n0 * K;
+        const float* panel = B_packed + n0 * K;
         const __mmask16 mask0 = tail_mask(N - n0), mask1 = tail_mask(N - n0 - 16);
-        int64_t m = 0;
-        for (; m + 8 <= M; m += 8)
-            packed_tile<8>(C + m * ldc + n0, ldc, A + m * lda, lda, block, K, mask0, mask1, beta);
-        float* c = C + m * ldc + n0;
-        const float* a = A + m * lda;
-        switch (M - m) {
-            case 7: packed_tile<7>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 6: packed_tile<6>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 5: packed_tile<5>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 4: packed_tile<4>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 3: packed_tile<3>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 2: packed_tile<2>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            case 1: packed_tile<1>(c, ldc, a, lda, block, K, mask0, mask1, beta); break;
-            default: break;
-        }
+        in_row_blocks<8>(M, [&](auto block, int64_t m) {
+            packed_tile<decltype(block)::value>(C + m * ldc + n0, ldc, A + m * lda, lda, panel, K, mask0, mask1, beta);
+        });
     }
 }
 

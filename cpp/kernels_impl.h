@@ -99,6 +99,29 @@ static void gates_backward(T* __restrict dz, T* __restrict dc_prev, const T* __r
     }
 }
 
+// Row tiles: in_row_blocks<Tile>(M, rows) calls rows(RowCount<Tile>{}, m) for each block of Tile
+// rows of M, then once with the 1 to Tile-1 rows left, so every tile's height is a compile-time
+// constant (the instruction-set kernels keep their accumulators in registers that way).
+template <int N>
+struct RowCount {
+    static constexpr int value = N;
+};
+
+template <int N, class Rows>
+static inline void last_rows(int64_t left, int64_t m, const Rows& rows) {
+    if constexpr (N > 0) {
+        if (left == N) rows(RowCount<N>{}, m);
+        else last_rows<N - 1>(left, m, rows);
+    }
+}
+
+template <int Tile, class Rows>
+static inline void in_row_blocks(int64_t M, const Rows& rows) {
+    int64_t m = 0;
+    for (; m + Tile <= M; m += Tile) rows(RowCount<Tile>{}, m);
+    last_rows<Tile - 1>(M - m, m, rows);
+}
+
 template <class T>
 static inline T dot_row(const T* __restrict w, const T* __restrict x, int64_t K) {
     // 16 independent partial sums: vectorisable without reassociating a single sum.
