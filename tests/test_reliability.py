@@ -47,6 +47,12 @@ def test_results_are_bitwise_identical_across_thread_counts(isa, B, T):
     x = rng.standard_normal((T, B, 29)).astype(np.float32)
     dy = rng.standard_normal((T, B, 27)).astype(np.float32)
     lengths = rng.integers(1, T + 1, size=B)
+    one, two = on_one_and_two_threads(isa, lambda: run_forward_backward(model, x, dy, lengths))
+    assert_bitwise_equal(one, two)
+
+
+def on_one_and_two_threads(isa, run):
+    """run() under the kernels of `isa`, with 1 and then 2 threads on every time loop."""
     threads, before = lstmcpp.get_num_threads(), _core.isa_in_use()
     results = []
     try:
@@ -54,12 +60,12 @@ def test_results_are_bitwise_identical_across_thread_counts(isa, B, T):
         _core.set_min_work_per_thread(1)
         for n in (1, 2):
             lstmcpp.set_num_threads(n)
-            results.append(run_forward_backward(model, x, dy, lengths))
+            results.append(run())
     finally:
         lstmcpp.set_num_threads(threads)
         _core.set_min_work_per_thread(65536)
         _core.set_isa(before)
-    assert_bitwise_equal(results[0], results[1])
+    return results
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -68,22 +74,15 @@ def test_token_input_is_bitwise_identical_across_thread_counts(isa):
     rng = np.random.default_rng(2)
     ids, table = rng.integers(0, 7, (30, 19)), rng.standard_normal((7, 16)).astype(np.float32)
     dy = rng.standard_normal((30, 19, 96)).astype(np.float32)
-    threads, before = lstmcpp.get_num_threads(), _core.isa_in_use()
-    results = []
-    try:
-        _core.set_isa(isa)
-        _core.set_min_work_per_thread(1)
-        for n in (1, 2):
-            lstmcpp.set_num_threads(n)
-            model.zero_grad()
-            y, (h, c), cache = model.forward_tokens(ids, table)
-            d_table, (dh0, dc0) = model.backward(cache, dy)
-            results.append([y, h, c, d_table, dh0, dc0] + [g.copy() for g in model.grads.values()])
-    finally:
-        lstmcpp.set_num_threads(threads)
-        _core.set_min_work_per_thread(65536)
-        _core.set_isa(before)
-    assert_bitwise_equal(results[0], results[1])
+
+    def run():
+        model.zero_grad()
+        y, (h, c), cache = model.forward_tokens(ids, table)
+        d_table, (dh0, dc0) = model.backward(cache, dy)
+        return [y, h, c, d_table, dh0, dc0] + [g.copy() for g in model.grads.values()]
+
+    one, two = on_one_and_two_threads(isa, run)
+    assert_bitwise_equal(one, two)
 
 
 # ------------------------------------------------------------------------------------------------
