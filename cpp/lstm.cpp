@@ -278,6 +278,17 @@ Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool packed, in
 // ---------------------------------------------------------------------------------------------
 // cell forward
 
+// out (rows,4H) = x (rows,I) W_ih^T + b_ih + b_hh, all rows in one product; x null: the biases
+// only (a one-step call projects its input inside the step).
+template <class T>
+void project_inputs(T* out, const T* x, int64_t rows, int64_t I, int64_t H, const CellTensors<const T>& w) {
+    const int64_t G = 4 * H;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < G; ++k)
+            out[r * G + k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+    if (x) gemm_parallel<T>(get_num_threads(), false, true, rows, G, I, T(1), x, I, w.weight_ih, I, T(1), out, G);
+}
+
 // x (T,B,I) is the input, or, when ids (T,B) is given, row ids[t,b] of table (V,4H) is step t's
 // x W_ih^T + b_ih + b_hh for element b (token input, layer 0).
 template <class T>
@@ -307,16 +318,7 @@ void cell_forward(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
     // One step (a streaming call): each thread projects the input onto its own rows inside the
     // step, so its rows of W_ih stay in its cache across calls as its rows of W_hh do.
     const bool fuse_input = steps == 1 && !ids;
-    if (!ids) {
-        for (int64_t r = 0; r < steps * B; ++r) {
-            T* row = gates + r * G;
-            for (int64_t k = 0; k < G; ++k)
-                row[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
-        }
-        if (!fuse_input)
-            gemm_parallel<T>(get_num_threads(), false, true, steps * B, G, I, T(1), x, I, w.weight_ih,
-                             I, T(1), gates, G);
-    }
+    if (!ids) project_inputs(gates, fuse_input ? nullptr : x, steps * B, I, H, w);
 
     // state (2,B,P) and cell (2,B,H), ping-pong between steps; m (B,H) = o*tanh(c) when projecting
     T* state = scratch.take(2 * B * P);
@@ -725,11 +727,7 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
         const int64_t V = tokens->vocab, G = 4 * H, I = c.input_size;
         const CellTensors<const T> w = cell_tensors<const T>(params_.data(), cells_[d], zero_peepholes_.data());
         tables[d].resize(V * G);
-        for (int64_t v = 0; v < V; ++v)
-            for (int64_t k = 0; k < G; ++k)
-                tables[d][v * G + k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
-        gemm_parallel<T>(get_num_threads(), false, true, V, G, I, T(1), tokens->embedding, I, w.weight_ih, I,
-                         T(1), tables[d].data(), G);
+        project_inputs(tables[d].data(), tokens->embedding, V, I, H, w);
     }
     for (int64_t layer = 0; layer < L; ++layer) {
         // (T,B,D*P). The cache keeps every layer's output but the last's, which is y itself;
