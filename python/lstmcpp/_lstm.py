@@ -75,6 +75,17 @@ def _as_real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def token_ids(ids: Any, vocab: Optional[int] = None) -> np.ndarray:
+    """``ids`` as an integer array (a torch tensor converted); TypeError for other dtypes, and,
+    given ``vocab``, ValueError for an id outside ``0..vocab-1``."""
+    a = ids.detach().cpu().numpy() if hasattr(ids, "detach") and hasattr(ids, "numpy") else np.asarray(ids)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"ids: expected integers, got dtype {a.dtype}")
+    if vocab is not None and a.size and (a.min() < 0 or a.max() >= vocab):
+        raise ValueError(f"ids: every id must be in 0..{vocab - 1}, got min {a.min()} and max {a.max()}")
+    return a
+
+
 class LSTM:
     """A multi-layer LSTM, a drop-in for ``torch.nn.LSTM`` on the CPU, with peepholes and clips.
 
@@ -376,9 +387,7 @@ class LSTM:
         once instead of at every step it occurs, and :meth:`backward` returns the gradient of
         ``embedding`` ``(V, input_size)`` in place of ``dx``.
         """
-        a = ids.detach().cpu().numpy() if hasattr(ids, "detach") and hasattr(ids, "numpy") else np.asarray(ids)
-        if a.dtype.kind not in "iu":
-            raise TypeError(f"ids: expected integers, got dtype {a.dtype}")
+        a = token_ids(ids)
         if a.ndim not in (1, 2):
             raise ValueError(f"ids: expected a 2-D ({'B, T' if self.batch_first else 'T, B'}) or 1-D (T,) array, "
                              f"got shape {_shape(a.shape)}")
@@ -391,8 +400,7 @@ class LSTM:
         table = _as_real_array(embedding, "embedding", self.dtype)
         if table.ndim != 2 or table.shape[1] != self.input_size or table.shape[0] == 0:
             raise ValueError(f"embedding: expected shape (V, {self.input_size}) with V >= 1, got {_shape(table.shape)}")
-        if a.min() < 0 or a.max() >= table.shape[0]:
-            raise ValueError(f"ids: every id must be in 0..{table.shape[0] - 1}, got min {a.min()} and max {a.max()}")
+        token_ids(a, table.shape[0])
         if self.check_finite:
             _require_finite(embedding=table)
         return self._forward(np.ascontiguousarray(a, dtype=np.int32), table, unbatched, state, lengths, training)

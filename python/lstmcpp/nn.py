@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._lstm import LSTM
+from ._lstm import LSTM, token_ids
 
 __all__ = ["matmul", "Module", "Embedding", "Linear", "Dropout", "AttentionPool", "softmax_cross_entropy", "mse", "log_softmax"]
 
@@ -117,12 +117,7 @@ class Embedding(Module):
         self._add("weight", rng.standard_normal((num_embeddings, dim)).astype(dtype))
 
     def forward(self, ids: np.ndarray, training: bool = True):
-        ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"ids: expected integers, got dtype {ids.dtype}")
-        V = self.params["weight"].shape[0]
-        if ids.size and (ids.min() < 0 or ids.max() >= V):
-            raise ValueError(f"ids: every id must be in 0..{V - 1}, got min {ids.min()} and max {ids.max()}")
+        ids = token_ids(ids, self.params["weight"].shape[0])
         return self.params["weight"][ids], ids
 
     def backward(self, ids: np.ndarray, dy: np.ndarray) -> None:
