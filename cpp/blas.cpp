@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <climits>
 #include <stdexcept>
 
@@ -42,29 +43,47 @@ void blas_single_threaded() {
     if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
 }
 
+// A product too large for one thread is cut into at most kChunks pieces along the larger of
+// M and N, each a multiple of 16 rows (or columns) and at least kMinChunk, and the team shares
+// the pieces. The cut depends on the shape alone, never on the number of threads: OpenBLAS's
+// kernels for some CPUs (Haswell's, which it runs on AMD Zen 3) round an element differently
+// when a call has a different number of rows or columns, so cutting by thread count would make
+// results depend on it. Below about a million multiply-adds the product is one call.
+constexpr int64_t kChunks = 8;
+constexpr int64_t kMinChunk = 32;
+
 template <class T>
 void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha,
                    const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
     blas_single_threaded();
-    // Below about a million multiply-adds a second thread costs more than it saves.
-    if (threads <= 1 || double(M) * double(N) * double(K) < 1e6) {
+    if (double(M) * double(N) * double(K) < 1e6) {
         gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    bool split_rows = M >= N;
+    const bool split_rows = M >= N;
+    const int64_t extent = split_rows ? M : N;
+    const int64_t chunk = std::max(kMinChunk, (extent + kChunks * 16 - 1) / (kChunks * 16) * 16);
+    const int64_t chunks = (extent + chunk - 1) / chunk;
+    auto run_chunks = [&](Range mine) {
+        for (int64_t q = mine.begin; q < mine.end; ++q) {
+            const int64_t begin = q * chunk, size = std::min(chunk, extent - begin);
+            if (split_rows) {
+                const T* A_part = ta ? A + begin : A + begin * lda;
+                gemm(ta, tb, size, N, K, alpha, A_part, lda, B, ldb, beta, C + begin * ldc, ldc);
+            } else {
+                const T* B_part = tb ? B + begin * ldb : B + begin;
+                gemm(ta, tb, M, size, K, alpha, A, lda, B_part, ldb, beta, C + begin, ldc);
+            }
+        }
+    };
+    if (threads <= 1) {
+        run_chunks({0, chunks});
+        return;
+    }
 #pragma omp parallel num_threads(threads)
     {
         DenormalsAreZero daz;
-        Range r = split(split_rows ? M : N, omp_get_num_threads(), omp_get_thread_num(), 16);
-        if (r.size() > 0) {
-            if (split_rows) {
-                const T* A_part = ta ? A + r.begin : A + r.begin * lda;
-                gemm(ta, tb, r.size(), N, K, alpha, A_part, lda, B, ldb, beta, C + r.begin * ldc, ldc);
-            } else {
-                const T* B_part = tb ? B + r.begin * ldb : B + r.begin;
-                gemm(ta, tb, M, r.size(), K, alpha, A, lda, B_part, ldb, beta, C + r.begin, ldc);
-            }
-        }
+        run_chunks(split(chunks, omp_get_num_threads(), omp_get_thread_num(), 1));
     }
 }
 
