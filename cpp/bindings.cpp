@@ -11,10 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "blas.h"
-#include "kernels.h"
-#include "lstm.h"
-#include "training.h"
+#include "core/blas.h"
+#include "kernels/kernels.h"
+#include "core/model.h"
+#include "weights/dense.h"
+#include "training/training.h"
 
 namespace py = pybind11;
 using lstmcpp::Cache;

@@ -1,4 +1,4 @@
-#include "training.h"
+#include "training/training.h"
 
 #include <omp.h>
 
@@ -7,8 +7,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels.h"
-#include "lstm.h"
+#include "kernels/kernels.h"
+#include "core/team.h"
 
 namespace lstmcpp {
 

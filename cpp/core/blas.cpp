@@ -1,4 +1,4 @@
-#include "blas.h"
+#include "core/blas.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -7,7 +7,7 @@
 #include <climits>
 #include <stdexcept>
 
-#include "parallel.h"
+#include "core/team.h"
 
 extern "C" char* scipy_openblas_get_config(void);
 

@@ -1,4 +1,4 @@
-#include "aligned.h"
+#include "core/aligned.h"
 
 #include <cstdlib>
 #include <mutex>

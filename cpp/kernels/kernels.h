@@ -28,7 +28,7 @@ struct Kernels {
     void (*gemm_nn)(T* C, int64_t ldc, const T* A, int64_t lda, const T* W, int64_t ldw,
                     int64_t M, int64_t N, int64_t K, T beta);
     // The per-step products of a batch worth packing for: C (M,N) = beta*C + A (M,K) B (K,N),
-    // with B packed once per call by pack_panel (lstm.cpp) into blocks of panel_width columns.
+    // with B packed once per call by pack_panel (weights/dense.h) into blocks of panel_width columns.
     int64_t panel_width;
     void (*gemm_packed)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B_packed,
                         int64_t M, int64_t N, int64_t K, T beta);

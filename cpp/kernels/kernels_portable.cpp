@@ -1,7 +1,7 @@
 // The portable kernels: kernels_impl.h compiled with this file's flags only (CMakeLists.txt).
 #include <cstdint>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace lstmcpp {
 namespace portable {

@@ -1,0 +1,245 @@
+#include "core/model.h"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "cells/lstm_cell.h"
+#include "core/blas.h"
+
+namespace lstmcpp {
+
+namespace {
+
+std::atomic<uint64_t> g_next_model_id{1};
+
+template <class T>
+T clip_or_inf(double clip) {
+    return clip > 0 ? static_cast<T>(clip) : std::numeric_limits<T>::infinity();
+}
+
+template <class T>
+T* at(T* base, int64_t offset) {
+    return offset < 0 ? nullptr : base + offset;
+}
+
+// One cell's parameters, as the time loop reads them.
+template <class T>
+CellWeights<T, LstmCell<T>> cell_weights(const Config& c, const T* params, T* grads, const CellOffsets& o,
+                                         int64_t layer, const T* zero_peepholes) {
+    const int64_t H = c.hidden_size, P = c.output_size(), G = c.gates() * H;
+    const T* peephole = at(params, o.weight_peephole);
+    LstmCell<T> cell;
+    cell.H = H;
+    cell.peephole = peephole ? peephole : zero_peepholes;
+    cell.peephole_grad = grads ? at(grads, o.weight_peephole) : nullptr;
+    cell.cell_clip = clip_or_inf<T>(c.cell_clip);
+    return {DenseMatrix<T>{at(params, o.weight_ih), G, c.layer_input_size(layer)},
+            DenseMatrix<T>{at(params, o.weight_hh), G, P},
+            at(params, o.bias_ih),
+            at(params, o.bias_hh),
+            DenseMatrix<T>{at(params, o.weight_hr), o.weight_hr < 0 ? 0 : P, o.weight_hr < 0 ? 0 : H},
+            cell};
+}
+
+template <class T>
+CellGradients<T> cell_gradients(T* grads, const CellOffsets& o) {
+    return {at(grads, o.weight_ih), at(grads, o.weight_hh), at(grads, o.bias_ih), at(grads, o.bias_hh),
+            at(grads, o.weight_hr)};
+}
+
+}  // namespace
+
+template <class T>
+Model<T>::Model(const Config& config)
+    : config_(config), id_(g_next_model_id.fetch_add(1)) {
+    layout_ = param_layout(config_, &cells_, &num_params_);
+    params_.assign(num_params_, T(0));
+    grads_.assign(num_params_, T(0));
+    zero_peepholes_.assign(3 * config_.hidden_size, T(0));
+}
+
+template <class T>
+void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const T* h0,
+                       const T* c0, const int32_t* lengths,
+                       const std::vector<const T*>& dropout_masks, int64_t steps,
+                       int64_t batch, const TokenInput<T>* tokens) const {
+    blas_single_threaded();
+    const Config& c = config_;
+    const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
+    const int64_t B = batch, TB = steps * batch, DP = D * P;
+    if (steps < 1) throw std::invalid_argument("x must have at least one time step, got T = 0");
+    if (batch < 1) throw std::invalid_argument("x must have a batch of at least 1, got B = 0");
+    if (!dropout_masks.empty() && static_cast<int64_t>(dropout_masks.size()) != L - 1)
+        throw std::invalid_argument("dropout_masks: expected " + std::to_string(L - 1) + " masks");
+    if (lengths) {
+        for (int64_t b = 0; b < B; ++b)
+            if (lengths[b] < 1 || lengths[b] > steps)
+                throw std::invalid_argument("lengths[" + std::to_string(b) + "] = " +
+                                            std::to_string(lengths[b]) + " is outside 1.." +
+                                            std::to_string(steps));
+    }
+
+    if (tokens) {
+        if (tokens->vocab < 1) throw std::invalid_argument("embedding: expected at least one row, got V = 0");
+        for (int64_t r = 0; r < TB; ++r)
+            if (tokens->ids[r] < 0 || tokens->ids[r] >= tokens->vocab)
+                throw std::invalid_argument("ids[" + std::to_string(r / B) + ", " + std::to_string(r % B) + "] = " +
+                                            std::to_string(tokens->ids[r]) + " is outside 0.." +
+                                            std::to_string(tokens->vocab - 1));
+    }
+
+    if (cache) {
+        cache->model_id = id_;
+        cache->steps = steps;
+        cache->batch = batch;
+        cache->lengths.assign(lengths ? lengths : nullptr, lengths ? lengths + B : nullptr);
+        if (tokens) {
+            cache->ids.assign(tokens->ids, tokens->ids + TB);
+            cache->vocab = tokens->vocab;
+            cache->input.assign(tokens->embedding, tokens->embedding + tokens->vocab * c.input_size);
+        } else {
+            cache->ids.clear();
+            cache->vocab = 0;
+            cache->input.assign(x, x + TB * c.input_size);
+        }
+        cache->outputs.assign(L, {});
+        cache->dropped.assign(dropout_masks.empty() ? 0 : L - 1, {});
+        cache->dropout_masks.assign(dropout_masks.empty() ? 0 : L - 1, {});
+        cache->cells.assign(L * D, {});
+    }
+    const T proj_clip = clip_or_inf<T>(c.proj_clip);
+    AlignedVector<T> outputs[2], dropped;  // inference: layers alternate between two buffers
+    const T* input = tokens ? nullptr : cache ? cache->input.data() : x;
+    // Token input: per direction, table (V,G) = embedding W_ih^T + b_ih + b_hh, each token's
+    // input projection made once.
+    std::vector<AlignedVector<T>> tables(tokens ? D : 0);
+    for (int64_t d = 0; d < static_cast<int64_t>(tables.size()); ++d) {
+        tables[d].resize(tokens->vocab * c.gates() * H);
+        project_inputs(tables[d].data(), tokens->embedding, tokens->vocab,
+                       cell_weights<T>(c, params_.data(), nullptr, cells_[d], 0, zero_peepholes_.data()));
+    }
+    for (int64_t layer = 0; layer < L; ++layer) {
+        // (T,B,DP). The cache keeps every layer's output but the last's, which is y itself;
+        // backward reads it too only when projecting (for proj_clip), so then it keeps a copy.
+        T* out;
+        if (layer == L - 1) {
+            out = y;
+        } else if (cache) {
+            cache->outputs[layer].resize(TB * DP);
+            out = cache->outputs[layer].data();
+        } else {
+            outputs[layer % 2].resize(TB * DP);
+            out = outputs[layer % 2].data();
+        }
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t cell = layer * D + d;
+            const CellShape<T> shape{steps, B, c.layer_input_size(layer), H, P, c.proj_size > 0, d == 1, proj_clip};
+            const bool by_token = tokens && layer == 0;
+            forward_through_time<T>(out + d * P, DP, h_n + cell * B * P, c_n + cell * B * H,
+                                    cache ? &cache->cells[cell] : nullptr, input,
+                                    by_token ? tokens->ids : nullptr, by_token ? tables[d].data() : nullptr,
+                                    h0 ? h0 + cell * B * P : nullptr, c0 ? c0 + cell * B * H : nullptr, lengths,
+                                    cell_weights<T>(c, params_.data(), nullptr, cells_[cell], layer,
+                                                    zero_peepholes_.data()),
+                                    shape);
+        }
+        input = out;
+        if (layer < L - 1 && !dropout_masks.empty()) {
+            const T* mask = dropout_masks[layer];
+            T* next;
+            if (cache) {
+                cache->dropout_masks[layer].assign(mask, mask + TB * DP);
+                cache->dropped[layer].resize(TB * DP);
+                next = cache->dropped[layer].data();
+            } else {
+                dropped.resize(TB * DP);
+                next = dropped.data();
+            }
+            for (int64_t k = 0; k < TB * DP; ++k) next[k] = out[k] * mask[k];
+            input = next;
+        }
+    }
+    if (cache && c.proj_size > 0) cache->outputs[L - 1].assign(y, y + TB * DP);
+}
+
+template <class T>
+void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* dy,
+                        const T* dh_n, const T* dc_n) {
+    if (cache.model_id != id_)
+        throw std::invalid_argument("cache: it was made by another model's forward");
+    if (backward_running_.exchange(true))
+        throw std::runtime_error("backward: another thread is running backward on this model; its gradients "
+                                 "would be corrupted (run backward on one model from one thread at a time)");
+    struct Release {
+        std::atomic<bool>& flag;
+        ~Release() { flag.store(false); }
+    } release{backward_running_};
+    blas_single_threaded();
+    const Config& c = config_;
+    const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
+    const int64_t steps = cache.steps, B = cache.batch, TB = steps * B, DP = D * P;
+    if (static_cast<int64_t>(cache.cells.size()) != L * D)
+        throw std::invalid_argument("cache: expected " + std::to_string(L * D) + " cells, got " +
+                                    std::to_string(cache.cells.size()));
+    const int32_t* lengths = cache.lengths.empty() ? nullptr : cache.lengths.data();
+    const T proj_clip = clip_or_inf<T>(c.proj_clip);
+    const bool projecting = c.proj_size > 0;
+
+    const T* d_out = dy;             // (T,B,DP) gradient of this layer's output
+    AlignedVector<T> d_in, d_above;  // (T,B,I) gradient of this layer's input; the layer above's
+    const bool tokens = !cache.ids.empty();
+    const int64_t V = cache.vocab, G = c.gates() * H;
+    AlignedVector<T> d_table(tokens ? V * G : 0);  // (V,G) for token input, per direction in turn
+    for (int64_t layer = L - 1; layer >= 0; --layer) {
+        const int64_t I = c.layer_input_size(layer);
+        const bool by_token = tokens && layer == 0;
+        const T* input = layer == 0 ? cache.input.data()
+                         : cache.dropped.empty() ? cache.outputs[layer - 1].data()
+                                                 : cache.dropped[layer - 1].data();
+        T* d_input;
+        if (layer == 0) {
+            d_input = dx;
+        } else {
+            d_in.resize(TB * I);
+            d_input = d_in.data();
+        }
+        std::fill(d_input, d_input + (by_token ? V : TB) * I, T(0));
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t cell = layer * D + d;
+            const CellShape<T> shape{steps, B, I, H, P, projecting, d == 1, proj_clip};
+            const CellGradients<T> grad = cell_gradients<T>(grads_.data(), cells_[cell]);
+            const CellWeights<T, LstmCell<T>> w =
+                cell_weights<T>(c, params_.data(), grads_.data(), cells_[cell], layer, zero_peepholes_.data());
+            if (by_token) std::fill(d_table.begin(), d_table.end(), T(0));
+            backward_through_time<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H, grad, cache.cells[cell],
+                                     input, by_token ? cache.ids.data() : nullptr, d_table.data(), V,
+                                     projecting ? cache.outputs[layer].data() + d * P : nullptr, DP,
+                                     d_out + d * P, dh_n ? dh_n + cell * B * P : nullptr,
+                                     dc_n ? dc_n + cell * B * H : nullptr, lengths, w, shape);
+            if (by_token) {
+                // forward was: table = embedding W_ih^T + b_ih + b_hh
+                // so: dW_ih += d_table^T embedding; d_embedding += d_table W_ih
+                const int threads = get_num_threads();
+                gemm_parallel<T>(threads, true, false, G, I, V, T(1), d_table.data(), G, input, I, T(1),
+                                 grad.weight_ih, I);
+                gemm_parallel<T>(threads, false, false, V, I, G, T(1), d_table.data(), G, w.weight_ih.data, I, T(1),
+                                 d_input, I);
+            }
+        }
+        if (layer > 0) {
+            if (!cache.dropout_masks.empty()) {  // forward was: dropped = out * mask
+                const T* mask = cache.dropout_masks[layer - 1].data();
+                for (int64_t k = 0; k < TB * I; ++k) d_in[k] *= mask[k];
+            }
+            std::swap(d_above, d_in);
+            d_out = d_above.data();
+        }
+    }
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace lstmcpp

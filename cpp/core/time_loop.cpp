@@ -1,0 +1,352 @@
+#include "core/time_loop.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "cells/lstm_cell.h"
+#include "cells/projection.h"
+#include "core/blas.h"
+#include "core/scratch.h"
+#include "core/team.h"
+#include "kernels/kernels.h"
+
+namespace lstmcpp {
+
+namespace {
+
+// Whether element b runs step t (lengths null: every element runs every step).
+inline bool active(const int32_t* lengths, int64_t b, int64_t t) {
+    return lengths == nullptr || t < lengths[b];
+}
+
+// One thread's share of a time loop. By hidden units: the thread computes its units (and output
+// units) of every batch row, so each step needs all of the previous state and the team meets at
+// a barrier every step. By batch rows: the thread runs whole steps for its rows, sharing nothing
+// with the others until the loop ends. Rows are chosen when the weights are packed and every
+// thread gets a full row tile of the kernel: measured on a 2-vCPU VM, the split by units ran one
+// time in five at half speed (while the vCPUs sat far apart, each step's exchange and barrier
+// cost a few microseconds more), the split by rows one time in forty, and 5% faster otherwise.
+struct Share {
+    bool by_rows;
+    Range rows, units, outputs;
+};
+
+constexpr int64_t kRowsPerThread = 8;
+
+Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool packed, int team, int me) {
+    if (packed && B >= kRowsPerThread * team) return {true, split(B, team, me, 1), {0, H}, {0, P}};
+    const Range units = split(H, team, me, 16);
+    return {false, {0, B}, units, projecting ? split(P, team, me, 16) : units};
+}
+
+// out (cols,rows) = in (rows,cols)^T, in 32x32 blocks so both sides stream through the cache.
+template <class T>
+void transpose(T* out, const T* in, int64_t rows, int64_t cols) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 32)
+        for (int64_t c0 = 0; c0 < cols; c0 += 32)
+            for (int64_t r = r0; r < std::min(rows, r0 + 32); ++r)
+                for (int64_t c = c0; c < std::min(cols, c0 + 32); ++c) out[c * rows + r] = in[r * cols + c];
+}
+
+// dst[rows, cols] = src[rows, cols]
+template <class T>
+void copy_block(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, Range rows, Range cols) {
+    for (int64_t b = rows.begin; b < rows.end; ++b)
+        std::copy(src + b * ld_src + cols.begin, src + b * ld_src + cols.end, dst + b * ld_dst + cols.begin);
+}
+
+// out[ids[r]] += rows[r] for r < n, rows of G values, each column in row order; the team splits
+// the columns (so the sums do not depend on the number of threads).
+template <class T>
+void add_rows_by_id(T* out, const T* rows, const int32_t* ids, int64_t n, int64_t G) {
+    run_team(n * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
+        const Range cols = split(G, team, me, 16);
+        for (int64_t r = 0; r < n; ++r) {
+            T* __restrict o = out + ids[r] * G;
+            const T* __restrict in = rows + r * G;
+            for (int64_t k = cols.begin; k < cols.end; ++k) o[k] += in[k];
+        }
+    });
+}
+
+// sums (G) = the sum of n rows of G values, each column in row order; the team splits the columns.
+template <class T>
+void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
+    run_team(n * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
+        const Range cols = split(G, team, me, 16);
+        std::fill(sums + cols.begin, sums + cols.end, T(0));
+        for (int64_t r = 0; r < n; ++r)
+            for (int64_t k = cols.begin; k < cols.end; ++k) sums[k] += rows[r * G + k];
+    });
+}
+
+}  // namespace
+
+template <class T, class Cell>
+void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell>& w) {
+    const int64_t G = w.weight_ih.rows;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < G; ++k)
+            out[r * G + k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+    if (x) w.weight_ih.multiply_rows(out, x, rows, T(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward
+
+template <class T, class Cell>
+void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
+                          const T* x, const int32_t* ids, const T* table, const T* h0, const T* c0,
+                          const int32_t* lengths, const CellWeights<T, Cell>& w, const CellShape<T>& s) {
+    constexpr int Gates = Cell::kGates;
+    const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = Gates * H;
+    const Kernels<T>& K = kernels<T>();
+
+    // Inference buffers come from this calling thread's scratch when small (a streaming call
+    // allocates nothing), else from the heap for this call (whose freed large blocks aligned.cpp
+    // keeps for the next call). gates (T,B,G): first the input projection x W_ih^T + b_ih + b_hh
+    // of every step at once (for token input, each thread gathers its columns step by step
+    // instead), then activated in place step by step; the cache keeps it for backward.
+    Scratch<T> scratch({cache ? 0 : steps * B * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0});
+    T* gates;
+    if (cache) {
+        cache->gates.resize(steps * B * G);
+        cache->c_prev.resize(steps * B * H);
+        cache->c.resize(steps * B * H);
+        cache->h_prev.resize(steps * B * P);
+        cache->m.resize(s.projecting ? steps * B * H : 0);
+        gates = cache->gates.data();
+    } else {
+        gates = scratch.take(steps * B * G);
+    }
+    // One step (a streaming call): each thread projects the input onto its own rows inside the
+    // step, so its rows of W_ih stay in its cache across calls as its rows of W_hh do.
+    const bool fuse_input = steps == 1 && !ids;
+    if (!ids) project_inputs(gates, fuse_input ? nullptr : x, steps * B, w);
+
+    // state (2,B,P) and cell (2,B,H), ping-pong between steps; m (B,H), the cell's output, when projecting
+    T* state = scratch.take(2 * B * P);
+    T* cell = scratch.take(2 * B * H);
+    T* m_local = s.projecting ? scratch.take(B * H) : nullptr;
+    if (h0) std::copy(h0, h0 + B * P, state);
+    else std::fill(state, state + B * P, T(0));
+    if (c0) std::copy(c0, c0 + B * H, cell);
+    else std::fill(cell, cell + B * H, T(0));
+
+    const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
+    const bool pack = packs_weights(B, steps, true);
+    run_team(threads_for_step(macs), [&](int team, int me) {
+        const Share my = share_of(B, H, P, s.projecting, pack, team, me);
+        const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
+        const int64_t b0 = br.begin, rows = br.size();
+        if (fuse_input)
+            GateProducts<T, Gates, DenseMatrix<T>>(K, false, w.weight_ih, H, jr).add(gates + b0 * G, G, x + b0 * I, rows);
+        const GateProducts<T, Gates, DenseMatrix<T>> recurrent(K, pack, w.weight_hh, H, jr);
+        const StepProduct<T> projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : StepProduct<T>();
+        T* h_cur = state;
+        T* h_next = h_cur + B * P;
+        T* c_cur = cell;
+        T* c_next = c_cur + B * H;
+
+        for (int64_t step = 0; step < steps; ++step) {
+            const int64_t t = s.reverse ? steps - 1 - step : step;
+            T* z = gates + t * B * G;  // (B,G) this step's gates
+            if (ids) {  // my part of this step's input projections, by token
+                for (int64_t b = br.begin; b < br.end; ++b)
+                    for (int64_t q = 0; q < Gates; ++q) {
+                        const T* row = table + ids[t * B + b] * G + q * H;
+                        std::copy(row + jr.begin, row + jr.end, z + b * G + q * H + jr.begin);
+                    }
+            }
+            if (cache) {
+                copy_block(cache->h_prev.data() + t * B * P, P, h_cur, P, br, pr);
+                copy_block(cache->c_prev.data() + t * B * H, H, c_cur, H, br, jr);
+            }
+            // z[my rows, my units of each gate] += h_prev[my rows] W_hh[my units]^T
+            recurrent.add(z + b0 * G, G, h_cur + b0 * P, rows);
+            // m (B,H): straight into the next state when not projecting
+            T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local) : h_next;
+            for (int64_t b = br.begin; b < br.end; ++b) {
+                if (active(lengths, b, t)) {
+                    w.cell.forward(K, z + b * G, c_next + b * H, m + b * H, c_cur + b * H, jr);
+                } else {  // past this element's length: the state carries over unchanged
+                    std::copy(c_cur + b * H + jr.begin, c_cur + b * H + jr.end, c_next + b * H + jr.begin);
+                    if (s.projecting) std::fill(m + b * H + jr.begin, m + b * H + jr.end, T(0));
+                    else std::copy(h_cur + b * P + jr.begin, h_cur + b * P + jr.end, h_next + b * P + jr.begin);
+                }
+            }
+            if (cache) copy_block(cache->c.data() + t * B * H, H, c_next, H, br, jr);
+
+            if (s.projecting) {
+                if (!my.by_rows) {
+#pragma omp barrier
+                }
+                // h_next[my rows, my outputs] = m[my rows] W_hr[my outputs]^T, clipped
+                projection.apply(h_next + b0 * P, P, m + b0 * H, H, rows, T(0));
+                for (int64_t b = br.begin; b < br.end; ++b) {
+                    T* h = h_next + b * P;
+                    if (active(lengths, b, t)) clip_projection(h, pr, s.proj_clip);
+                    else std::copy(h_cur + b * P + pr.begin, h_cur + b * P + pr.end, h + pr.begin);
+                }
+            }
+            for (int64_t b = br.begin; b < br.end; ++b) {
+                T* out = y + (t * B + b) * ldy;
+                if (active(lengths, b, t)) std::copy(h_next + b * P + pr.begin, h_next + b * P + pr.end, out + pr.begin);
+                else std::fill(out + pr.begin, out + pr.end, T(0));
+            }
+            if (!my.by_rows) {
+#pragma omp barrier
+            }
+            std::swap(h_cur, h_next);
+            std::swap(c_cur, c_next);
+        }
+        copy_block(h_n, P, h_cur, P, br, pr);
+        copy_block(c_n, H, c_cur, H, br, jr);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward
+
+template <class T, class Cell>
+void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
+                           const CellCache<T>& cache, const T* x, const int32_t* ids, T* d_table,
+                           int64_t vocab, const T* y, int64_t ldy, const T* dy,
+                           const T* dh_n, const T* dc_n, const int32_t* lengths,
+                           const CellWeights<T, Cell>& w, const CellShape<T>& s) {
+    constexpr int Gates = Cell::kGates;
+    const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = Gates * H;
+    const int64_t TB = steps * B;
+    const Kernels<T>& K = kernels<T>();
+
+    // The per-step products: each thread's columns of W_hh and W_hr packed once per call when the
+    // batch is worth it. Else, for more than a few steps, W_hh^T (P,G) and W_hr^T (H,P) are made
+    // once per call, so each step's products become rows dotted with rows, the faster small-batch
+    // form, each thread's rows in its cache; for a few steps the kernels read W_hh and W_hr as they are.
+    const bool pack = packs_weights(B, steps, false);
+    const bool transposed = !pack && steps >= 8;
+    AlignedVector<T> w_hh_t(transposed ? P * G : 0), w_hr_t(transposed && s.projecting ? H * P : 0);
+    if (transposed) {
+        transpose(w_hh_t.data(), w.weight_hh.data, G, P);
+        if (s.projecting) transpose(w_hr_t.data(), w.weight_hr.data, P, H);
+    }
+    const DenseMatrix<T> hh_t{w_hh_t.data(), P, G}, hr_t{w_hr_t.data(), H, P};
+    AlignedVector<T> dz(TB * G);                         // (T,B,G) gradient of the pre-activations
+    AlignedVector<T> dh_raw(s.projecting ? TB * P : 0);  // (T,B,P) gradient of h before proj_clip
+    AlignedVector<T> dstate(2 * B * P), dcell(2 * B * H), dm(B * H);  // ping-pong, and (B,H)
+    if (dh_n) std::copy(dh_n, dh_n + B * P, dstate.begin());
+    else std::fill(dstate.begin(), dstate.begin() + B * P, T(0));
+    if (dc_n) std::copy(dc_n, dc_n + B * H, dcell.begin());
+    else std::fill(dcell.begin(), dcell.begin() + B * H, T(0));
+
+    const int64_t macs = B * (G * P + (s.projecting ? P * H : 0));
+    run_team(threads_for_step(macs), [&](int team, int me) {
+        const Share my = share_of(B, H, P, s.projecting, pack, team, me);
+        const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
+        const int64_t b0 = br.begin, rows = br.size();
+        // forward was: z += h_prev W_hh^T   so: dh_prev[:, my outputs] = dz W_hh[:, my outputs]
+        const StepProduct<T> recurrent = transposed ? hh_t.step_product(K, false, pr)
+                                                    : w.weight_hh.step_product_transposed(K, pack, pr);
+        // forward was: h_raw = m W_hr^T   so: dm[:, my units] = dh_raw W_hr[:, my units]
+        const StepProduct<T> projection = !s.projecting ? StepProduct<T>()
+                                          : transposed  ? hr_t.step_product(K, false, jr)
+                                                        : w.weight_hr.step_product_transposed(K, pack, jr);
+        T* dh_cur = dstate.data();
+        T* dh_next = dh_cur + B * P;
+        T* dc_cur = dcell.data();
+        T* dc_next = dc_cur + B * H;
+
+        for (int64_t step = 0; step < steps; ++step) {
+            const int64_t t = s.reverse ? step : steps - 1 - step;
+            const T* gates_t = cache.gates.data() + t * B * G;
+            T* dz_t = dz.data() + t * B * G;
+            // dh = upstream gradient of this step's output + what flows back from the next step
+            for (int64_t b = br.begin; b < br.end; ++b) {
+                const bool on = active(lengths, b, t);
+                const T* dy_b = dy + (t * B + b) * ldy;
+                const T* dh_b = dh_cur + b * P;
+                if (s.projecting) {
+                    clip_projection_backward(dh_raw.data() + (t * B + b) * P, y + (t * B + b) * ldy, dh_b, dy_b, on, pr,
+                                             s.proj_clip);
+                } else {
+                    T* d = dm.data() + b * H;
+                    for (int64_t p = pr.begin; p < pr.end; ++p) d[p] = on ? dh_b[p] + dy_b[p] : T(0);
+                }
+            }
+            if (s.projecting) {
+                if (!my.by_rows) {
+#pragma omp barrier
+                }
+                projection.apply(dm.data() + b0 * H, H, dh_raw.data() + (t * B + b0) * P, P, rows, T(0));
+            }
+            for (int64_t b = br.begin; b < br.end; ++b) {
+                if (active(lengths, b, t)) {
+                    w.cell.backward(K, dz_t + b * G, dc_next + b * H, gates_t + b * G,
+                                    cache.c_prev.data() + (t * B + b) * H, cache.c.data() + (t * B + b) * H,
+                                    dm.data() + b * H, dc_cur + b * H, jr);
+                } else {  // the step did not run: no gate gradient, the cell gradient passes through
+                    for (int64_t q = 0; q < Gates; ++q)
+                        std::fill(dz_t + b * G + q * H + jr.begin, dz_t + b * G + q * H + jr.end, T(0));
+                    std::copy(dc_cur + b * H + jr.begin, dc_cur + b * H + jr.end, dc_next + b * H + jr.begin);
+                }
+            }
+            if (!my.by_rows) {
+#pragma omp barrier
+            }
+            recurrent.apply(dh_next + b0 * P, P, dz_t + b0 * G, G, rows, T(0));
+            for (int64_t b = br.begin; b < br.end; ++b)
+                if (!active(lengths, b, t))
+                    std::copy(dh_cur + b * P + pr.begin, dh_cur + b * P + pr.end, dh_next + b * P + pr.begin);
+            // No barrier here: the next step's first phase reads only this thread's own slices.
+            std::swap(dh_cur, dh_next);
+            std::swap(dc_cur, dc_next);
+        }
+        copy_block(dh0, P, dh_cur, P, br, pr);
+        copy_block(dc0, H, dc_cur, H, br, jr);
+    });
+
+    // The weight gradients of all steps at once, as large products.
+    const int threads = get_num_threads();
+    const T* dz_rows = dz.data();  // rows whose column sums are the biases' gradient
+    int64_t rows = TB;
+    if (ids) {
+        // forward was: z = table[ids] + h_prev W_hh^T, table = embedding W_ih^T + b_ih + b_hh
+        // so: d_table[v] = the sum of the dz rows of token v
+        add_rows_by_id(d_table, dz.data(), ids, TB, G);
+        dz_rows = d_table;
+        rows = vocab;
+    } else {
+        // forward was: z = x W_ih^T + h_prev W_hh^T + b_ih + b_hh
+        gemm_parallel<T>(threads, false, false, TB, I, G, T(1), dz.data(), G, w.weight_ih.data, I, T(1), dx, I);
+        gemm_parallel<T>(threads, true, false, G, I, TB, T(1), dz.data(), G, x, I, T(1), grad.weight_ih, I);
+    }
+    gemm_parallel<T>(threads, true, false, G, P, TB, T(1), dz.data(), G, cache.h_prev.data(), P,
+                     T(1), grad.weight_hh, P);
+    if (grad.bias_ih || grad.bias_hh) {
+        AlignedVector<T> dbias(G);
+        column_sums(dbias.data(), dz_rows, rows, G);
+        for (int64_t k = 0; k < G; ++k) {
+            grad.bias_ih[k] += dbias[k];
+            grad.bias_hh[k] += dbias[k];
+        }
+    }
+    if (s.projecting)  // forward was: h_raw = m W_hr^T
+        gemm_parallel<T>(threads, true, false, P, H, TB, T(1), dh_raw.data(), P, cache.m.data(), H,
+                         T(1), grad.weight_hr, H);
+    w.cell.add_gradients(dz.data(), cache.c_prev.data(), cache.c.data(), TB);
+}
+
+#define LSTMCPP_INSTANTIATE_TIME_LOOP(T, Cell)                                                                   \
+    template void project_inputs<T, Cell>(T*, const T*, int64_t, const CellWeights<T, Cell>&);                 \
+    template void forward_through_time<T, Cell>(T*, int64_t, T*, T*, CellCache<T>*, const T*, const int32_t*,  \
+                                                const T*, const T*, const T*, const int32_t*,                   \
+                                                const CellWeights<T, Cell>&, const CellShape<T>&);              \
+    template void backward_through_time<T, Cell>(T*, T*, T*, const CellGradients<T>&, const CellCache<T>&,     \
+                                                 const T*, const int32_t*, T*, int64_t, const T*, int64_t,      \
+                                                 const T*, const T*, const T*, const int32_t*,                  \
+                                                 const CellWeights<T, Cell>&, const CellShape<T>&);
+
+LSTMCPP_INSTANTIATE_TIME_LOOP(float, LstmCell<float>)
+LSTMCPP_INSTANTIATE_TIME_LOOP(double, LstmCell<double>)
+
+}  // namespace lstmcpp

@@ -1,0 +1,157 @@
+// The dense weight format: a float32 (or float64) matrix W (N,K), row-major, as the model's
+// parameters hold it. Each product the time loop runs goes through here:
+//   - multiply_rows: every row of an input at once, out (M,N) = x (M,K) W^T on the whole team
+//     (the input projection of all steps, token input's table);
+//   - step_product: one thread's rows of W applied every step, read in place by the small-batch
+//     kernels or packed once per call for the outer-product kernel;
+//   - step_product_transposed: the same through W itself, C (+)= A (M,N) W (backward's products).
+// A quantized format (bf16, int8, codebook) is another type with multiply_rows and step_product.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <type_traits>
+
+#include "core/aligned.h"
+#include "core/blas.h"
+#include "core/team.h"
+#include "kernels/kernels.h"
+
+namespace lstmcpp {
+
+// Testing switch: the fewest rows (steps x batch) for which a call's per-step products pack
+// their weights (default 128); 1 packs in every call that can, a huge value in none.
+void set_pack_min_rows(int64_t rows);
+// Whether a call's per-step products pack their weights (once per call, per thread): when the
+// call has at least set_pack_min_rows() rows of steps x batch to spread the packing over.
+// Forward's in-place kernels stay faster for a batch of one.
+bool packs_weights(int64_t batch, int64_t steps, bool forward);
+
+// The per-step products. Our kernels read the weights in place, where the BLAS would copy
+// (pack) them on every call. Measured on Zen 4: ours win for the forward product (rows of W
+// dotted with rows of h) at every batch size; for backward's (rows of W summed) the BLAS wins
+// above 16. float64 (the checking path, portable kernels only) uses the BLAS above 16 too.
+constexpr int64_t kSmallBatch = 16;
+
+template <class T>
+void step_gemm_nt(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t lda, const T* W,
+                  int64_t ldw, int64_t M, int64_t N, int64_t depth, T beta) {
+    if (N <= 0) return;
+    if (std::is_same_v<T, float> || M <= kSmallBatch) K.gemm_nt(C, ldc, A, lda, W, ldw, M, N, depth, beta);
+    else gemm(false, true, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
+}
+
+template <class T>
+void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t lda, const T* W,
+                  int64_t ldw, int64_t M, int64_t N, int64_t depth, T beta) {
+    if (N <= 0) return;
+    if (M <= kSmallBatch) K.gemm_nn(C, ldc, A, lda, W, ldw, M, N, depth, beta);
+    else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
+}
+
+// Packs columns [0, N) of B (K,N) for gemm_packed: block n of `width` columns holds K rows of
+// `width` values, B(k, n*width + r) at [(n*K + k)*width + r], zero past column N. B(k, j) is
+// src[j*ld + k] when columns_are_rows (B = W^T for a row-major W (N,K)), else src[k*ld + j].
+// packed holds ceil(N / width) * width * K values.
+template <class T>
+void pack_panel(T* packed, const T* src, int64_t ld, bool columns_are_rows, int64_t K, int64_t N,
+                int64_t width) {
+    for (int64_t n0 = 0; n0 < N; n0 += width) {
+        T* block = packed + n0 * K;
+        const int64_t w = N - n0 < width ? N - n0 : width;
+        if (columns_are_rows) {
+            for (int64_t r = 0; r < w; ++r) {
+                const T* column = src + (n0 + r) * ld;
+                for (int64_t k = 0; k < K; ++k) block[k * width + r] = column[k];
+            }
+        } else {
+            for (int64_t k = 0; k < K; ++k)
+                for (int64_t r = 0; r < w; ++r) block[k * width + r] = src[k * ld + n0 + r];
+        }
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t r = w; r < width; ++r) block[k * width + r] = T(0);
+    }
+}
+
+// One thread's columns `cols` of a per-step product's right-hand side B (depth,N), applied every
+// step as C[:, cols] (+)= A B[:, cols]. B is W^T when columns_are_rows (forward's products: the
+// rows of W (N,depth) are B's columns), else W (depth,N) itself (backward's). When `pack`, the
+// columns are packed once, into this thread's own memory, for K.gemm_packed; otherwise the
+// small-batch kernels read W in place (a packed copy would not pay for itself).
+template <class T>
+class StepProduct {
+public:
+    StepProduct() = default;  // no columns: apply does nothing
+    StepProduct(const Kernels<T>& K, bool pack, const T* W, int64_t ldw, bool columns_are_rows,
+                int64_t depth, Range cols)
+        : K_(&K), W_(W), ldw_(ldw), columns_are_rows_(columns_are_rows), depth_(depth), cols_(cols) {
+        if (pack && cols.size() > 0) {
+            const int64_t width = K.panel_width;
+            packed_.resize((cols.size() + width - 1) / width * width * depth);
+            pack_panel(packed_.data(), columns_are_rows ? W + cols.begin * ldw : W + cols.begin, ldw,
+                       columns_are_rows, depth, cols.size(), width);
+        }
+    }
+
+    // C[:, cols] = beta*C[:, cols] + A (M,depth) B[:, cols]; C points at column 0.
+    void apply(T* C, int64_t ldc, const T* A, int64_t lda, int64_t M, T beta) const {
+        if (cols_.size() <= 0) return;
+        T* c = C + cols_.begin;
+        if (!packed_.empty())
+            K_->gemm_packed(c, ldc, A, lda, packed_.data(), M, cols_.size(), depth_, beta);
+        else if (columns_are_rows_)
+            step_gemm_nt(*K_, c, ldc, A, lda, W_ + cols_.begin * ldw_, ldw_, M, cols_.size(), depth_, beta);
+        else
+            step_gemm_nn(*K_, c, ldc, A, lda, W_ + cols_.begin, ldw_, M, cols_.size(), depth_, beta);
+    }
+
+private:
+    const Kernels<T>* K_ = nullptr;
+    const T* W_ = nullptr;
+    int64_t ldw_ = 0;
+    bool columns_are_rows_ = true;
+    int64_t depth_ = 0;
+    Range cols_{0, 0};
+    AlignedVector<T> packed_;
+};
+
+template <class T>
+struct DenseMatrix {
+    const T* data = nullptr;  // (N,K) row-major; null when the model has no such matrix
+    int64_t rows = 0;         // N
+    int64_t cols = 0;         // K
+
+    // out (M,N) = beta*out + x (M,K) W^T, split over the whole team.
+    void multiply_rows(T* out, const T* x, int64_t M, T beta) const {
+        gemm_parallel<T>(get_num_threads(), false, true, M, rows, cols, T(1), x, cols, data, cols, beta, out, rows);
+    }
+    // C[:, outputs] (+)= A (M,K) W[outputs, :]^T each step, for one thread's rows `outputs` of W.
+    StepProduct<T> step_product(const Kernels<T>& K, bool pack, Range outputs) const {
+        return StepProduct<T>(K, pack, data, cols, true, cols, outputs);
+    }
+    // C[:, outputs] (+)= A (M,N) W[:, outputs] each step, for one thread's columns `outputs` of W.
+    StepProduct<T> step_product_transposed(const Kernels<T>& K, bool pack, Range outputs) const {
+        return StepProduct<T>(K, pack, data, cols, false, rows, outputs);
+    }
+};
+
+// One thread's units of all Gates gate blocks of a matrix W (Gates*H,depth), e.g. W_ih for the
+// input or W_hh for the state: add(z, A) does z[:, q*H + units] += A (B,depth) W[q*H + units, :]^T
+// for each gate q.
+template <class T, int Gates, class Matrix>
+class GateProducts {
+public:
+    GateProducts(const Kernels<T>& K, bool pack, const Matrix& W, int64_t H, Range units) : depth_(W.cols) {
+        for (int q = 0; q < Gates; ++q)
+            gates_[q] = W.step_product(K, pack, Range{q * H + units.begin, q * H + units.end});
+    }
+    void add(T* z, int64_t ldz, const T* A, int64_t B) const {
+        for (const StepProduct<T>& gate : gates_) gate.apply(z, ldz, A, depth_, B, T(1));
+    }
+
+private:
+    int64_t depth_;
+    std::array<StepProduct<T>, Gates> gates_;  // no heap allocation: a streaming call makes these
+};
+
+}  // namespace lstmcpp
