@@ -1,5 +1,5 @@
-// The AVX-512 kernels: kernels_impl.h's elementwise work compiled with AVX-512 flags, and the
-// small-batch products written with intrinsics (CMakeLists.txt gives this file its flags).
+// The AVX-512 kernels: simd_tiles.h's small-batch products over 16-float vectors, and the gates'
+// elementwise work written with intrinsics (CMakeLists.txt gives this file its flags).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -10,164 +10,46 @@ namespace lstmcpp {
 namespace avx512 {
 #include "kernels_impl.h"
 
-inline __mmask16 tail_mask(int64_t remaining) {
-    return remaining >= 16 ? __mmask16(0xFFFF) : remaining <= 0 ? __mmask16(0) : __mmask16((1u << remaining) - 1);
-}
-
-// [sum(a), sum(b), sum(c), sum(d)]: four dot products finished together.
-inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-    __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
-    __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-    __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
-    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
-
-// sum(a) by exactly sum4's tree (lane 0 of sum4(a, ...)): a row's dot product must not depend
-// on whether a 4-row tile or the 1-row tail computes it, or results would change with the
-// number of threads (which moves the tile boundaries).
-inline float sum1(__m512 a) {
-    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-    __m256 pairs = _mm256_hadd_ps(a8, a8);
-    __m256 quads = _mm256_hadd_ps(pairs, pairs);
-    return _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
-}
-
-// C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R = 4 (or 1) rows of W.
-template <int MB, int R>
-inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
-                    int64_t ldw, int64_t K, float beta) {
-    __m512 acc[MB][R];
-    for (int b = 0; b < MB; ++b)
-        for (int r = 0; r < R; ++r) acc[b][r] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512 w[R];
-        for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(W + r * ldw + k);
-        for (int b = 0; b < MB; ++b) {
-            const __m512 a = _mm512_loadu_ps(A + b * lda + k);
-            for (int r = 0; r < R; ++r) acc[b][r] = _mm512_fmadd_ps(w[r], a, acc[b][r]);
-        }
+// 16 floats a vector (simd_tiles.h's vector traits).
+struct Vec16 {
+    using reg = __m512;
+    using mask = __mmask16;
+    static constexpr int lanes = 16;
+    static reg zero() { return _mm512_setzero_ps(); }
+    static reg load(const float* p) { return _mm512_loadu_ps(p); }
+    static reg load_masked(const float* p, mask m) { return _mm512_maskz_loadu_ps(m, p); }
+    static void store_masked(float* p, mask m, reg v) { _mm512_mask_storeu_ps(p, m, v); }
+    static reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+    // the first `remaining` lanes on
+    static mask tail_mask(int64_t remaining) {
+        return remaining >= 16 ? __mmask16(0xFFFF) : remaining <= 0 ? __mmask16(0) : __mmask16((1u << remaining) - 1);
     }
-    if (k < K) {
-        const __mmask16 mask = tail_mask(K - k);
-        __m512 w[R];
-        for (int r = 0; r < R; ++r) w[r] = _mm512_maskz_loadu_ps(mask, W + r * ldw + k);
-        for (int b = 0; b < MB; ++b) {
-            const __m512 a = _mm512_maskz_loadu_ps(mask, A + b * lda + k);
-            for (int r = 0; r < R; ++r) acc[b][r] = _mm512_fmadd_ps(w[r], a, acc[b][r]);
-        }
+    // [sum(a), sum(b), sum(c), sum(d)]: four dot products finished together.
+    static __m128 sum4(reg a, reg b, reg c, reg d) {
+        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+        __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+        __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+        __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
+        __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
+        return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
     }
-    for (int b = 0; b < MB; ++b) {
-        if constexpr (R == 4) {
-            __m128 s = sum4(acc[b][0], acc[b][1], acc[b][2], acc[b][3]);
-            if (beta != 0.0f) s = _mm_add_ps(s, _mm_loadu_ps(C + b * ldc));
-            _mm_storeu_ps(C + b * ldc, s);
-        } else {
-            const float s = sum1(acc[b][0]);
-            C[b * ldc] = beta != 0.0f ? C[b * ldc] + s : s;
-        }
+    // sum(a) by exactly sum4's tree (lane 0 of sum4(a, ...)): a row's dot product must not depend
+    // on whether a 4-row tile or the 1-row tail computes it, or results would change with the
+    // number of threads (which moves the tile boundaries).
+    static float sum1(reg a) {
+        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+        __m256 pairs = _mm256_hadd_ps(a8, a8);
+        __m256 quads = _mm256_hadd_ps(pairs, pairs);
+        return _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
     }
-}
+};
 
-template <int MB>
-void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
-             int64_t N, int64_t K, float beta) {
-    int64_t n = 0;
-    for (; n + 4 <= N; n += 4) nt_tile<MB, 4>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
-    for (; n < N; ++n) nt_tile<MB, 1>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
-}
+#include "simd_tiles.h"
 
-void gemm_nt(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
-             int64_t M, int64_t N, int64_t K, float beta) {
-    in_row_blocks<4>(M, [&](auto block, int64_t m) {
-        nt_rows<decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
-    });
-}
-
-// C[b, 0..width) (+)= sum_k A[b, k] W[k, 0..width) for MB rows of A, width <= 64.
-template <int MB>
-inline void nn_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
-                    int64_t ldw, int64_t K, int64_t width, float beta) {
-    const __mmask16 mask[4] = {tail_mask(width), tail_mask(width - 16), tail_mask(width - 32),
-                               tail_mask(width - 48)};
-    __m512 acc[MB][4];
-    for (int b = 0; b < MB; ++b)
-        for (int v = 0; v < 4; ++v) acc[b][v] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; ++k) {
-        const float* w_row = W + k * ldw;
-        __m512 w[4];
-        for (int v = 0; v < 4; ++v) w[v] = _mm512_maskz_loadu_ps(mask[v], w_row + 16 * v);
-        for (int b = 0; b < MB; ++b) {
-            const __m512 a = _mm512_set1_ps(A[b * lda + k]);
-            for (int v = 0; v < 4; ++v) acc[b][v] = _mm512_fmadd_ps(a, w[v], acc[b][v]);
-        }
-    }
-    for (int b = 0; b < MB; ++b)
-        for (int v = 0; v < 4; ++v) {
-            float* c = C + b * ldc + 16 * v;
-            __m512 s = acc[b][v];
-            if (beta != 0.0f) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask[v], c));
-            _mm512_mask_storeu_ps(c, mask[v], s);
-        }
-}
-
-template <int MB>
-void nn_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
-             int64_t N, int64_t K, float beta) {
-    for (int64_t n = 0; n < N; n += 64)
-        nn_tile<MB>(C + n, ldc, A, lda, W + n, ldw, K, N - n < 64 ? N - n : 64, beta);
-}
-
-void gemm_nn(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
-             int64_t M, int64_t N, int64_t K, float beta) {
-    in_row_blocks<4>(M, [&](auto block, int64_t m) {
-        nn_rows<decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
-    });
-}
-
-// C[b, 0..32) (+)= A[b, :] B for MB rows of A and one packed block of B (K rows of 32), the
-// columns past the block's width masked off: 2*MB accumulators, each a multiply-add chain over k.
-template <int MB>
-inline void packed_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* block,
-                        int64_t K, __mmask16 mask0, __mmask16 mask1, float beta) {
-    __m512 acc[MB][2];
-    for (int b = 0; b < MB; ++b) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; ++k) {
-        const __m512 w0 = _mm512_loadu_ps(block + 32 * k);
-        const __m512 w1 = _mm512_loadu_ps(block + 32 * k + 16);
-        for (int b = 0; b < MB; ++b) {
-            const __m512 a = _mm512_set1_ps(A[b * lda + k]);
-            acc[b][0] = _mm512_fmadd_ps(a, w0, acc[b][0]);
-            acc[b][1] = _mm512_fmadd_ps(a, w1, acc[b][1]);
-        }
-    }
-    for (int b = 0; b < MB; ++b) {
-        float* c = C + b * ldc;
-        __m512 s0 = acc[b][0], s1 = acc[b][1];
-        if (beta != 0.0f) {
-            s0 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask0, c), s0);
-            s1 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask1, c + 16), s1);
-        }
-        _mm512_mask_storeu_ps(c, mask0, s0);
-        _mm512_mask_storeu_ps(c + 16, mask1, s1);
-    }
-}
-
-constexpr int64_t kPanel = 32;
-
-// Each block of 32 columns is read from cache once per tile of 8 rows of A.
-void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const float* B_packed,
-                 int64_t M, int64_t N, int64_t K, float beta) {
-    for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
-        const float* panel = B_packed + n0 * K;
-        const __mmask16 mask0 = tail_mask(N - n0), mask1 = tail_mask(N - n0 - 16);
-        in_row_blocks<8>(M, [&](auto block, int64_t m) {
-            packed_tile<decltype(block)::value>(C + m * ldc + n0, ldc, A + m * lda, lda, panel, K, mask0, mask1, beta);
-        });
-    }
-}
+// 32 registers: 4-row tiles for the row-dot products, 8-row tiles for the packed kernel.
+constexpr int64_t kPanel = 2 * Vec16::lanes;
 
 // ---------------------------------------------------------------------------------------------
 // The gates' elementwise work, 16 lanes at a time: kernels_impl.h's exp (the same range reduction
@@ -176,17 +58,13 @@ void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const float
 // The clamps take x second, so a NaN passes through as it does in the scalar code.
 
 inline __m512 exp16(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-87.0f), x));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_min_ps(_mm512_set1_ps(kExpMax), _mm512_max_ps(_mm512_set1_ps(kExpMin), x));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2High), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Low), r);
+    __m512 p = _mm512_set1_ps(kExpPoly[0]);
+    for (int k = 1; k < 6; ++k) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[k]));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
 }
@@ -212,7 +90,7 @@ void gates_forward16(float* gates, float* c, float* m, const float* c_prev, cons
                      int64_t H, int64_t j0, int64_t j1, float cell_clip) {
     const __m512 clip = _mm512_set1_ps(cell_clip), neg_clip = _mm512_set1_ps(-cell_clip);
     for (int64_t j = j0; j < j1; j += 16) {
-        const __mmask16 k = tail_mask(j1 - j);
+        const __mmask16 k = Vec16::tail_mask(j1 - j);
         const __m512 cp = _mm512_maskz_loadu_ps(k, c_prev + j);
         const __m512 i = sigmoid16(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, peephole + j), cp,
                                                    _mm512_maskz_loadu_ps(k, gates + j)));
@@ -238,7 +116,7 @@ void gates_backward16(float* dz, float* dc_prev, const float* gates, const float
                       int64_t j1, float cell_clip) {
     const __m512 one = _mm512_set1_ps(1.0f), clip = _mm512_set1_ps(cell_clip);
     for (int64_t j = j0; j < j1; j += 16) {
-        const __mmask16 k = tail_mask(j1 - j);
+        const __mmask16 k = Vec16::tail_mask(j1 - j);
         const __m512 i = _mm512_maskz_loadu_ps(k, gates + j), f = _mm512_maskz_loadu_ps(k, gates + H + j);
         const __m512 g = _mm512_maskz_loadu_ps(k, gates + 2 * H + j), o = _mm512_maskz_loadu_ps(k, gates + 3 * H + j);
         const __m512 cp = _mm512_maskz_loadu_ps(k, c_prev + j), cn = _mm512_maskz_loadu_ps(k, c + j);
@@ -271,7 +149,7 @@ void gates_backward16(float* dz, float* dc_prev, const float* gates, const float
 template <__m512 (*F)(__m512)>
 void elementwise16(float* y, const float* x, int64_t n) {
     for (int64_t j = 0; j < n; j += 16) {
-        const __mmask16 k = tail_mask(n - j);
+        const __mmask16 k = Vec16::tail_mask(n - j);
         _mm512_mask_storeu_ps(y + j, k, F(_mm512_maskz_loadu_ps(k, x + j)));
     }
 }
@@ -281,10 +159,10 @@ void elementwise16(float* y, const float* x, int64_t n) {
 const Kernels<float>& kernels_f32_avx512() {
     static const Kernels<float> table = [] {
         Kernels<float> k = avx512::make_kernels<float>("avx512");
-        k.gemm_nt = avx512::gemm_nt;
-        k.gemm_nn = avx512::gemm_nn;
+        k.gemm_nt = avx512::gemm_nt_tiles<avx512::Vec16, 4>;
+        k.gemm_nn = avx512::gemm_nn_tiles<avx512::Vec16, 4>;
         k.panel_width = avx512::kPanel;
-        k.gemm_packed = avx512::gemm_packed;
+        k.gemm_packed = avx512::gemm_packed_tiles<avx512::Vec16, 8>;
         k.gates_forward = avx512::gates_forward16;
         k.gates_backward = avx512::gates_backward16;
         k.sigmoid = avx512::elementwise16<avx512::sigmoid16>;

@@ -3,21 +3,29 @@
 // templates, so no function compiled for one instruction set can stand in for another's.
 //
 // float32 uses the exp below (Cephes' range reduction and polynomial, ~2 ulp), written so the
-// compiler vectorises it; float64 uses the C library's exact functions.
+// compiler vectorises it; float64 uses the C library's exact functions. simd_tiles.h holds the
+// small-batch products' intrinsic tiles, for the instruction sets that have vector traits.
+
+// exp(x) = 2^n p(r): n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r keeps its
+// low bits), p(r) = 1 + r + r^2 (kExpPoly[0] r^5 + ... + kExpPoly[5]). Every exp of the float32
+// kernels uses these (kernels_avx512.cpp's exp16 too).
+static constexpr float kExpMin = -87.0f;  // keeps 2^n a normal number
+static constexpr float kExpMax = 88.0f;
+static constexpr float kLog2e = 1.44269504088896341f;
+static constexpr float kLn2High = 0.693359375f;
+static constexpr float kLn2Low = -2.12194440e-4f;
+static constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                      4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 
 static inline float exp_f32(float x) {
-    x = x < -87.0f ? -87.0f : x;  // keeps 2^n a normal number
-    x = x > 88.0f ? 88.0f : x;
+    x = x < kExpMin ? kExpMin : x;
+    x = x > kExpMax ? kExpMax : x;
     // n = round(x / ln 2) by the 1.5*2^23 trick, which vectorises without SSE4.1's roundps
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    float n = (x * kLog2e + 12582912.0f) - 12582912.0f;
+    float r = x - n * kLn2High;
+    r = r - n * kLn2Low;
+    float p = kExpPoly[0];
+    for (int k = 1; k < 6; ++k) p = p * r + kExpPoly[k];
     p = p * r * r + r + 1.0f;
     // NaN passed the clamps (comparisons with NaN are false); the conversion to int must not see
     // it (undefined behaviour). p is NaN already, so the result still is.

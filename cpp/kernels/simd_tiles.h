@@ -1,0 +1,151 @@
+// The small-batch product tiles, one body for every vector width: included by kernels_avx2.cpp
+// and kernels_avx512.cpp inside their namespaces (after kernels_impl.h, for in_row_blocks), and
+// instantiated with that file's vector traits V, which give:
+//   reg, mask, lanes        a vector of `lanes` floats and a lane mask
+//   zero(), load(p), load_masked(p, mask), store_masked(p, mask, v), broadcast(p),
+//   fmadd(a, b, c) = a*b + c, add(a, b), tail_mask(n): the first n lanes on
+//   sum4(a, b, c, d) -> __m128 of the four horizontal sums; sum1(a) -> lane 0 of sum4(a, ...)
+// What differs in more than width and intrinsics (the tile heights, which depend on the number
+// of registers, and the AVX-512 gate math) stays in the instruction set's own file.
+
+// C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R = 4 (or 1) rows of W.
+template <class V, int MB, int R>
+inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
+                    int64_t ldw, int64_t K, float beta) {
+    typename V::reg acc[MB][R];
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < R; ++r) acc[b][r] = V::zero();
+    int64_t k = 0;
+    for (; k + V::lanes <= K; k += V::lanes) {
+        typename V::reg w[R];
+        for (int r = 0; r < R; ++r) w[r] = V::load(W + r * ldw + k);
+        for (int b = 0; b < MB; ++b) {
+            const typename V::reg a = V::load(A + b * lda + k);
+            for (int r = 0; r < R; ++r) acc[b][r] = V::fmadd(w[r], a, acc[b][r]);
+        }
+    }
+    if (k < K) {
+        const typename V::mask mask = V::tail_mask(K - k);
+        typename V::reg w[R];
+        for (int r = 0; r < R; ++r) w[r] = V::load_masked(W + r * ldw + k, mask);
+        for (int b = 0; b < MB; ++b) {
+            const typename V::reg a = V::load_masked(A + b * lda + k, mask);
+            for (int r = 0; r < R; ++r) acc[b][r] = V::fmadd(w[r], a, acc[b][r]);
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        if constexpr (R == 4) {
+            __m128 s = V::sum4(acc[b][0], acc[b][1], acc[b][2], acc[b][3]);
+            if (beta != 0.0f) s = _mm_add_ps(s, _mm_loadu_ps(C + b * ldc));
+            _mm_storeu_ps(C + b * ldc, s);
+        } else {
+            const float s = V::sum1(acc[b][0]);
+            C[b * ldc] = beta != 0.0f ? C[b * ldc] + s : s;
+        }
+    }
+}
+
+template <class V, int MB>
+void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t N, int64_t K, float beta) {
+    int64_t n = 0;
+    for (; n + 4 <= N; n += 4) nt_tile<V, MB, 4>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+    for (; n < N; ++n) nt_tile<V, MB, 1>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+}
+
+// C (M,N) = beta*C + A (M,K) W (N,K)^T, RowTile rows of A at a time.
+template <class V, int RowTile>
+void gemm_nt_tiles(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+                   int64_t M, int64_t N, int64_t K, float beta) {
+    in_row_blocks<RowTile>(M, [&](auto block, int64_t m) {
+        nt_rows<V, decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    });
+}
+
+// C[b, 0..width) (+)= sum_k A[b, k] W[k, 0..width) for MB rows of A, width <= 4 vectors.
+template <class V, int MB>
+inline void nn_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
+                    int64_t ldw, int64_t K, int64_t width, float beta) {
+    const typename V::mask mask[4] = {V::tail_mask(width), V::tail_mask(width - V::lanes),
+                                      V::tail_mask(width - 2 * V::lanes), V::tail_mask(width - 3 * V::lanes)};
+    typename V::reg acc[MB][4];
+    for (int b = 0; b < MB; ++b)
+        for (int v = 0; v < 4; ++v) acc[b][v] = V::zero();
+    for (int64_t k = 0; k < K; ++k) {
+        const float* w_row = W + k * ldw;
+        typename V::reg w[4];
+        for (int v = 0; v < 4; ++v) w[v] = V::load_masked(w_row + V::lanes * v, mask[v]);
+        for (int b = 0; b < MB; ++b) {
+            const typename V::reg a = V::broadcast(A + b * lda + k);
+            for (int v = 0; v < 4; ++v) acc[b][v] = V::fmadd(a, w[v], acc[b][v]);
+        }
+    }
+    for (int b = 0; b < MB; ++b)
+        for (int v = 0; v < 4; ++v) {
+            float* c = C + b * ldc + V::lanes * v;
+            typename V::reg s = acc[b][v];
+            if (beta != 0.0f) s = V::add(s, V::load_masked(c, mask[v]));
+            V::store_masked(c, mask[v], s);
+        }
+}
+
+template <class V, int MB>
+void nn_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+             int64_t N, int64_t K, float beta) {
+    constexpr int64_t width = 4 * V::lanes;
+    for (int64_t n = 0; n < N; n += width)
+        nn_tile<V, MB>(C + n, ldc, A, lda, W + n, ldw, K, N - n < width ? N - n : width, beta);
+}
+
+// C (M,N) = beta*C + A (M,K) W (K,N), RowTile rows of A at a time.
+template <class V, int RowTile>
+void gemm_nn_tiles(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+                   int64_t M, int64_t N, int64_t K, float beta) {
+    in_row_blocks<RowTile>(M, [&](auto block, int64_t m) {
+        nn_rows<V, decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+    });
+}
+
+// C[b, 0..2 lanes) (+)= A[b, :] B for MB rows of A and one packed block of B (K rows of 2 lanes),
+// the columns past the block's width masked off: 2*MB accumulators, each a multiply-add chain
+// over k.
+template <class V, int MB>
+inline void packed_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* block,
+                        int64_t K, typename V::mask mask0, typename V::mask mask1, float beta) {
+    typename V::reg acc[MB][2];
+    for (int b = 0; b < MB; ++b) acc[b][0] = acc[b][1] = V::zero();
+    for (int64_t k = 0; k < K; ++k) {
+        const typename V::reg w0 = V::load(block + 2 * V::lanes * k);
+        const typename V::reg w1 = V::load(block + 2 * V::lanes * k + V::lanes);
+        for (int b = 0; b < MB; ++b) {
+            const typename V::reg a = V::broadcast(A + b * lda + k);
+            acc[b][0] = V::fmadd(a, w0, acc[b][0]);
+            acc[b][1] = V::fmadd(a, w1, acc[b][1]);
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        float* c = C + b * ldc;
+        typename V::reg s0 = acc[b][0], s1 = acc[b][1];
+        if (beta != 0.0f) {
+            s0 = V::add(V::load_masked(c, mask0), s0);
+            s1 = V::add(V::load_masked(c + V::lanes, mask1), s1);
+        }
+        V::store_masked(c, mask0, s0);
+        V::store_masked(c + V::lanes, mask1, s1);
+    }
+}
+
+// C (M,N) = beta*C + A (M,K) B (K,N), B packed by pack_panel in blocks of 2 lanes: each block is
+// read from cache once per tile of RowTile rows of A.
+template <class V, int RowTile>
+void gemm_packed_tiles(float* C, int64_t ldc, const float* A, int64_t lda, const float* B_packed,
+                       int64_t M, int64_t N, int64_t K, float beta) {
+    constexpr int64_t panel = 2 * V::lanes;
+    for (int64_t n0 = 0; n0 < N; n0 += panel) {
+        const float* block = B_packed + n0 * K;
+        const typename V::mask mask0 = V::tail_mask(N - n0), mask1 = V::tail_mask(N - n0 - V::lanes);
+        in_row_blocks<RowTile>(M, [&](auto rows, int64_t m) {
+            packed_tile<V, decltype(rows)::value>(C + m * ldc + n0, ldc, A + m * lda, lda, block, K, mask0, mask1, beta);
+        });
+    }
+}
