@@ -93,7 +93,7 @@ def compare_with_reference(model, x, state=None, lengths=None, seed=0, training=
         st = [s[:, None, :] for s in st]
     lens = None if lengths is None else np.atleast_1d(lengths)
     masks = [m.astype(np.float64) for m in cache.dropout_masks] or None
-    yr, (hr, cr), rcache = reference.forward(model.config, params, x_tm, st[0], st[1], lens, masks)
+    yr, (hr, cr), rcache = reference.forward(reference.Config.of(model), params, x_tm, st[0], st[1], lens, masks)
     dy_tm = to_time_major(dy, model, unbatched)
     dh_r = dh[:, None, :] if unbatched else dh
     dc_r = dc[:, None, :] if unbatched else dc

@@ -38,3 +38,49 @@ def test_reader_flags_any_sanitizer_error(tmp_path):
     assert module.main(str(tmp_path)) == 1
     (tmp_path / "asan.3").write_text("lstm.cpp:120:5: runtime error: signed integer overflow")
     assert module.main(str(tmp_path)) == 1
+
+
+def test_package_modules_import_without_cycles():
+    """Module-level imports inside lstmcpp form no cycle (the layer does not import what imports it)."""
+    import ast
+    import pathlib
+
+    import lstmcpp
+
+    root = pathlib.Path(lstmcpp.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        modules[name.removesuffix(".__init__") if name != "__init__" else ""] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.parse(path.read_text()).body:  # module level only: imports inside functions are lazy
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}" if target else alias.name
+                    edges.add(sub if sub in modules else target)
+        graph[name] = {e for e in edges if e in modules and e != name}
+    # the package's __init__ imports everything; cycles through it are how packages work
+    graph.pop("", None)
+    for deps in graph.values():
+        deps.discard("")
+
+    def cycle_from(start):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = [c for c in map(cycle_from, graph) if c]
+    assert not cycles, f"import cycles: {cycles}"

@@ -12,7 +12,6 @@ from typing import Any, Dict
 from . import _core, interop, io, reference
 from ._lstm import LSTM, ForwardCache
 from ._version import __version__
-from .interop import load_onnx
 from .io import load, save
 
 io.register("LSTM", LSTM, LSTM._from_native)
@@ -22,6 +21,11 @@ from .train import fit  # noqa: E402
 
 __all__ = ["LSTM", "ForwardCache", "reference", "interop", "nn", "optim", "models", "train", "fit",
            "save", "load", "load_onnx", "set_num_threads", "get_num_threads", "info", "__version__"]
+
+
+def load_onnx(path_or_model: Any, *, dtype: Any = "float32") -> LSTM:
+    """The :class:`LSTM` of an ONNX model's ``LSTM`` node(s): ``LSTM.from_onnx``."""
+    return LSTM.from_onnx(path_or_model, dtype=dtype)
 
 
 def set_num_threads(n: int) -> None:

@@ -5,25 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def check(args: argparse.Namespace) -> int:
     """Forward and backward on random data, checked against the NumPy reference, and timed."""
     import lstmcpp
-    from lstmcpp import reference
+    from lstmcpp.tasks import check_against_reference
 
     T, B, H = args.steps, args.batch, args.hidden
     print(f"lstmcpp {lstmcpp.__version__}: {lstmcpp.info()['isa']} kernels, {lstmcpp.get_num_threads()} threads")
@@ -32,108 +22,54 @@ def check(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
-
-    y, (h_n, c_n), cache = model.forward(x)
-    model.zero_grad()
-    dx, _ = model.backward(cache, dy)
-    params = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
-    y_ref, _, ref_cache = reference.forward(model.config, params, x.astype(np.float64))
-    dx_ref, _, grads_ref = reference.backward(ref_cache, dy.astype(np.float64))
-
-    def rel(a, b):
-        return float(np.abs(a - b).max() / np.abs(b).max())
-
-    worst = max([rel(y, y_ref), rel(dx, dx_ref)] + [rel(model.grads[k], g) for k, g in grads_ref.items()])
-    ok = worst < 1e-4
-    print(f"output, input gradient and {len(grads_ref)} parameter gradients: max relative error {worst:.1e}: "
-          + ("matches the NumPy reference" if ok else "DOES NOT MATCH the NumPy reference"))
-
-    def ours():
-        _, _, c = model.forward(x)
-        model.backward(c, dy)
-
-    def theirs():
-        _, _, c = reference.forward(model.config, params, x.astype(np.float64))
-        reference.backward(c, dy.astype(np.float64))
-
-    ours()
-    t_ours, t_ref = _median_time(ours, 5), _median_time(theirs, 3)
-    print(f"forward + backward: lstmcpp {t_ours * 1e3:.1f} ms, NumPy reference {t_ref * 1e3:.1f} ms: "
-          f"{t_ref / t_ours:.1f}x faster")
+    result = check_against_reference(model, x, dy)
+    ok = result.worst < 1e-4
+    print(f"output, input gradient and {len(result.errors) - 2} parameter gradients: max relative error "
+          f"{result.worst:.1e}: " + ("matches the NumPy reference" if ok else "DOES NOT MATCH the NumPy reference"))
+    print(f"forward + backward: lstmcpp {result.seconds * 1e3:.1f} ms, NumPy reference "
+          f"{result.reference_seconds * 1e3:.1f} ms: {result.reference_seconds / result.seconds:.1f}x faster")
     return 0 if ok else 1
 
 
-def stdlib_text(max_chars: int) -> str:
-    """The Python standard library's own top-level modules, concatenated in name order (present on
-    every machine: no download), as ASCII (other characters become '?')."""
-    import glob
-    import os
-    import sysconfig
-
-    parts, total = [], 0
-    for path in sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py"))):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read().encode("ascii", "replace").decode("ascii")
-        parts.append(text)
-        total += len(text)
-        if total >= max_chars:
-            break
-    return "".join(parts)[:max_chars]
-
-
-def unigram_cross_entropy(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
-    """Cross-entropy (nats per character) of the validation text under the training text's
-    character frequencies (add-one smoothed): the baseline a language model must beat."""
-    counts = np.bincount(train_ids, minlength=vocab_size) + 1.0
-    return float(-np.mean(np.log(counts / counts.sum())[val_ids]))
-
-
 def train_charlm_on(text: str, args: argparse.Namespace, source: str) -> int:
-    from lstmcpp import save
-    from lstmcpp.models import CharLM
-    from lstmcpp.optim import Adam
-    from lstmcpp.train import fit
-
     import lstmcpp
+    from lstmcpp.tasks import train_charlm
 
     if args.threads:
         lstmcpp.set_num_threads(args.threads)
-    held_out = max(len(text) // 20, args.batch * (args.seq_len + 1) * 2)
-    if len(text) < 2 * held_out:
-        print(f"the text is too short ({len(text)} characters) for batches of {args.batch} x {args.seq_len}", file=sys.stderr)
+
+    def announce(lm, train_chars, val_chars):
+        print(f"lstmcpp {lstmcpp.__version__} ({lstmcpp.info()['isa']} kernels, {lstmcpp.get_num_threads()} threads): "
+              f"training a character LSTM on {source}")
+        print(f"  {train_chars:,} training and {val_chars:,} validation characters, {len(lm.vocab)} distinct; "
+              f"{lm.num_parameters():,} parameters (embedding {args.embedding}, LSTM {args.hidden} x {args.layers}); "
+              f"batches of {args.batch} x {args.seq_len}; about {args.seconds:.0f} s")
+
+    try:
+        run = train_charlm(text, embedding_dim=args.embedding, hidden_size=args.hidden, num_layers=args.layers,
+                           dropout=args.dropout, batch=args.batch, seq_len=args.seq_len, lr=args.lr,
+                           seconds=args.seconds, epochs=args.epochs, seed=args.seed, progress=not args.no_progress,
+                           on_start=announce)
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
-    lm = CharLM.from_text(text, embedding_dim=args.embedding, hidden_size=args.hidden, num_layers=args.layers,
-                          dropout=args.dropout, seed=args.seed)
-    ids = lm.encode(text)
-    train_ids, val_ids = ids[:-held_out], ids[-held_out:]
-    print(f"lstmcpp {lstmcpp.__version__} ({lstmcpp.info()['isa']} kernels, {lstmcpp.get_num_threads()} threads): "
-          f"training a character LSTM on {source}")
-    print(f"  {len(train_ids):,} training and {len(val_ids):,} validation characters, {len(lm.vocab)} distinct; "
-          f"{lm.num_parameters():,} parameters (embedding {args.embedding}, LSTM {args.hidden} x {args.layers}); "
-          f"batches of {args.batch} x {args.seq_len}; about {args.seconds:.0f} s")
-    history = fit(
-        lm, lm.batches(train_ids, args.batch, args.seq_len, seed=args.seed), epochs=args.epochs,
-        optimizer=Adam(lm, lr=args.lr), val_data=lm.batches(val_ids, args.batch, args.seq_len, seed=0),
-        clip_norm=1.0, time_budget=args.seconds, progress=not args.no_progress, unit="chars",
-    )
-    baseline = unigram_cross_entropy(train_ids, val_ids, len(lm.vocab))
-    val = history.val_loss[-1]
-    better = 1.0 - val / baseline
-    print(f"\nvalidation loss {val:.3f} nats/char ({val / np.log(2):.2f} bits) after {history.steps} steps in "
-          f"{history.seconds:.0f} s; unigram baseline {baseline:.3f} nats/char: {100 * better:.0f}% lower")
+    val = run.val_loss
+    print(f"\nvalidation loss {val:.3f} nats/char ({val / np.log(2):.2f} bits) after {run.history.steps} steps in "
+          f"{run.history.seconds:.0f} s; unigram baseline {run.baseline:.3f} nats/char: {100 * run.improvement:.0f}% lower")
     prompt = args.prompt
     print(f"\nsampled after {prompt!r} (temperature {args.temperature}):\n" + "-" * 60)
-    print(prompt + lm.generate(prompt, args.generate, temperature=args.temperature, top_k=args.top_k, seed=args.seed))
+    print(prompt + run.model.generate(prompt, args.generate, temperature=args.temperature, top_k=args.top_k, seed=args.seed))
     print("-" * 60)
-    save(lm, args.out)
+    lstmcpp.save(run.model, args.out)
     print(f"saved the model to {args.out} (python -m lstmcpp generate {args.out} --prompt ...)")
     return 0
 
 
 def demo(args: argparse.Namespace) -> int:
     """Train a CharLM on the standard library's source for about a minute."""
-    text = stdlib_text(args.max_chars)
-    return train_charlm_on(text, args, "the Python standard library's own source")
+    from lstmcpp.tasks import stdlib_text
+
+    return train_charlm_on(stdlib_text(args.max_chars), args, "the Python standard library's own source")
 
 
 def train_charlm(args: argparse.Namespace) -> int:
@@ -168,9 +104,7 @@ def _require_matplotlib():
 
 def forecast(args: argparse.Namespace) -> int:
     """Train a Forecaster on a real series; report the test error against a naive forecast."""
-    from lstmcpp.models import Forecaster
-    from lstmcpp.optim import Adam
-    from lstmcpp.train import fit
+    from lstmcpp.tasks import forecast_one_step
 
     matplotlib, plt = _require_matplotlib()
     if args.csv:
@@ -188,29 +122,21 @@ def forecast(args: argparse.Namespace) -> int:
         prices = cbook.get_sample_data("goog.npz")["price_data"]
         series, name = np.asarray(prices["adj_close"], np.float64), "GOOG adjusted close (matplotlib sample data)"
     split = int(len(series) * (1 - args.test_fraction))
-    if split <= args.window + 2 or len(series) - split < 2:
-        print(f"the series ({len(series)} values) is too short for window {args.window}", file=sys.stderr)
-        return 2
-    # The model sees day-to-day changes (prices wander far outside any training range).
-    changes = np.diff(series)
-    model = Forecaster(window=args.window, hidden_size=args.hidden, seed=args.seed)
-    model.fit_scaling(changes[: split - 1])
-    train_changes = changes[: split - 1]
     print(f"forecasting {name}: {split} training and {len(series) - split} test days, window {args.window}")
-    fit(model, model.windows(train_changes, 32, seed=args.seed), epochs=args.epochs, optimizer=Adam(model, lr=args.lr),
-        progress=not args.no_progress, unit="windows", log=None)
-    # One-step-ahead forecasts over the test period, each from the true history before it.
-    predicted = np.array([series[t - 1] + model.forecast(changes[: t - 1], 1)[0] for t in range(split, len(series))])
-    truth, naive = series[split:], series[split - 1 : -1]
-    rmse = float(np.sqrt(np.mean((predicted - truth) ** 2)))
-    rmse_naive = float(np.sqrt(np.mean((naive - truth) ** 2)))
-    print(f"test RMSE: LSTM {rmse:.3f}, naive last-value forecast {rmse_naive:.3f} (ratio {rmse / rmse_naive:.3f}; below 1 beats it)")
+    try:
+        run = forecast_one_step(series, window=args.window, hidden_size=args.hidden, epochs=args.epochs, lr=args.lr,
+                                test_fraction=args.test_fraction, seed=args.seed, progress=not args.no_progress)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"test RMSE: LSTM {run.rmse:.3f}, naive last-value forecast {run.rmse_naive:.3f} "
+          f"(ratio {run.rmse / run.rmse_naive:.3f}; below 1 beats it)")
     fig, ax = plt.subplots(figsize=(10, 4))
     days = np.arange(len(series))
-    ax.plot(days[:split], series[:split], color="0.6", label="history")
-    ax.plot(days[split:], truth, color="black", label="truth")
-    ax.plot(days[split:], predicted, color="tab:red", label="LSTM one-step forecast")
-    ax.axvline(split, color="0.8", linestyle="--")
+    ax.plot(days[: run.split], series[: run.split], color="0.6", label="history")
+    ax.plot(days[run.split :], run.truth, color="black", label="truth")
+    ax.plot(days[run.split :], run.predicted, color="tab:red", label="LSTM one-step forecast")
+    ax.axvline(run.split, color="0.8", linestyle="--")
     ax.set_title(name)
     ax.set_xlabel("day")
     ax.legend()

@@ -8,8 +8,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import _core
-from . import reference
+from . import _core, interop
+from ._args import as_real_array, check_clip, check_int, require_finite, shape_text, token_ids
 
 State = Tuple[np.ndarray, np.ndarray]
 
@@ -31,59 +31,6 @@ class ForwardCache:
 
     def __repr__(self) -> str:
         return f"<lstmcpp.ForwardCache T={self.steps} B={self.batch}>"
-
-
-def _shape(dims) -> str:
-    dims = tuple(dims)
-    return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
-
-
-def _require_finite(**arrays: Optional[np.ndarray]) -> None:
-    for name, a in arrays.items():
-        if a is not None and not np.isfinite(a).all():
-            raise FloatingPointError(f"{name}: holds NaN or Inf (check_finite=True)")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_clip(name: str, value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive number or None, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number or None, got {value}")
-    return float(value)
-
-
-def _as_real_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
-    """``value`` as a C-contiguous array of ``dtype``; TypeError for non-real data."""
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
-        value = value.detach().cpu().numpy()
-    try:
-        a = np.asarray(value)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"{name}: expected a real-valued array, could not convert: {e}") from None
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dtype)
-
-
-def token_ids(ids: Any, vocab: Optional[int] = None) -> np.ndarray:
-    """``ids`` as an integer array (a torch tensor converted); TypeError for other dtypes, and,
-    given ``vocab``, ValueError for an id outside ``0..vocab-1``."""
-    a = ids.detach().cpu().numpy() if hasattr(ids, "detach") and hasattr(ids, "numpy") else np.asarray(ids)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"ids: expected integers, got dtype {a.dtype}")
-    if vocab is not None and a.size and (a.min() < 0 or a.max() >= vocab):
-        raise ValueError(f"ids: every id must be in 0..{vocab - 1}, got min {a.min()} and max {a.max()}")
-    return a
 
 
 class LSTM:
@@ -146,10 +93,10 @@ class LSTM:
         seed: Optional[int] = None,
         check_finite: bool = False,
     ):
-        self.input_size = _check_int("input_size", input_size, 1)
-        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
-        self.proj_size = _check_int("proj_size", proj_size, 0)
+        self.input_size = check_int("input_size", input_size, 1)
+        self.hidden_size = check_int("hidden_size", hidden_size, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
+        self.proj_size = check_int("proj_size", proj_size, 0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be 0 or less than hidden_size ({hidden_size}), got {proj_size}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
@@ -157,8 +104,8 @@ class LSTM:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
-        self.cell_clip = _check_clip("cell_clip", cell_clip)
-        self.proj_clip = _check_clip("proj_clip", proj_clip)
+        self.cell_clip = check_clip("cell_clip", cell_clip)
+        self.proj_clip = check_clip("proj_clip", proj_clip)
         if self.proj_clip is not None and self.proj_size == 0:
             raise ValueError("proj_clip needs a projection (proj_size > 0)")
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
@@ -175,7 +122,7 @@ class LSTM:
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be 'float32' or 'float64', got {self.dtype}")
         if seed is not None:
-            _check_int("seed", seed, 0)
+            check_int("seed", seed, 0)
         self.seed = seed
         self.check_finite = bool(check_finite)
 
@@ -210,14 +157,6 @@ class LSTM:
     def output_size(self) -> int:
         """``P``: the size of ``h`` (``proj_size`` when projecting, else ``hidden_size``)."""
         return self.proj_size if self.proj_size > 0 else self.hidden_size
-
-    @property
-    def config(self) -> reference.Config:
-        """The architecture, as :mod:`lstmcpp.reference` takes it."""
-        return reference.Config(
-            self.input_size, self.hidden_size, self.num_layers, self.bias, self.bidirectional,
-            self.proj_size, self.peepholes, self.cell_clip, self.proj_clip,
-        )
 
     def reset_parameters(self, rng: Optional[np.random.Generator] = None) -> None:
         """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), plus ``forget_bias``."""
@@ -269,9 +208,9 @@ class LSTM:
         for name, target in self._params.items():
             if name not in state_dict:
                 continue
-            a = _as_real_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
+            a = as_real_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
             if a.shape != target.shape:
-                raise ValueError(f"state_dict[{name!r}]: expected shape {_shape(target.shape)}, got {_shape(a.shape)}")
+                raise ValueError(f"state_dict[{name!r}]: expected shape {shape_text(target.shape)}, got {shape_text(a.shape)}")
             arrays[name] = a
         for name, a in arrays.items():
             self._params[name][...] = a
@@ -311,30 +250,36 @@ class LSTM:
         self._dropout_rng.bit_generator.state = state["dropout_rng"]
 
     @classmethod
-    def from_torch(cls, module: Any, *, dtype: Any = None) -> "LSTM":
-        """A copy of a ``torch.nn.LSTM`` (configuration and weights); see :mod:`lstmcpp.interop`."""
-        from .interop import from_torch
+    def _from_converted(cls, converted) -> "LSTM":
+        arguments, state = converted
+        model = cls(**arguments)
+        model.load_state_dict(state)
+        return model
 
-        return from_torch(module, dtype=dtype)
+    @classmethod
+    def from_torch(cls, module: Any, *, dtype: Any = None) -> "LSTM":
+        """A copy of a ``torch.nn.LSTM`` (configuration and weights; dtype by default its own)."""
+        return cls._from_converted(interop.read_torch(module, dtype))
 
     def to_torch(self):
         """A ``torch.nn.LSTM`` with this model's weights (refused for peepholes and clips)."""
-        from .interop import to_torch
-
-        return to_torch(self)
+        return interop.write_torch(self)
 
     @classmethod
     def from_keras(cls, layer: Any, *, dtype: Any = "float32") -> "LSTM":
-        """A copy of a Keras 3 ``LSTM`` or ``Bidirectional(LSTM)`` layer; see :mod:`lstmcpp.interop`."""
-        from .interop import from_keras
+        """A copy of a Keras 3 ``LSTM`` or ``Bidirectional(LSTM)`` layer (``batch_first=True``);
+        see :func:`lstmcpp.interop.read_keras` for what is refused."""
+        return cls._from_converted(interop.read_keras(layer, dtype))
 
-        return from_keras(layer, dtype=dtype)
+    @classmethod
+    def from_onnx(cls, path_or_model: Any, *, dtype: Any = "float32") -> "LSTM":
+        """The LSTM of an ONNX model's ``LSTM`` node(s) (a path, bytes or an ``onnx.ModelProto``);
+        see :func:`lstmcpp.interop.read_onnx`."""
+        return cls._from_converted(interop.read_onnx(path_or_model, dtype))
 
-    def export_onnx(self, path: Any = None, *, opset: int = 14):
-        """Write this model as an ONNX graph of ``LSTM`` nodes; see :func:`lstmcpp.interop.export_onnx`."""
-        from .interop import export_onnx
-
-        return export_onnx(self, path, opset=opset)
+    def export_onnx(self, path: Any = None, *, opset: int = 14, lengths: bool = True):
+        """Write this model as an ONNX graph of ``LSTM`` nodes; see :func:`lstmcpp.interop.write_onnx`."""
+        return interop.write_onnx(self, path, opset=opset, lengths=lengths)
 
     # ------------------------------------------------------------------------------------------
     # forward and backward
@@ -343,7 +288,9 @@ class LSTM:
         """Inference: ``y, (h_n, c_n) = lstm(x, state, lengths=...)``. Keeps nothing for backward."""
         if lengths is None and type(x) is np.ndarray and x.ndim == 3 and not self.check_finite:
             # The streaming case: arrays already of the right dtype, shape and layout, checked in
-            # full here with as few Python operations as possible (each costs ~50-100 ns).
+            # full here with as few Python operations as possible (each costs ~50-100 ns; these
+            # checks written as method calls cost 0.3 us more per call). Anything else takes the
+            # general path below, which converts and checks every argument.
             T, B, I = x.shape
             dtype, ready = self.dtype, self._ready_shapes
             if (x.dtype == dtype and I == self.input_size and T and B and not self.batch_first and x.flags.c_contiguous):
@@ -361,10 +308,10 @@ class LSTM:
         h0, c0 = self._state(state, x3.shape[1], unbatched)
         lens = self._lengths(lengths, x3.shape[0], x3.shape[1], unbatched)
         if self.check_finite:
-            _require_finite(x=x3, h_0=h0, c_0=c0)
+            require_finite(x=x3, h_0=h0, c_0=c0)
         y, h_n, c_n, _ = self._core.forward(x3, h0, c0, lens, [], False)
         if self.check_finite:
-            _require_finite(y=y, h_n=h_n, c_n=c_n)
+            require_finite(y=y, h_n=h_n, c_n=c_n)
         return self._outputs(y, h_n, c_n, unbatched)
 
     def forward(self, x: Any, state: Optional[State] = None, *, lengths: Any = None, training: bool = True):
@@ -374,7 +321,7 @@ class LSTM:
         """
         x3, unbatched = self._input(x)
         if self.check_finite:
-            _require_finite(x=x3)
+            require_finite(x=x3)
         return self._forward(x3, None, unbatched, state, lengths, training)
 
     def forward_tokens(self, ids: Any, embedding: Any, state: Optional[State] = None, *, lengths: Any = None,
@@ -390,19 +337,19 @@ class LSTM:
         a = token_ids(ids)
         if a.ndim not in (1, 2):
             raise ValueError(f"ids: expected a 2-D ({'B, T' if self.batch_first else 'T, B'}) or 1-D (T,) array, "
-                             f"got shape {_shape(a.shape)}")
+                             f"got shape {shape_text(a.shape)}")
         unbatched = a.ndim == 1
         a = a[:, None] if unbatched else (a.T if self.batch_first else a)
         if a.shape[0] == 0:
             raise ValueError(f"ids: expected at least one time step, got T = 0")
         if a.shape[1] == 0:
             raise ValueError("ids: expected a batch of at least one, got B = 0")
-        table = _as_real_array(embedding, "embedding", self.dtype)
+        table = as_real_array(embedding, "embedding", self.dtype)
         if table.ndim != 2 or table.shape[1] != self.input_size or table.shape[0] == 0:
-            raise ValueError(f"embedding: expected shape (V, {self.input_size}) with V >= 1, got {_shape(table.shape)}")
+            raise ValueError(f"embedding: expected shape (V, {self.input_size}) with V >= 1, got {shape_text(table.shape)}")
         token_ids(a, table.shape[0])
         if self.check_finite:
-            _require_finite(embedding=table)
+            require_finite(embedding=table)
         return self._forward(np.ascontiguousarray(a, dtype=np.int32), table, unbatched, state, lengths, training)
 
     def _forward(self, x3: np.ndarray, embedding: Optional[np.ndarray], unbatched: bool, state: Any, lengths: Any,
@@ -417,10 +364,10 @@ class LSTM:
             shape = (T, B, self.num_directions * self.output_size)
             masks = [((self._dropout_rng.random(shape) < keep) / keep).astype(self.dtype) for _ in range(self.num_layers - 1)]
         if self.check_finite:
-            _require_finite(h_0=h0, c_0=c0)
+            require_finite(h_0=h0, c_0=c0)
         y, h_n, c_n, core_cache = self._core.forward(x3, h0, c0, lens, masks, True, embedding)
         if self.check_finite:
-            _require_finite(y=y, h_n=h_n, c_n=c_n)
+            require_finite(y=y, h_n=h_n, c_n=c_n)
         cache = ForwardCache(core_cache, self._core.id, T, B, unbatched, masks, tokens=embedding is not None)
         y, state_n = self._outputs(y, h_n, c_n, unbatched)
         return y, state_n, cache
@@ -439,10 +386,10 @@ class LSTM:
             raise ValueError("cache: it was made by another model's forward; pass this model's cache")
         T, B, unbatched = cache.steps, cache.batch, cache.unbatched
         DP = self.num_directions * self.output_size
-        dy3 = _as_real_array(dy, "dy", self.dtype)
+        dy3 = as_real_array(dy, "dy", self.dtype)
         expected = (T, DP) if unbatched else ((B, T, DP) if self.batch_first else (T, B, DP))
         if dy3.shape != expected:
-            raise ValueError(f"dy: expected shape {_shape(expected)} (the shape of y), got {_shape(dy3.shape)}")
+            raise ValueError(f"dy: expected shape {shape_text(expected)} (the shape of y), got {shape_text(dy3.shape)}")
         if unbatched:
             dy3 = dy3[:, None, :]
         elif self.batch_first:
@@ -454,10 +401,10 @@ class LSTM:
             dh_n = None if dstate[0] is None else self._state_array(dstate[0], "dh_n", self.output_size, B, unbatched)
             dc_n = None if dstate[1] is None else self._state_array(dstate[1], "dc_n", self.hidden_size, B, unbatched)
         if self.check_finite:
-            _require_finite(dy=dy3, dh_n=dh_n, dc_n=dc_n)
+            require_finite(dy=dy3, dh_n=dh_n, dc_n=dc_n)
         dx, dh0, dc0 = self._core.backward(cache._core, dy3, dh_n, dc_n)
         if self.check_finite:
-            _require_finite(dx=dx, dh_0=dh0, dc_0=dc0, **{"gradient of " + k: g for k, g in self._grads.items()})
+            require_finite(dx=dx, dh_0=dh0, dc_0=dc0, **{"gradient of " + k: g for k, g in self._grads.items()})
         if cache.tokens:
             return dx, ((dh0[:, 0], dc0[:, 0]) if unbatched else (dh0, dc0))
         if unbatched:
@@ -467,20 +414,9 @@ class LSTM:
     # ------------------------------------------------------------------------------------------
     # argument conversion
 
-    def _is_ready(self, x: Any) -> bool:
-        """Whether x is already a non-empty, C-contiguous (T,B,I) array of the model's dtype."""
-        return (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3 and not self.batch_first
-                and x.shape[2] == self.input_size and x.shape[0] > 0 and x.shape[1] > 0 and x.flags.c_contiguous)
-
-    def _is_ready_state(self, a: Any, B: int, size: int) -> bool:
-        return (type(a) is np.ndarray and a.dtype == self.dtype and a.shape == (self.num_directions * self.num_layers, B, size)
-                and a.flags.c_contiguous)
-
     def _input(self, x: Any) -> Tuple[np.ndarray, bool]:
         """x as a C-contiguous (T,B,I) array of the model's dtype, and whether it was unbatched."""
-        if self._is_ready(x):
-            return x, False
-        a = _as_real_array(x, "x", self.dtype)
+        a = as_real_array(x, "x", self.dtype)
         if a.ndim == 2:
             expected = f"(T, {self.input_size})"
             unbatched = True
@@ -488,27 +424,25 @@ class LSTM:
             expected = f"(B, T, {self.input_size})" if self.batch_first else f"(T, B, {self.input_size})"
             unbatched = False
         else:
-            raise ValueError(f"x: expected a 3-D (T, B, I) or 2-D (T, I) array, got shape {_shape(a.shape)}")
+            raise ValueError(f"x: expected a 3-D (T, B, I) or 2-D (T, I) array, got shape {shape_text(a.shape)}")
         if a.shape[-1] != self.input_size:
-            raise ValueError(f"x: expected shape {expected}, got {_shape(a.shape)}")
+            raise ValueError(f"x: expected shape {expected}, got {shape_text(a.shape)}")
         if unbatched:
             a = a[:, None, :]
         elif self.batch_first:
             a = np.ascontiguousarray(a.transpose(1, 0, 2))
         if a.shape[0] == 0:
-            raise ValueError(f"x: expected at least one time step, got shape {_shape(a.shape)} with T = 0")
+            raise ValueError(f"x: expected at least one time step, got shape {shape_text(a.shape)} with T = 0")
         if a.shape[1] == 0:
             raise ValueError("x: expected a batch of at least one, got B = 0")
         return a, unbatched
 
     def _state_array(self, value: Any, name: str, size: int, B: int, unbatched: bool) -> np.ndarray:
-        if not unbatched and self._is_ready_state(value, B, size):
-            return value
         DL = self.num_directions * self.num_layers
-        a = _as_real_array(value, name, self.dtype)
+        a = as_real_array(value, name, self.dtype)
         expected = (DL, size) if unbatched else (DL, B, size)
         if a.shape != expected:
-            raise ValueError(f"{name}: expected shape {_shape(expected)}, got {_shape(a.shape)}")
+            raise ValueError(f"{name}: expected shape {shape_text(expected)}, got {shape_text(a.shape)}")
         return a[:, None, :] if unbatched else a
 
     def _state(self, state: Any, B: int, unbatched: bool):
@@ -530,7 +464,7 @@ class LSTM:
         if unbatched and a.ndim == 0:
             a = a.reshape(1)
         if a.shape != (B,):
-            raise ValueError(f"lengths: expected shape {_shape((B,))}, got {_shape(a.shape)}")
+            raise ValueError(f"lengths: expected shape {shape_text((B,))}, got {shape_text(a.shape)}")
         if a.size and (a.min() < 1 or a.max() > T):
             raise ValueError(f"lengths: every length must be in 1..{T} (T), got min {a.min()} and max {a.max()}")
         return np.ascontiguousarray(a, dtype=np.int32)

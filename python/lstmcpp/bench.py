@@ -74,7 +74,7 @@ def _numpy_reference(case, model, x, dy):
     if case.kind != "infer":
         return None
     params = model.state_dict()
-    config = model.config
+    config = reference.Config.of(model)
     return lambda: reference.forward(config, params, x)
 
 
@@ -123,39 +123,6 @@ def _torch_peers(case, model, x, dy, threads) -> Dict[str, Callable[[], object]]
     return peers
 
 
-def onnx_lstm_model(model: lstmcpp.LSTM, steps: Optional[int] = None) -> bytes:
-    """An ONNX model of one LSTM node with ``model``'s weights (one layer, one direction)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    sd = model.state_dict()
-    H, I = model.hidden_size, model.input_size
-    order = [0, 3, 1, 2]  # ONNX stacks gates i, o, f, c; PyTorch i, f, g, o
-
-    def reorder(w):
-        return np.concatenate([w[k * H : (k + 1) * H] for k in order])[None]
-
-    inits = [
-        numpy_helper.from_array(reorder(sd["weight_ih_l0"]), "W"),
-        numpy_helper.from_array(reorder(sd["weight_hh_l0"]), "R"),
-        numpy_helper.from_array(np.concatenate([reorder(sd["bias_ih_l0"]), reorder(sd["bias_hh_l0"])], axis=1), "B"),
-    ]
-    node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "initial_h", "initial_c"], ["Y", "Y_h", "Y_c"], hidden_size=H)
-    graph = helper.make_graph(
-        [node], "lstm",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [steps or "T", "B", I]),
-         helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, "B", H]),
-         helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, [1, "B", H])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [steps or "T", 1, "B", H]),
-         helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, "B", H]),
-         helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, [1, "B", H])],
-        initializer=inits,
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    onnx.checker.check_model(m)
-    return m.SerializeToString()
-
-
 def _onnxruntime_peer(case, model, x, dy, threads) -> Dict[str, Callable[[], object]]:
     if case.kind == "train" or case.proj_size:
         return {}
@@ -166,16 +133,17 @@ def _onnxruntime_peer(case, model, x, dy, threads) -> Dict[str, Callable[[], obj
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(onnx_lstm_model(model), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.export_onnx(lengths=False).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
     zeros = np.zeros((1, case.B, case.H), np.float32)
     if case.kind == "infer":
-        return {"onnxruntime": lambda: session.run(None, {"X": x, "initial_h": zeros, "initial_c": zeros})}
+        return {"onnxruntime": lambda: session.run(None, {"x": x, "h0": zeros, "c0": zeros})}
     steps = [x[t : t + 1] for t in range(case.T)]
 
     def step_calls():
         h = c = zeros
         for s in steps:
-            _, h, c = session.run(None, {"X": s, "initial_h": h, "initial_c": c})
+            _, h, c = session.run(None, {"x": s, "h0": h, "c0": c})
     return {"onnxruntime": step_calls}
 
 

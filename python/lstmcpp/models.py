@@ -24,10 +24,15 @@ def _child_seed(rng: np.random.Generator) -> int:
 
 
 class _Saved(Module):
-    """Native files: the configuration is ``self.config``, the arrays are the parameters (plus
+    """Native files: the configuration is ``get_config()``, the arrays are the parameters (plus
     whatever ``_extra_arrays`` adds)."""
 
-    config: Dict[str, Any]
+    _config: Dict[str, Any]
+
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor's arguments: ``type(model)(**model.get_config())`` rebuilds it (as
+        ``LSTM.get_config`` and Keras' layers do)."""
+        return dict(self._config)
 
     def _extra_arrays(self) -> Dict[str, np.ndarray]:
         return {}
@@ -36,7 +41,7 @@ class _Saved(Module):
         pass
 
     def _to_native(self):
-        return dict(self.config), {**self.state_dict(), **self._extra_arrays()}
+        return self.get_config(), {**self.state_dict(), **self._extra_arrays()}
 
     @classmethod
     def _from_native(cls, config: Dict[str, Any], arrays: Dict[str, np.ndarray]):
@@ -67,7 +72,7 @@ class CharLM(_Saved):
         super().__init__()
         if len(vocab) < 2 or len(set(vocab)) != len(vocab):
             raise ValueError("vocab: expected at least two distinct characters, each once")
-        self.config = dict(vocab=vocab, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
+        self._config = dict(vocab=vocab, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
                            dropout=dropout, dtype=dtype, seed=seed)
         self.vocab = vocab
         self._index = {ch: k for k, ch in enumerate(vocab)}
@@ -203,7 +208,7 @@ class Forecaster(_Saved):
     def __init__(self, n_features: int = 1, window: int = 30, horizon: int = 1, hidden_size: int = 64,
                  num_layers: int = 1, dtype: str = "float32", seed: Optional[int] = None):
         super().__init__()
-        self.config = dict(n_features=n_features, window=window, horizon=horizon, hidden_size=hidden_size,
+        self._config = dict(n_features=n_features, window=window, horizon=horizon, hidden_size=hidden_size,
                            num_layers=num_layers, dtype=dtype, seed=seed)
         rng = np.random.default_rng(seed)
         self.n_features, self.window, self.horizon = n_features, window, horizon
@@ -311,7 +316,7 @@ class AttentionClassifier(_Saved):
     def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int = 32, hidden_size: int = 64,
                  attention_dim: int = 32, bidirectional: bool = True, dtype: str = "float32", seed: Optional[int] = None):
         super().__init__()
-        self.config = dict(vocab_size=vocab_size, num_classes=num_classes, embedding_dim=embedding_dim,
+        self._config = dict(vocab_size=vocab_size, num_classes=num_classes, embedding_dim=embedding_dim,
                            hidden_size=hidden_size, attention_dim=attention_dim, bidirectional=bidirectional,
                            dtype=dtype, seed=seed)
         rng = np.random.default_rng(seed)

@@ -12,7 +12,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._lstm import LSTM, token_ids
+from ._args import token_ids
+from ._lstm import LSTM
 
 __all__ = ["matmul", "Module", "Embedding", "Linear", "Dropout", "AttentionPool", "softmax_cross_entropy", "mse", "log_softmax"]
 

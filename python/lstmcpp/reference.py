@@ -14,8 +14,9 @@ L = layers. Gate blocks along 4H are i, f, g, o.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,6 +49,11 @@ class Config:
 
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.directions * self.output_size
+
+    @classmethod
+    def of(cls, model: Any) -> "Config":
+        """The architecture of an :class:`lstmcpp.LSTM` (or anything with these attributes)."""
+        return cls(**{f.name: getattr(model, f.name) for f in dataclasses.fields(cls)})
 
 
 def _suffix(layer: int, direction: int) -> str:

@@ -1,0 +1,202 @@
+"""ONNX's ``LSTM`` operator, in and out (``lstmcpp.load_onnx``, ``LSTM.export_onnx``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Union
+
+import numpy as np
+
+from ._common import ONNX_FROM_OURS, OURS_FROM_ONNX, Converted, blocks, require
+
+
+def _attributes(node: Any) -> Dict[str, Any]:
+    onnx = require("onnx")
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: Any = "float32") -> Converted:
+    """The arguments and state dict of an lstmcpp LSTM equal to the ``LSTM`` node(s) of an ONNX model.
+
+    One node gives one layer; several nodes (as :func:`write_onnx` writes them) are stacked in
+    graph order. Weights (W, R, B, P) must be initializers. ``direction`` forward or
+    bidirectional and ``layout`` 0 or 1 are honoured (a reverse-only node is refused, as is a
+    node with custom activations, ``input_forget=1`` or ``clip``: ONNX's clip bounds the
+    gates' inputs, which lstmcpp does not do). ``sequence_lens`` and the initial state are run-
+    time inputs: pass them as ``lengths=`` and ``state=``.
+    """
+    onnx = require("onnx")
+    from onnx import numpy_helper
+
+    if isinstance(path_or_model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(path_or_model))
+    elif isinstance(path_or_model, (str, os.PathLike)):
+        try:
+            model = onnx.load(os.fspath(path_or_model))
+        except Exception as e:  # protobuf's DecodeError and friends
+            raise ValueError(f"{os.fspath(path_or_model)}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    elif hasattr(path_or_model, "graph"):
+        model = path_or_model
+    else:
+        raise TypeError(f"path_or_model: expected a path, bytes or an onnx.ModelProto, got {type(path_or_model).__name__}")
+    graph = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type == "LSTM"]
+    if not nodes:
+        raise ValueError("the ONNX model has no LSTM node")
+
+    layers = []
+    for k, node in enumerate(nodes):
+        where = f"LSTM node {k} ({node.name or 'unnamed'})"
+        attrs = _attributes(node)
+        direction = attrs.get("direction", b"forward")
+        direction = direction.decode() if isinstance(direction, bytes) else direction
+        refused = []
+        activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+        if activations and [a.lower() for a in activations] != ["sigmoid", "tanh", "tanh"] * (len(activations) // 3):
+            refused.append(f"activations={activations}")
+        if attrs.get("input_forget", 0):
+            refused.append("input_forget=1")
+        if "clip" in attrs:
+            refused.append(f"clip={attrs['clip']}")
+        if direction == "reverse":
+            refused.append("direction='reverse'")
+        if refused:
+            raise ValueError(f"{where}: lstmcpp cannot honour " + ", ".join(refused))
+        inputs = list(node.input) + [""] * (8 - len(node.input))
+        for slot, what in [(1, "W"), (2, "R")]:
+            if inputs[slot] not in inits:
+                raise ValueError(f"{where}: its {what} must be an initializer (a weight stored in the file)")
+        W, R = inits[inputs[1]], inits[inputs[2]]
+        B = inits.get(inputs[3]) if inputs[3] else None
+        P = inits.get(inputs[7]) if inputs[7] else None
+        if inputs[3] and B is None or inputs[7] and P is None:
+            raise ValueError(f"{where}: its B and P must be initializers when given")
+        D, G, I = W.shape
+        H = G // 4
+        if R.shape != (D, 4 * H, H) or (B is not None and B.shape != (D, 8 * H)) or (P is not None and P.shape != (D, 3 * H)):
+            raise ValueError(f"{where}: inconsistent shapes W {W.shape}, R {R.shape}" + (f", B {B.shape}" if B is not None else "") + (f", P {P.shape}" if P is not None else ""))
+        if attrs.get("hidden_size", H) != H:
+            raise ValueError(f"{where}: hidden_size={attrs['hidden_size']} but W has {H} units")
+        layers.append(dict(W=W, R=R, B=B, P=P, D=D, H=H, I=I, layout=attrs.get("layout", 0), where=where))
+
+    first = layers[0]
+    D, H = first["D"], first["H"]
+    for layer in layers[1:]:
+        if layer["D"] != D or layer["H"] != H or layer["I"] != D * H:
+            raise ValueError(f"{layer['where']}: cannot be stacked on the previous node (expected {D} direction(s), "
+                             f"hidden_size {H}, input size {D * H}; got {layer['D']}, {layer['H']}, {layer['I']})")
+    has_bias = any(layer["B"] is not None for layer in layers)
+    peepholes = any(layer["P"] is not None for layer in layers)
+    arguments = dict(input_size=first["I"], hidden_size=H, num_layers=len(layers), bias=has_bias, bidirectional=D == 2,
+                     peepholes=peepholes, batch_first=first["layout"] == 1, dtype=dtype)
+    state = {}
+    for k, layer in enumerate(layers):
+        for d in range(D):
+            sfx = f"_l{k}" + ("_reverse" if d else "")
+            state["weight_ih" + sfx] = blocks(layer["W"][d], OURS_FROM_ONNX, H)
+            state["weight_hh" + sfx] = blocks(layer["R"][d], OURS_FROM_ONNX, H)
+            if has_bias:
+                B = layer["B"] if layer["B"] is not None else np.zeros((D, 8 * H))
+                state["bias_ih" + sfx] = blocks(B[d, : 4 * H], OURS_FROM_ONNX, H)
+                state["bias_hh" + sfx] = blocks(B[d, 4 * H :], OURS_FROM_ONNX, H)
+            if peepholes:
+                P = layer["P"] if layer["P"] is not None else np.zeros((D, 3 * H))
+                p_i, p_o, p_f = P[d].reshape(3, H)  # ONNX's order i, o, f; ours i, f, o
+                state["weight_peephole" + sfx] = np.stack([p_i, p_f, p_o])
+    return arguments, state
+
+
+def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14,
+               lengths: bool = True):
+    """Write ``model`` as an ONNX graph: one ``LSTM`` node per layer (peepholes as P).
+
+    Graph inputs: ``x`` (shaped as lstmcpp takes it, ``batch_first`` honoured), ``lengths``
+    (int32, B; left out with ``lengths=False``) and ``h0``, ``c0`` (D*L,B,P/H); outputs ``y``,
+    ``h_n``, ``c_n`` as lstmcpp returns them. A one-layer model is one ``LSTM`` node and a Squeeze
+    (one direction) or a Transpose and Reshape (two). Projection and cell or projection clipping
+    have no ONNX equivalent and are refused. Needs ``opset >= 13``.
+    Returns the ``onnx.ModelProto`` (and writes it when ``path`` is given).
+    """
+    onnx = require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    lacking = [name for name, on in [("proj_size", model.proj_size > 0), ("cell_clip", model.cell_clip is not None),
+                                     ("proj_clip", model.proj_clip is not None)] if on]
+    if lacking:
+        raise ValueError(f"ONNX's LSTM has no equivalent of {', '.join(lacking)}: this model cannot be exported")
+    if opset < 13:
+        raise ValueError(f"opset must be >= 13 (Squeeze takes its axes as an input from 13 on), got {opset}")
+    L, D, H, I = model.num_layers, model.num_directions, model.hidden_size, model.input_size
+    elem = TensorProto.DOUBLE if model.dtype == np.float64 else TensorProto.FLOAT
+    sd = model.state_dict()
+    nodes, inits = [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    x = "x"
+    if model.batch_first:
+        nodes.append(helper.make_node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]))
+        x = "x_time_major"
+    hs, cs = [], []
+    for layer in range(L):
+        W, R, B, P = [], [], [], []
+        for d in range(D):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            W.append(blocks(sd["weight_ih" + sfx], ONNX_FROM_OURS, H))
+            R.append(blocks(sd["weight_hh" + sfx], ONNX_FROM_OURS, H))
+            if model.bias:
+                B.append(np.concatenate([blocks(sd["bias_ih" + sfx], ONNX_FROM_OURS, H),
+                                         blocks(sd["bias_hh" + sfx], ONNX_FROM_OURS, H)]))
+            if model.peepholes:
+                p_i, p_f, p_o = sd["weight_peephole" + sfx]
+                P.append(np.concatenate([p_i, p_o, p_f]))
+        if L == 1:  # the whole state is this layer's
+            h0, c0 = "h0", "c0"
+        else:
+            start, end = const(f"start_l{layer}", np.array([layer * D], np.int64)), const(f"end_l{layer}", np.array([(layer + 1) * D], np.int64))
+            axis = const(f"axis_l{layer}", np.array([0], np.int64))
+            h0, c0 = f"h0_l{layer}", f"c0_l{layer}"
+            nodes.append(helper.make_node("Slice", ["h0", start, end, axis], [h0]))
+            nodes.append(helper.make_node("Slice", ["c0", start, end, axis], [c0]))
+        last = layer == L - 1
+        Y_h, Y_c = ("h_n", "c_n") if L == 1 else (f"Yh_l{layer}", f"Yc_l{layer}")
+        inputs = [x, const(f"W_l{layer}", np.stack(W)), const(f"R_l{layer}", np.stack(R)),
+                  const(f"B_l{layer}", np.stack(B)) if B else "", "lengths" if lengths else "", h0, c0,
+                  const(f"P_l{layer}", np.stack(P)) if P else ""]
+        nodes.append(helper.make_node("LSTM", inputs, [f"Y_l{layer}", Y_h, Y_c], name=f"lstm_l{layer}",
+                                      hidden_size=H, direction="bidirectional" if D == 2 else "forward"))
+        # Y (T,D,B,H) -> (T,B,D*H), the next layer's input (y itself for the last, when time-major)
+        out = "y" if last and not model.batch_first else f"out_l{layer}"
+        if D == 1:
+            nodes.append(helper.make_node("Squeeze", [f"Y_l{layer}", const(f"axes_l{layer}", np.array([1], np.int64))], [out]))
+        else:
+            nodes.append(helper.make_node("Transpose", [f"Y_l{layer}"], [f"Yt_l{layer}"], perm=[0, 2, 1, 3]))
+            nodes.append(helper.make_node("Reshape", [f"Yt_l{layer}", const(f"shape_l{layer}", np.array([0, 0, D * H], np.int64))], [out]))
+        x = out
+        hs.append(Y_h)
+        cs.append(Y_c)
+    if L > 1:
+        nodes.append(helper.make_node("Concat", hs, ["h_n"], axis=0))
+        nodes.append(helper.make_node("Concat", cs, ["c_n"], axis=0))
+    if model.batch_first:
+        nodes.append(helper.make_node("Transpose", [x], ["y"], perm=[1, 0, 2]))
+    seq = ["B", "T", I] if model.batch_first else ["T", "B", I]
+    graph = helper.make_graph(
+        nodes, "lstmcpp",
+        [helper.make_tensor_value_info("x", elem, seq)]
+        + ([helper.make_tensor_value_info("lengths", TensorProto.INT32, ["B"])] if lengths else [])
+        + [helper.make_tensor_value_info("h0", elem, [D * L, "B", H]),
+         helper.make_tensor_value_info("c0", elem, [D * L, "B", H])],
+        [helper.make_tensor_value_info("y", elem, (["B", "T"] if model.batch_first else ["T", "B"]) + [D * H]),
+         helper.make_tensor_value_info("h_n", elem, [D * L, "B", H]),
+         helper.make_tensor_value_info("c_n", elem, [D * L, "B", H])],
+        initializer=inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="lstmcpp")
+    onnx.checker.check_model(onnx_model)
+    if path is not None:
+        onnx.save(onnx_model, os.fspath(path))
+    return onnx_model

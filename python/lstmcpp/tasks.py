@@ -1,0 +1,182 @@
+"""The jobs the command line runs, as functions that return their results (the CLI only parses
+arguments and prints): check a layer against the NumPy reference, train a character language
+model on a text, forecast a series one step ahead."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import sysconfig
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from . import reference
+from ._lstm import LSTM
+from .models import CharLM, Forecaster
+from .optim import Adam
+from .train import History, fit
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """The median of ``repeats`` wall-clock timings of ``fn()``, in seconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+# ------------------------------------------------------------------------------------------------
+# checking against the reference
+
+
+@dataclasses.dataclass
+class Check:
+    errors: Dict[str, float]  # output, input gradient and every parameter gradient: max relative error
+    seconds: float            # lstmcpp's forward + backward (median)
+    reference_seconds: float  # the NumPy reference's
+
+    @property
+    def worst(self) -> float:
+        return max(self.errors.values())
+
+
+def check_against_reference(model: LSTM, x: np.ndarray, dy: np.ndarray, repeats: int = 5) -> Check:
+    """Forward and backward through ``model`` and the float64 NumPy reference on the same weights:
+    the largest relative error of each result, and both times. ``x`` (T,B,I) and ``dy`` time-major."""
+    y, _, cache = model.forward(x)
+    model.zero_grad()
+    dx, _ = model.backward(cache, dy)
+    config, params = reference.Config.of(model), {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    y_ref, _, ref_cache = reference.forward(config, params, x.astype(np.float64))
+    dx_ref, _, grads_ref = reference.backward(ref_cache, dy.astype(np.float64))
+
+    def rel(a, b):
+        return float(np.abs(a - b).max() / np.abs(b).max())
+
+    errors = {"y": rel(y, y_ref), "dx": rel(dx, dx_ref), **{k: rel(model.grads[k], g) for k, g in grads_ref.items()}}
+
+    def ours():
+        _, _, c = model.forward(x)
+        model.backward(c, dy)
+
+    def theirs():
+        _, _, c = reference.forward(config, params, x.astype(np.float64))
+        reference.backward(c, dy.astype(np.float64))
+
+    ours()
+    return Check(errors, median_time(ours, repeats), median_time(theirs, max(1, repeats // 2)))
+
+
+# ------------------------------------------------------------------------------------------------
+# a character language model
+
+
+def stdlib_text(max_chars: int) -> str:
+    """The Python standard library's own top-level modules, concatenated in name order (present on
+    every machine: no download), as ASCII (other characters become '?')."""
+    parts, total = [], 0
+    for path in sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read().encode("ascii", "replace").decode("ascii")
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return "".join(parts)[:max_chars]
+
+
+def unigram_cross_entropy(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats per character) of the validation text under the training text's
+    character frequencies (add-one smoothed): the baseline a language model must beat."""
+    counts = np.bincount(train_ids, minlength=vocab_size) + 1.0
+    return float(-np.mean(np.log(counts / counts.sum())[val_ids]))
+
+
+@dataclasses.dataclass
+class CharLMRun:
+    model: CharLM
+    history: History
+    train_chars: int
+    val_chars: int
+    val_loss: float   # nats per character on the held-out end of the text
+    baseline: float   # the unigram baseline's, on the same characters
+
+    @property
+    def improvement(self) -> float:
+        """How much lower the validation loss is than the baseline's (0.5: half)."""
+        return 1.0 - self.val_loss / self.baseline
+
+
+def held_out_size(text_length: int, batch: int, seq_len: int) -> int:
+    """Characters kept from the end of a text for validation: a twentieth, and at least two batches."""
+    return max(text_length // 20, batch * (seq_len + 1) * 2)
+
+
+def train_charlm(text: str, *, embedding_dim: int = 64, hidden_size: int = 256, num_layers: int = 1,
+                 dropout: float = 0.0, batch: int = 32, seq_len: int = 100, lr: float = 3e-3,
+                 seconds: Optional[float] = None, epochs: int = 1000, seed: int = 0, progress: bool = True,
+                 on_start: Optional[Callable[[CharLM, int, int], None]] = None) -> CharLMRun:
+    """Train a :class:`CharLM` on ``text`` (its last :func:`held_out_size` characters held out),
+    with Adam and gradient clipping, for ``epochs`` or ``seconds``. ``on_start(model, train_chars,
+    val_chars)`` runs before training (the CLI prints there)."""
+    held_out = held_out_size(len(text), batch, seq_len)
+    if len(text) < 2 * held_out:
+        raise ValueError(f"text: too short ({len(text)} characters) for batches of {batch} x {seq_len}")
+    lm = CharLM.from_text(text, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
+                          dropout=dropout, seed=seed)
+    ids = lm.encode(text)
+    train_ids, val_ids = ids[:-held_out], ids[-held_out:]
+    if on_start is not None:
+        on_start(lm, len(train_ids), len(val_ids))
+    history = fit(
+        lm, lm.batches(train_ids, batch, seq_len, seed=seed), epochs=epochs,
+        optimizer=Adam(lm, lr=lr), val_data=lm.batches(val_ids, batch, seq_len, seed=0),
+        clip_norm=1.0, time_budget=seconds, progress=progress, unit="chars",
+    )
+    return CharLMRun(lm, history, len(train_ids), len(val_ids), history.val_loss[-1],
+                     unigram_cross_entropy(train_ids, val_ids, len(lm.vocab)))
+
+
+# ------------------------------------------------------------------------------------------------
+# forecasting
+
+
+@dataclasses.dataclass
+class ForecastRun:
+    model: Forecaster
+    split: int              # the first test index of the series
+    predicted: np.ndarray   # one-step-ahead forecasts of series[split:]
+    truth: np.ndarray       # series[split:]
+    naive: np.ndarray       # the last-value forecast, series[split-1:-1]
+
+    @property
+    def rmse(self) -> float:
+        return float(np.sqrt(np.mean((self.predicted - self.truth) ** 2)))
+
+    @property
+    def rmse_naive(self) -> float:
+        return float(np.sqrt(np.mean((self.naive - self.truth) ** 2)))
+
+
+def forecast_one_step(series: np.ndarray, *, window: int = 30, hidden_size: int = 64, epochs: int = 30,
+                      lr: float = 3e-3, test_fraction: float = 0.2, seed: int = 0, progress: bool = True) -> ForecastRun:
+    """Train a :class:`Forecaster` on the day-to-day changes of the first part of ``series`` (prices
+    wander far outside any training range; changes do not), then forecast each test value one step
+    ahead from the true history before it."""
+    series = np.asarray(series, np.float64)
+    split = int(len(series) * (1 - test_fraction))
+    if split <= window + 2 or len(series) - split < 2:
+        raise ValueError(f"series: too short ({len(series)} values) for window {window}")
+    changes = np.diff(series)
+    model = Forecaster(window=window, hidden_size=hidden_size, seed=seed)
+    train_changes = changes[: split - 1]
+    model.fit_scaling(train_changes)
+    fit(model, model.windows(train_changes, 32, seed=seed), epochs=epochs, optimizer=Adam(model, lr=lr),
+        progress=progress, unit="windows", log=None)
+    predicted = np.array([series[t - 1] + model.forecast(changes[: t - 1], 1)[0] for t in range(split, len(series))])
+    return ForecastRun(model, split, predicted, series[split:], series[split - 1 : -1])
