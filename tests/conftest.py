@@ -1,5 +1,7 @@
 """Shared helpers: run lstmcpp and the NumPy reference on the same weights and compare."""
 
+import contextlib
+import dataclasses
 import functools
 import os
 
@@ -33,33 +35,174 @@ def rel_err(a, b, floor=0.0):
 TOL = {"float64": 1e-10, "float32": 1e-4}
 
 
+# The feature grid, as LSTM arguments: each feature alone, then combined. The tests' sizes are odd,
+# so no SIMD register or thread slice is full. reference_features() and TORCH_GRID take the parts
+# the NumPy reference and torch.nn.LSTM have.
+GRID = {
+    "plain": dict(),
+    "no_bias": dict(bias=False),
+    "peepholes": dict(peepholes=True),
+    "projection": dict(proj_size=3),
+    "cell_clip": dict(cell_clip=0.3),
+    "proj_clip": dict(proj_size=3, proj_clip=0.1),
+    "two_layers": dict(num_layers=2),
+    "bidirectional": dict(bidirectional=True),
+    "batch_first": dict(batch_first=True),
+    "dropout": dict(num_layers=3, dropout=0.4, seed=3),
+    "stacked": dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True),
+    "everything": dict(num_layers=2, bidirectional=True, peepholes=True, proj_size=3, cell_clip=0.3,
+                       proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
+}
+TORCH_GRID = {name: {k: v for k, v in kw.items() if k != "seed"} for name, kw in GRID.items()
+              if not ({"peepholes", "cell_clip", "proj_clip", "dropout"} & set(kw))}
+ONNX_GRID = {name: {k: v for k, v in kw.items() if k not in ("seed", "dropout")} for name, kw in GRID.items()
+             if not ({"proj_size", "cell_clip", "proj_clip"} & set(kw))}
+
+
+def reference_features(name):
+    """GRID[name]'s architecture as reference.Config arguments (batch_first, dropout and seed are the layer's)."""
+    fields = {f.name for f in dataclasses.fields(reference.Config)}
+    return {k: v for k, v in GRID[name].items() if k in fields}
+
+
+def torch_pair(config, dtype, I=6, H=9):
+    """A torch.nn.LSTM(I, H, **config) and an lstmcpp.LSTM with its weights."""
+    import torch
+
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H, **config).to(getattr(torch, dtype))
+    ours = lstmcpp.LSTM(I, H, dtype=dtype, **config)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    return ref, ours
+
+
+def torch_inputs(ref, dtype, T=7, B=5, seed=0):
+    """x, h0, c0 for a torch.nn.LSTM (in its layout)."""
+    rng = np.random.default_rng(seed)
+    D = 2 if ref.bidirectional else 1
+    P = ref.proj_size or ref.hidden_size
+    x = rng.standard_normal((B, T, ref.input_size) if ref.batch_first else (T, B, ref.input_size)).astype(dtype)
+    h0 = rng.standard_normal((D * ref.num_layers, B, P)).astype(dtype)
+    c0 = rng.standard_normal((D * ref.num_layers, B, ref.hidden_size)).astype(dtype)
+    return x, h0, c0
+
+
+# ------------------------------------------------------------------------------------------------
+# finite differences
+
+
+def numeric_gradient(loss_fn, array, index, eps=1e-6):
+    """d loss / d array[index] by a central difference (array is changed and put back)."""
+    old = array[index]
+    array[index] = old + eps
+    plus = loss_fn()
+    array[index] = old - eps
+    minus = loss_fn()
+    array[index] = old
+    return (plus - minus) / (2 * eps)
+
+
+def check_gradients(loss_fn, arrays_and_grads, rng, samples=6, tol=1e-6):
+    """Compare analytic gradients with central differences at a few entries of each array."""
+    checked = 0
+    for name, array, grad in arrays_and_grads:
+        for flat in rng.choice(array.size, size=min(samples, array.size), replace=False):
+            index = np.unravel_index(flat, array.shape)
+            num = numeric_gradient(loss_fn, array, index)
+            assert abs(num - grad[index]) <= tol * max(1.0, abs(num)), (name, index, num, grad[index])
+            checked += 1
+    assert checked > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# kernels, threads and product forms
+
+
+@contextlib.contextmanager
+def core_settings(threads=None, isa=None, whole_team=False, pack_min_rows=None):
+    """Run the block with these core settings (None: unchanged), and put every one back after.
+    whole_team puts every time loop on the whole thread team, however small the cell."""
+    before = lstmcpp.get_num_threads(), _core.isa_in_use()
+    try:
+        if threads is not None:
+            lstmcpp.set_num_threads(threads)
+        if isa is not None:
+            assert _core.set_isa(isa)
+        if whole_team:
+            _core.set_min_work_per_thread(1)
+        if pack_min_rows is not None:
+            _core.set_pack_min_rows(pack_min_rows)
+        yield
+    finally:
+        lstmcpp.set_num_threads(before[0])
+        _core.set_isa(before[1])
+        _core.set_min_work_per_thread(65536)
+        _core.set_pack_min_rows(128)
+
+
+def on_one_and_two_threads(run, isa=None):
+    """[run() on 1 thread, run() on 2], every time loop on the whole team, under `isa`'s kernels."""
+    results = []
+    for n in (1, 2):
+        with core_settings(threads=n, isa=isa, whole_team=True):
+            results.append(run())
+    return results
+
+
+def assert_bitwise_equal(a_list, b_list):
+    assert len(a_list) == len(b_list)
+    for a, b in zip(a_list, b_list):
+        assert a.shape == b.shape
+        assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def run_forward_backward(model, x, dy, lengths=None, state=None):
+    """y, h_n, c_n, dx, dh_0, dc_0 and copies of every gradient, from zeroed gradients."""
+    model.zero_grad()
+    y, (h, c), cache = model.forward(x, state, lengths=lengths)
+    dx, (dh0, dc0) = model.backward(cache, dy)
+    return [y, h, c, dx, dh0, dc0] + [g.copy() for g in model.grads.values()]
+
+
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Runs the test once under each float32 kernel set this CPU supports."""
-    before = _core.isa_in_use()
-    assert _core.set_isa(request.param)
-    yield request.param
-    _core.set_isa(before)
+    with core_settings(isa=request.param):
+        yield request.param
 
 
 @pytest.fixture(params=["in_place", "packed"])
 def products(request):
     """Runs the test twice: the per-step products reading the weights in place, then reading
     them packed per thread (each call's choice between the two normally depends on its size)."""
-    _core.set_pack_min_rows(1 << 40 if request.param == "in_place" else 1)
-    yield request.param
-    _core.set_pack_min_rows(128)
+    with core_settings(pack_min_rows=1 << 40 if request.param == "in_place" else 1):
+        yield request.param
 
 
 @pytest.fixture
 def whole_team():
-    """Every time loop on the whole thread team, however small the cell."""
-    threads = lstmcpp.get_num_threads()
-    lstmcpp.set_num_threads(2)
-    _core.set_min_work_per_thread(1)
-    yield
-    _core.set_min_work_per_thread(65536)
-    lstmcpp.set_num_threads(threads)
+    """Every time loop on the whole thread team (of two), however small the cell."""
+    with core_settings(threads=2, whole_team=True):
+        yield
+
+
+def make_inputs(model, T=9, B=4, with_state=True, with_lengths=True, seed=0):
+    """x (in the model's layout), a random initial state and random lengths (the first the longest)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, model.input_size) if model.batch_first else (T, B, model.input_size))
+    DL = model.num_directions * model.num_layers
+    state = None
+    if with_state:
+        state = (rng.standard_normal((DL, B, model.output_size)), rng.standard_normal((DL, B, model.hidden_size)))
+    lengths = rng.integers(1, T + 1, size=B) if with_lengths else None
+    if with_lengths:
+        lengths[0] = T
+    return x.astype(model.dtype), state, lengths
+
+
+def scale_weights(model, factor):
+    for p in model.parameters():
+        p *= factor
 
 
 def to_time_major(a, model, unbatched):

@@ -1,4 +1,5 @@
-"""The C++ core against the NumPy reference: outputs, final state and every gradient."""
+"""The C++ core against the NumPy reference: outputs, final state and every gradient, over the
+feature grid, under every instruction set, both product forms, and the whole thread team."""
 
 import numpy as np
 import pytest
@@ -6,41 +7,7 @@ import pytest
 import lstmcpp
 from lstmcpp import _core, reference
 
-from conftest import TOL, compare_with_reference, rel_err
-
-# Each feature alone, then combined; sizes are odd so no SIMD register or thread slice is full.
-GRID = {
-    "plain": dict(),
-    "no_bias": dict(bias=False),
-    "peepholes": dict(peepholes=True),
-    "projection": dict(proj_size=5),
-    "cell_clip": dict(cell_clip=0.3),
-    "proj_clip": dict(proj_size=5, proj_clip=0.1),
-    "two_layers": dict(num_layers=2),
-    "bidirectional": dict(bidirectional=True),
-    "batch_first": dict(batch_first=True),
-    "dropout": dict(num_layers=3, dropout=0.4, seed=3),
-    "everything": dict(num_layers=2, bidirectional=True, peepholes=True, proj_size=5, cell_clip=0.3,
-                       proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
-}
-
-
-def make_inputs(model, T=9, B=4, with_state=True, with_lengths=True, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((B, T, model.input_size) if model.batch_first else (T, B, model.input_size))
-    DL = model.num_directions * model.num_layers
-    state = None
-    if with_state:
-        state = (rng.standard_normal((DL, B, model.output_size)), rng.standard_normal((DL, B, model.hidden_size)))
-    lengths = rng.integers(1, T + 1, size=B) if with_lengths else None
-    if with_lengths:
-        lengths[0] = T
-    return x.astype(model.dtype), state, lengths
-
-
-def scale_weights(model, factor):
-    for p in model.parameters():
-        p *= factor
+from conftest import rel_err, TOL, GRID, make_inputs, scale_weights, compare_with_reference
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -117,29 +84,6 @@ def test_step_by_step_equals_full_sequence(dtype):
         assert rel_err(model.grads[k], v) < tol, k
 
 
-def test_one_and_two_threads_agree():
-    model = lstmcpp.LSTM(64, 128, num_layers=2, bidirectional=True, proj_size=96, peepholes=True, seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((20, 8, 64)).astype(np.float32)
-    lengths = rng.integers(1, 21, size=8)
-    dy = rng.standard_normal((20, 8, 192)).astype(np.float32)
-    threads = lstmcpp.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2):
-            lstmcpp.set_num_threads(n)
-            _core.set_min_work_per_thread(1)
-            y, (h, c), cache = model.forward(x, lengths=lengths)
-            model.zero_grad()
-            dx, _ = model.backward(cache, dy)
-            results.append([y, h, c, dx] + [g.copy() for g in model.grads.values()])
-    finally:
-        lstmcpp.set_num_threads(threads)
-        _core.set_min_work_per_thread(65536)
-    for a, b in zip(*results):
-        assert rel_err(a, b) < 1e-6
-
-
 def test_gradients_accumulate_until_zeroed():
     model = lstmcpp.LSTM(3, 4, dtype="float64", seed=0)
     x = np.random.default_rng(0).standard_normal((5, 2, 3))
@@ -161,18 +105,6 @@ def test_inference_call_equals_forward():
     np.testing.assert_array_equal(y1, y2)
     np.testing.assert_array_equal(h1, h2)
     np.testing.assert_array_equal(c1, c2)
-
-
-def test_padding_outputs_are_zero_and_state_is_last_real_step():
-    model = lstmcpp.LSTM(3, 4, bidirectional=True, dtype="float64", seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((6, 2, 3))
-    y, (h, c) = model(x, lengths=np.array([6, 3]))
-    assert not y[3:, 1].any()
-    y_short, (h_short, c_short) = model(x[:3, 1:2])
-    np.testing.assert_allclose(y[:3, 1], y_short[:, 0], rtol=1e-12)
-    np.testing.assert_allclose(h[:, 1], h_short[:, 0], rtol=1e-12)
-    np.testing.assert_allclose(c[:, 1], c_short[:, 0], rtol=1e-12)
 
 
 def test_kernel_sigmoid_and_tanh_error_is_bounded(isa):
@@ -216,27 +148,3 @@ def test_token_input_equals_embedded_input(name, dtype, products):
         assert got.shape == want.shape and rel_err(got, want) < tol
     for k, v in grads.items():
         assert rel_err(model.grads[k], v) < tol, k
-
-
-def test_token_input_bad_arguments_are_named():
-    model = lstmcpp.LSTM(3, 4, seed=0)
-    table = np.zeros((5, 3), np.float32)
-    with pytest.raises(ValueError, match=r"ids: every id must be in 0\.\.4, got min 0 and max 5"):
-        model.forward_tokens(np.array([[0], [5]]), table)
-    with pytest.raises(ValueError, match=r"ids: every id must be in 0\.\.4"):
-        model.forward_tokens(np.array([[-1]]), table)
-    with pytest.raises(TypeError, match="ids: expected integers"):
-        model.forward_tokens(np.zeros((2, 1)), table)
-    with pytest.raises(ValueError, match=r"embedding: expected shape \(V, 3\)"):
-        model.forward_tokens(np.zeros((2, 1), int), np.zeros((5, 4), np.float32))
-    with pytest.raises(ValueError, match=r"ids: expected a 2-D"):
-        model.forward_tokens(np.zeros((2, 1, 1), int), table)
-    # the core checks too, whatever calls it
-    with pytest.raises(ValueError, match=r"ids\[1, 0\] = 5 is outside 0\.\.4"):
-        model._core.forward(np.array([[0], [5]], np.int32), None, None, None, [], True, table)
-    with pytest.raises(TypeError, match="ids: expected a C-contiguous numpy array of int32"):
-        model._core.forward(np.zeros((2, 1), np.int64), None, None, None, [], True, table)
-    y, _, cache = model.forward_tokens(np.array([1, 2, 3]), table)  # unbatched (T,)
-    assert y.shape == (3, 4)
-    d_table, (dh0, _) = model.backward(cache, np.ones((3, 4), np.float32))
-    assert d_table.shape == (5, 3) and dh0.shape == (1, 4)

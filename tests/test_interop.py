@@ -1,17 +1,48 @@
-"""Moving models in and out: PyTorch, Keras 3, ONNX, the native file format and pickle."""
-
-import os
-import pickle
-import zipfile
+"""Other frameworks: same numbers as torch.nn.LSTM (outputs and gradients), PyTorch, Keras 3 and
+ONNX in and out, and their packages named when missing."""
 
 import numpy as np
 import pytest
 
 import lstmcpp
 
-from conftest import rel_err
+from conftest import rel_err, TORCH_GRID, ONNX_GRID, torch_pair, torch_inputs
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on its PyTorch backend, where installed
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+@pytest.mark.parametrize("name", TORCH_GRID)
+def test_same_outputs_and_gradients_as_torch(name, dtype, tol):
+    torch = pytest.importorskip("torch")
+    ref, ours = torch_pair(TORCH_GRID[name], dtype)
+    x, h0, c0 = torch_inputs(ref, dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(h0, requires_grad=True)
+    c0t = torch.tensor(c0, requires_grad=True)
+    yt, (hnt, cnt) = ref(xt, (h0t, c0t))
+    rng = np.random.default_rng(1)
+    R, Rh, Rc = (rng.standard_normal(t.shape).astype(dtype) for t in (yt, hnt, cnt))
+    ((yt * torch.tensor(R)).sum() + (hnt * torch.tensor(Rh)).sum() + (cnt * torch.tensor(Rc)).sum()).backward()
+
+    y, (hn, cn), cache = ours.forward(x, (h0, c0))
+    dx, (dh0, dc0) = ours.backward(cache, R, (Rh, Rc))
+    assert rel_err(y, yt.detach().numpy()) < tol
+    assert rel_err(hn, hnt.detach().numpy()) < tol
+    assert rel_err(cn, cnt.detach().numpy()) < tol
+    assert rel_err(dx, xt.grad.numpy()) < tol
+    assert rel_err(dh0, h0t.grad.numpy()) < tol
+    assert rel_err(dc0, c0t.grad.numpy()) < tol
+    for name_, p in ref.named_parameters():
+        assert rel_err(ours.grads[name_], p.grad.numpy()) < tol, name_
+
+
+def test_unbatched_input_matches_torch():
+    torch = pytest.importorskip("torch")
+    ref, ours = torch_pair(dict(num_layers=2, bidirectional=True), "float64")
+    x = np.random.default_rng(0).standard_normal((4, 6))
+    yt, (hnt, cnt) = ref(torch.tensor(x))
+    y, (hn, cn) = ours(x)
+    assert y.shape == tuple(yt.shape) and hn.shape == tuple(hnt.shape)
+    assert rel_err(y, yt.detach().numpy()) < 1e-10 and rel_err(cn, cnt.detach().numpy()) < 1e-10
 
 
 def inputs(model, T=7, B=4, seed=0):
@@ -21,145 +52,11 @@ def inputs(model, T=7, B=4, seed=0):
     return x, lengths
 
 
-# ------------------------------------------------------------------------------------------------
-# native files
-
-
-CONFIGS = {
-    "plain": dict(),
-    "everything": dict(num_layers=2, bidirectional=True, peepholes=True, proj_size=3, cell_clip=2.0,
-                       proj_clip=1.5, batch_first=True, dropout=0.1, forget_bias=1.0),
-    "float64": dict(num_layers=2, dtype="float64", bias=False),
-}
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_native_round_trip_is_bit_exact(tmp_path, name):
-    model = lstmcpp.LSTM(5, 6, seed=3, **CONFIGS[name])
-    path = tmp_path / "model.npz"
-    lstmcpp.save(model, path)
-    loaded = lstmcpp.load(path)
-    assert type(loaded) is lstmcpp.LSTM and loaded.get_config() == model.get_config()
-    for k, v in model.state_dict().items():
-        assert loaded.state_dict()[k].dtype == v.dtype
-        np.testing.assert_array_equal(loaded.state_dict()[k], v)
-    x, lengths = inputs(model)
-    np.testing.assert_array_equal(loaded(x, lengths=lengths)[0], model(x, lengths=lengths)[0])
-
-
-def test_native_file_runs_no_code_and_holds_json(tmp_path):
-    path = tmp_path / "m.npz"
-    lstmcpp.save(lstmcpp.LSTM(2, 3), path)
-    with zipfile.ZipFile(path) as z:
-        assert "__header__.npy" in z.namelist()
-    with np.load(path, allow_pickle=False) as npz:  # readable without pickle
-        assert b'"format": "lstmcpp"' in npz["__header__"].tobytes()
-
-
-def _rewrite(path, **changes):
-    """Rewrite the file with the header fields changed (keeping the arrays)."""
-    import json
-
-    with np.load(path, allow_pickle=False) as npz:
-        header = json.loads(npz["__header__"].tobytes())
-        arrays = {k: npz[k] for k in npz.files if k != "__header__"}
-    header.update(changes)
-    with open(path, "wb") as f:
-        np.savez(f, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
-
-
-@pytest.mark.parametrize("damage,words", [
-    ("truncate", "not a readable lstmcpp model file"),
-    ("garbage", "not a readable lstmcpp model file"),
-    ("flip_a_weight", "checksum mismatch"),
-    ("version", "file format version 99"),
-    ("format", "not an lstmcpp model file"),
-    ("kind", "unknown model kind"),
-    ("no_header", "no header"),
-])
-def test_bad_native_files_raise_clear_errors(tmp_path, damage, words):
-    path = tmp_path / "m.npz"
-    model = lstmcpp.LSTM(3, 4, num_layers=2)
-    lstmcpp.save(model, path)
-    data = path.read_bytes()
-    if damage == "truncate":
-        path.write_bytes(data[: len(data) // 2])
-    elif damage == "garbage":
-        path.write_bytes(b"\x00\x01garbage" * 100)
-    elif damage == "flip_a_weight":
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        arrays["weight_ih_l1"] = arrays["weight_ih_l1"].copy()
-        arrays["weight_ih_l1"][0, 0] += 1.0
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-    elif damage == "version":
-        _rewrite(path, version=99)
-    elif damage == "format":
-        _rewrite(path, format="something-else")
-    elif damage == "kind":
-        _rewrite(path, kind="Transformer")
-    elif damage == "no_header":
-        with open(path, "wb") as f:
-            np.savez(f, **model.state_dict())
-    with pytest.raises(ValueError, match=words):
-        lstmcpp.load(path)
-
-
-def test_save_refuses_other_objects(tmp_path):
-    with pytest.raises(TypeError, match="cannot save a dict"):
-        lstmcpp.save({}, tmp_path / "x.npz")
-
-
-# ------------------------------------------------------------------------------------------------
-# pickle
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_pickle_round_trip_is_bit_exact(name):
-    model = lstmcpp.LSTM(5, 6, seed=3, **CONFIGS[name])
-    x, lengths = inputs(model)
-    y, _, cache = model.forward(x, lengths=lengths)
-    model.backward(cache, np.ones_like(y))
-    clone = pickle.loads(pickle.dumps(model))
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(clone.state_dict()[k], v)
-        np.testing.assert_array_equal(clone.grads[k], model.grads[k])
-    np.testing.assert_array_equal(clone(x, lengths=lengths)[0], model(x, lengths=lengths)[0])
-    # the dropout stream continues where it was
-    np.testing.assert_array_equal(clone.forward(x)[0], model.forward(x)[0])
-
-
-def test_pickle_through_multiprocessing():
-    import multiprocessing as mp
-
-    model = lstmcpp.LSTM(3, 4, num_layers=2, seed=0)
-    x = np.ones((5, 2, 3), np.float32)
-    with mp.get_context("spawn").Pool(1) as pool:
-        y = pool.apply(_run_model, (model, x))
-    np.testing.assert_array_equal(y, model(x)[0])
-
-
-def _run_model(model, x):
-    return model(x)[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# PyTorch
-
-TORCH_CONFIGS = {
-    "plain": dict(),
-    "no_bias": dict(bias=False),
-    "deep_bidirectional": dict(num_layers=2, bidirectional=True, batch_first=True),
-    "projection": dict(num_layers=2, bidirectional=True, proj_size=3),
-}
-
-
-@pytest.mark.parametrize("name", TORCH_CONFIGS)
+@pytest.mark.parametrize("name", TORCH_GRID)
 def test_from_torch_and_back(name):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    module = torch.nn.LSTM(5, 6, **TORCH_CONFIGS[name])
+    module = torch.nn.LSTM(5, 6, **TORCH_GRID[name])
     model = lstmcpp.LSTM.from_torch(module)
     assert model.batch_first == module.batch_first and model.proj_size == module.proj_size
     x, lengths = inputs(model)
@@ -181,10 +78,6 @@ def test_to_torch_refuses_what_torch_lacks():
     for kw, word in [(dict(peepholes=True), "peepholes"), (dict(cell_clip=1.0), "cell_clip"), (dict(proj_size=2, proj_clip=1.0), "proj_clip")]:
         with pytest.raises(ValueError, match=word):
             lstmcpp.LSTM(3, 4, **kw).to_torch()
-
-
-# ------------------------------------------------------------------------------------------------
-# Keras 3 (on the PyTorch backend)
 
 
 # Keras 3.15's torch backend converts NumPy arrays through an __array__ without NumPy 2's copy
@@ -242,25 +135,15 @@ def test_from_keras_refuses_what_it_cannot_honour(keras):
         lstmcpp.LSTM.from_keras(keras.layers.LSTM(4))
 
 
-# ------------------------------------------------------------------------------------------------
-# ONNX
-
-ONNX_CONFIGS = {
-    "plain": dict(),
-    "deep_bidirectional_peepholes": dict(num_layers=2, bidirectional=True, peepholes=True),
-    "batch_first_no_bias": dict(num_layers=2, batch_first=True, bias=False),
-}
-
-
 @pytest.fixture
 def ort():
     pytest.importorskip("onnx")
     return pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("name", ONNX_CONFIGS)
+@pytest.mark.parametrize("name", ONNX_GRID)
 def test_export_onnx_runs_in_onnxruntime_with_the_same_outputs(ort, tmp_path, name):
-    model = lstmcpp.LSTM(5, 6, seed=1, **ONNX_CONFIGS[name])
+    model = lstmcpp.LSTM(5, 6, seed=1, **ONNX_GRID[name])
     path = tmp_path / "m.onnx"
     model.export_onnx(path)
     x, lengths = inputs(model)

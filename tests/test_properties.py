@@ -8,9 +8,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, strategies as st  # noqa: E402
 
 import lstmcpp  # noqa: E402
-from lstmcpp import _core  # noqa: E402
 
-from conftest import ISAS, TOL, compare_with_reference  # noqa: E402
+from conftest import ISAS, TOL, core_settings, compare_with_reference
 
 
 @st.composite
@@ -57,15 +56,8 @@ def test_random_configurations_match_the_reference(case, seed):
     lengths = None
     if with_lengths:
         lengths = np.array(rng.integers(1, T + 1)) if unbatched else rng.integers(1, T + 1, size=B)
-    before = _core.isa_in_use()
-    try:
-        _core.set_isa(isa)
-        if whole_team:
-            _core.set_min_work_per_thread(1)
+    with core_settings(isa=isa, whole_team=whole_team):
         errs = compare_with_reference(model, x, state, lengths, seed=seed % 1000)
-    finally:
-        _core.set_isa(before)
-        _core.set_min_work_per_thread(65536)
     assert max(errs.values()) < TOL[config["dtype"]], errs
 
 

@@ -5,17 +5,7 @@ import pytest
 
 from lstmcpp import reference
 
-FEATURES = {
-    "plain": {},
-    "no_bias": dict(bias=False),
-    "peepholes": dict(peepholes=True),
-    "projection": dict(proj_size=3),
-    "cell_clip": dict(cell_clip=0.4),
-    "proj_clip": dict(proj_size=3, proj_clip=0.15),
-    "two_layers": dict(num_layers=2),
-    "bidirectional": dict(bidirectional=True),
-    "everything": dict(num_layers=2, bidirectional=True, peepholes=True, proj_size=3, cell_clip=0.4, proj_clip=0.15),
-}
+from conftest import GRID, reference_features, check_gradients
 
 
 def loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc):
@@ -25,10 +15,10 @@ def loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc):
     return loss, cache
 
 
-@pytest.mark.parametrize("name", FEATURES)
+@pytest.mark.parametrize("name", GRID)
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_reference_gradients_match_finite_differences(name, with_lengths):
-    cfg = reference.Config(input_size=3, hidden_size=5, **FEATURES[name])
+    cfg = reference.Config(input_size=3, hidden_size=5, **reference_features(name))
     rng = np.random.default_rng(1)
     params = reference.init_params(cfg, seed=2)
     # Larger weights push some cells and outputs past the clips, so the clips are exercised.
@@ -46,24 +36,10 @@ def test_reference_gradients_match_finite_differences(name, with_lengths):
     _, cache = loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc)
     dx, (dh0, dc0), grads = reference.backward(cache, R, Rh, Rc)
 
-    def numeric(array, index):
-        eps = 1e-6
-        old = array[index]
-        array[index] = old + eps
-        plus, _ = loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc)
-        array[index] = old - eps
-        minus, _ = loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc)
-        array[index] = old
-        return (plus - minus) / (2 * eps)
-
     targets = [("x", x, dx), ("h0", h0, dh0), ("c0", c0, dc0)]
     targets += [(n, params[n], grads[n]) for n in params]
+    check_gradients(lambda: loss_and_grads(cfg, params, x, h0, c0, lengths, masks, R, Rh, Rc)[0], targets, rng)
     clipped = 0
-    for what, array, analytic in targets:
-        for flat in rng.choice(array.size, size=min(array.size, 6), replace=False):
-            index = np.unravel_index(flat, array.shape)
-            num = numeric(array, index)
-            assert abs(num - analytic[index]) <= 1e-6 * max(1.0, abs(num)), (what, index, num, analytic[index])
     if cfg.cell_clip or cfg.proj_clip:
         y, (h_n, c_n), cache = reference.forward(cfg, params, x, h0, c0, lengths, masks)
         for cell in cache["cells"]:

@@ -1,8 +1,6 @@
 """lstmcpp.nn, lstmcpp.optim, lstmcpp.models and fit: gradient checks, learning, determinism."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,31 +10,7 @@ from lstmcpp import nn, optim
 from lstmcpp.models import AttentionClassifier, CharLM, Forecaster
 from lstmcpp.train import fit
 
-
-def numeric_gradient(loss_fn, array, index, eps=1e-6):
-    old = array[index]
-    array[index] = old + eps
-    plus = loss_fn()
-    array[index] = old - eps
-    minus = loss_fn()
-    array[index] = old
-    return (plus - minus) / (2 * eps)
-
-
-def check_gradients(loss_fn, arrays_and_grads, rng, samples=6, tol=1e-6):
-    """Compare analytic gradients with central differences at a few entries of each array."""
-    checked = 0
-    for name, array, grad in arrays_and_grads:
-        for flat in rng.choice(array.size, size=min(samples, array.size), replace=False):
-            index = np.unravel_index(flat, array.shape)
-            num = numeric_gradient(loss_fn, array, index)
-            assert abs(num - grad[index]) <= tol * max(1.0, abs(num)), (name, index, num, grad[index])
-            checked += 1
-    assert checked > 0
-
-
-# ------------------------------------------------------------------------------------------------
-# blocks
+from conftest import check_gradients
 
 
 def test_linear_gradients():
@@ -187,10 +161,6 @@ def test_matmul_on_our_blas_matches_numpy():
         nn.matmul(np.ones((2, 3)), np.ones((4, 2)))
 
 
-# ------------------------------------------------------------------------------------------------
-# models, end to end
-
-
 def model_gradient_check(model, batch, rng, samples=4):
     model.zero_grad()
     model.reset_state()
@@ -276,10 +246,6 @@ def test_attention_classifier_learns_where_a_token_is():
     np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
 
 
-# ------------------------------------------------------------------------------------------------
-# optimizers and schedules, against PyTorch where it is installed
-
-
 @pytest.mark.parametrize("name,kwargs", [
     ("SGD", dict(lr=0.1)),
     ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
@@ -328,10 +294,6 @@ def test_schedules():
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
 
 
-# ------------------------------------------------------------------------------------------------
-# fit
-
-
 def test_fit_is_deterministic_for_a_seed():
     text = "abcabcabdabcab" * 40
 
@@ -365,45 +327,3 @@ def test_fit_refuses_a_diverging_loss():
     lm.head.params["weight"][...] = np.nan
     with pytest.raises(FloatingPointError, match="training loss became nan"):
         fit(lm, lm.batches(lm.encode(text), 4, 10), epochs=1, progress=False, log=None)
-
-
-# ------------------------------------------------------------------------------------------------
-# the command line
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lstmcpp", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
-
-
-def test_cli_help_for_every_command():
-    for command in ["demo", "train-charlm", "generate", "forecast", "check", "bench", "info"]:
-        out = run_cli(command, "--help")
-        assert out.returncode == 0 and "usage" in out.stdout, (command, out.stderr)
-
-
-def test_cli_demo_train_and_generate(tmp_path):
-    out = run_cli("demo", "--seconds", "3", "--hidden", "32", "--embedding", "8", "--max-chars", "200000",
-                  "--generate", "50", "--out", str(tmp_path / "lm.npz"), "--no-progress")
-    assert out.returncode == 0, out.stderr
-    assert "unigram baseline" in out.stdout and "saved the model" in out.stdout
-    gen = run_cli("generate", str(tmp_path / "lm.npz"), "--prompt", "import ", "-n", "30", "--seed", "1")
-    assert gen.returncode == 0 and gen.stdout.startswith("import ") and len(gen.stdout) >= 30, gen.stderr
-    text = tmp_path / "text.txt"
-    text.write_text("hello world, hello lstm. " * 400)
-    out = run_cli("train-charlm", str(text), "--seconds", "2", "--hidden", "16", "--embedding", "4", "--batch", "4",
-                  "--seq-len", "20", "--out", str(tmp_path / "mine.npz"), "--prompt", "hello", "--no-progress")
-    assert out.returncode == 0 and (tmp_path / "mine.npz").exists(), out.stderr
-
-
-def test_cli_forecast_writes_a_plot(tmp_path):
-    pytest.importorskip("matplotlib")
-    out = run_cli("forecast", "--epochs", "2", "--hidden", "8", "--plot", str(tmp_path / "f.png"), "--no-progress")
-    assert out.returncode == 0, out.stderr
-    assert "naive last-value forecast" in out.stdout and (tmp_path / "f.png").stat().st_size > 1000
-    csv = tmp_path / "s.csv"
-    csv.write_text("day,close\n" + "\n".join(f"{k},{np.sin(k / 5):.4f}" for k in range(200)))
-    out = run_cli("forecast", "--csv", str(csv), "--column", "close", "--epochs", "2", "--window", "10",
-                  "--plot", str(tmp_path / "g.png"), "--no-progress")
-    assert out.returncode == 0 and (tmp_path / "g.png").exists(), out.stderr
-    out = run_cli("forecast", "--csv", str(csv), "--column", "nope", "--plot", str(tmp_path / "h.png"))
-    assert out.returncode == 2 and "no column 'nope'" in out.stderr

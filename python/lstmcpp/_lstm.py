@@ -341,7 +341,7 @@ class LSTM:
         unbatched = a.ndim == 1
         a = a[:, None] if unbatched else (a.T if self.batch_first else a)
         if a.shape[0] == 0:
-            raise ValueError(f"ids: expected at least one time step, got T = 0")
+            raise ValueError("ids: expected at least one time step, got T = 0")
         if a.shape[1] == 0:
             raise ValueError("ids: expected a batch of at least one, got B = 0")
         table = as_real_array(embedding, "embedding", self.dtype)

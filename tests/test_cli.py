@@ -1,0 +1,51 @@
+"""The command line: every command's help, and each command run end to end."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lstmcpp", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_cli_help_for_every_command():
+    for command in ["demo", "train-charlm", "generate", "forecast", "check", "bench", "info"]:
+        out = run_cli(command, "--help")
+        assert out.returncode == 0 and "usage" in out.stdout, (command, out.stderr)
+
+
+def test_cli_demo_train_and_generate(tmp_path):
+    out = run_cli("demo", "--seconds", "3", "--hidden", "32", "--embedding", "8", "--max-chars", "200000",
+                  "--generate", "50", "--out", str(tmp_path / "lm.npz"), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "unigram baseline" in out.stdout and "saved the model" in out.stdout
+    gen = run_cli("generate", str(tmp_path / "lm.npz"), "--prompt", "import ", "-n", "30", "--seed", "1")
+    assert gen.returncode == 0 and gen.stdout.startswith("import ") and len(gen.stdout) >= 30, gen.stderr
+    text = tmp_path / "text.txt"
+    text.write_text("hello world, hello lstm. " * 400)
+    out = run_cli("train-charlm", str(text), "--seconds", "2", "--hidden", "16", "--embedding", "4", "--batch", "4",
+                  "--seq-len", "20", "--out", str(tmp_path / "mine.npz"), "--prompt", "hello", "--no-progress")
+    assert out.returncode == 0 and (tmp_path / "mine.npz").exists(), out.stderr
+
+
+def test_cli_forecast_writes_a_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = run_cli("forecast", "--epochs", "2", "--hidden", "8", "--plot", str(tmp_path / "f.png"), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "naive last-value forecast" in out.stdout and (tmp_path / "f.png").stat().st_size > 1000
+    csv = tmp_path / "s.csv"
+    csv.write_text("day,close\n" + "\n".join(f"{k},{np.sin(k / 5):.4f}" for k in range(200)))
+    out = run_cli("forecast", "--csv", str(csv), "--column", "close", "--epochs", "2", "--window", "10",
+                  "--plot", str(tmp_path / "g.png"), "--no-progress")
+    assert out.returncode == 0 and (tmp_path / "g.png").exists(), out.stderr
+    out = run_cli("forecast", "--csv", str(csv), "--column", "nope", "--plot", str(tmp_path / "h.png"))
+    assert out.returncode == 2 and "no column 'nope'" in out.stderr
+
+
+def test_check_command_runs():
+    out = subprocess.run([sys.executable, "-m", "lstmcpp", "check", "--steps", "20", "--hidden", "32", "--batch", "4"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "matches the NumPy reference" in out.stdout

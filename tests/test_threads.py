@@ -1,0 +1,197 @@
+"""Threads: the thread setting, the GIL released during compute, results independent of the
+thread count (bitwise), concurrent calls, and our BLAS kept single-threaded."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import lstmcpp
+
+from conftest import ISAS, rel_err, core_settings, on_one_and_two_threads, assert_bitwise_equal, run_forward_backward
+
+
+def test_threads_setting():
+    n = lstmcpp.get_num_threads()
+    try:
+        lstmcpp.set_num_threads(1)
+        assert lstmcpp.get_num_threads() == 1
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            lstmcpp.set_num_threads(0)
+    finally:
+        lstmcpp.set_num_threads(n)
+
+
+def test_the_gil_is_released_during_compute():
+    """While another thread is inside one long call, this thread keeps running Python: its
+    iterations cover the call with no long pause. (Were the GIL held for the call, this thread
+    could run only before and after it: the call's interval would hold no iteration at all.)"""
+    model = lstmcpp.LSTM(256, 256, num_layers=2, seed=0)
+    x = np.random.default_rng(0).standard_normal((1500, 1, 256)).astype(np.float32)
+    done, call = threading.Event(), {}
+
+    def one_long_call():
+        call["begin"] = time.perf_counter()
+        model(x)
+        call["end"] = time.perf_counter()
+        done.set()
+
+    with core_settings(threads=1):  # the core's team must not compete with this thread for the cores
+        worker = threading.Thread(target=one_long_call)
+        ticks = []
+        worker.start()
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+        worker.join()
+    begin, end = call["begin"], call["end"]
+    inside = [t for t in ticks if begin < t < end]
+    longest_pause = float(np.max(np.diff([begin] + inside + [end])))
+    assert end - begin > 0.05, call  # long enough for a held GIL to show
+    assert longest_pause < 0.25 * (end - begin), (longest_pause, end - begin, len(inside))
+
+
+def test_info_reports_the_kernels_and_threads():
+    info = lstmcpp.info()
+    assert info["isa"] in info["isa_supported"]
+    assert info["threads"] == lstmcpp.get_num_threads()
+    assert "OpenBLAS" in info["blas"]
+    assert info["version"] == lstmcpp.__version__
+
+
+def test_one_and_two_threads_agree():
+    model = lstmcpp.LSTM(64, 128, num_layers=2, bidirectional=True, proj_size=96, peepholes=True, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 8, 64)).astype(np.float32)
+    lengths = rng.integers(1, 21, size=8)
+    dy = rng.standard_normal((20, 8, 192)).astype(np.float32)
+    one, two = on_one_and_two_threads(lambda: run_forward_backward(model, x, dy, lengths))
+    for a, b in zip(one, two):
+        assert rel_err(a, b) < 1e-6
+
+
+@pytest.mark.parametrize("B", [1, 5])
+def test_repeated_calls_are_bitwise_identical(B):
+    model = lstmcpp.LSTM(13, 37, num_layers=2, bidirectional=True, peepholes=True, proj_size=21, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((11, B, 13)).astype(np.float32)
+    dy = rng.standard_normal((11, B, 42)).astype(np.float32)
+    first = run_forward_backward(model, x, dy)
+    for _ in range(3):
+        assert_bitwise_equal(run_forward_backward(model, x, dy), first)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("B,T", [(1, 12), (3, 12), (8, 20), (19, 9)])
+def test_results_are_bitwise_identical_across_thread_counts(isa, B, T):
+    """Each output element is computed by the same kernel in the same order, whatever the split:
+    weights read in place (B = 1, 3), packed and split by hidden units (B = 8), packed and split
+    by batch rows (B = 19)."""
+    model = lstmcpp.LSTM(29, 53, num_layers=2, peepholes=True, proj_size=27, seed=1)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, 29)).astype(np.float32)
+    dy = rng.standard_normal((T, B, 27)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, size=B)
+    one, two = on_one_and_two_threads(lambda: run_forward_backward(model, x, dy, lengths), isa)
+    assert_bitwise_equal(one, two)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_token_input_is_bitwise_identical_across_thread_counts(isa):
+    model = lstmcpp.LSTM(16, 48, bidirectional=True, seed=2)
+    rng = np.random.default_rng(2)
+    ids, table = rng.integers(0, 7, (30, 19)), rng.standard_normal((7, 16)).astype(np.float32)
+    dy = rng.standard_normal((30, 19, 96)).astype(np.float32)
+
+    def run():
+        model.zero_grad()
+        y, (h, c), cache = model.forward_tokens(ids, table)
+        d_table, (dh0, dc0) = model.backward(cache, dy)
+        return [y, h, c, d_table, dh0, dc0] + [g.copy() for g in model.grads.values()]
+
+    one, two = on_one_and_two_threads(run, isa)
+    assert_bitwise_equal(one, two)
+
+
+def test_eight_threads_on_shared_and_separate_models_match_serial_results():
+    rng = np.random.default_rng(0)
+    shared = lstmcpp.LSTM(16, 48, num_layers=2, seed=0)
+    own = [lstmcpp.LSTM(16, 48, peepholes=True, seed=k) for k in range(8)]
+    xs = [rng.standard_normal((20, 3, 16)).astype(np.float32) for _ in range(8)]
+    dys = [rng.standard_normal((20, 3, 48)).astype(np.float32) for _ in range(8)]
+    expected_shared = [shared(x)[0] for x in xs]
+    expected_own = [run_forward_backward(m, x, dy) for m, x, dy in zip(own, xs, dys)]
+    for m in own:
+        m.zero_grad()
+    results, errors = {}, []
+    start = threading.Barrier(8)
+
+    def work(k):
+        try:
+            start.wait()
+            for _ in range(5):
+                y_shared = shared(xs[k])[0]  # inference on one model from all threads at once
+                results[k] = (y_shared, run_forward_backward(own[k], xs[k], dys[k]))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for k in range(8):
+        assert np.array_equal(results[k][0], expected_shared[k])
+        assert_bitwise_equal(results[k][1], expected_own[k])
+
+
+def test_concurrent_backward_on_one_model_raises_instead_of_corrupting():
+    model = lstmcpp.LSTM(64, 256, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 16, 64)).astype(np.float32)
+    y, _, cache = model.forward(x)
+    dy = np.ones_like(y)
+    model.zero_grad()
+    model.backward(cache, dy)
+    one = {k: g.copy() for k, g in model.grads.items()}
+    model.zero_grad()
+    outcomes = []
+    start = threading.Barrier(4)
+
+    def work():
+        start.wait()
+        for _ in range(3):
+            try:
+                model.backward(cache, dy)
+                outcomes.append("ok")
+            except RuntimeError as e:
+                assert "another thread is running backward" in str(e)
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "refused" in outcomes  # four threads started together: they did collide
+    done = outcomes.count("ok")
+    for k, g in model.grads.items():  # the successful calls' sum (to float32 rounding): nothing corrupted
+        assert rel_err(g, done * one[k]) < 1e-6, k
+
+
+def test_our_blas_stays_single_threaded_when_others_change_it():
+    """threadpoolctl's "limit all BLAS" (as scikit-learn uses it) reaches our OpenBLAS copy too;
+    the core must put it back to one thread (one per team member), or it nests thread pools."""
+    import ctypes
+
+    scipy_openblas32 = pytest.importorskip("scipy_openblas32")
+    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"))
+    model = lstmcpp.LSTM(32, 64, seed=0)
+    x = np.random.default_rng(0).standard_normal((30, 20, 32)).astype(np.float32)
+    expected = run_forward_backward(model, x, np.ones((30, 20, 64), np.float32))
+    lib.scipy_openblas_set_num_threads(2)
+    got = run_forward_backward(model, x, np.ones((30, 20, 64), np.float32))
+    assert lib.scipy_openblas_get_num_threads() == 1
+    assert_bitwise_equal(got, expected)
