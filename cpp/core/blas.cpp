@@ -49,7 +49,7 @@ void blas_single_threaded() {
 // kernels for some CPUs (Haswell's, which it runs on AMD Zen 3) round an element differently
 // when a call has a different number of rows or columns, so cutting by thread count would make
 // results depend on it. Below about a million multiply-adds the product is one call.
-constexpr int64_t kChunks = 8;
+constexpr int64_t kChunks = 4;
 constexpr int64_t kMinChunk = 32;
 
 template <class T>
