@@ -14,6 +14,7 @@
 #include "core/blas.h"
 #include "kernels/kernels.h"
 #include "core/model.h"
+#include "core/quantized_model.h"
 #include "weights/dense.h"
 #include "training/training.h"
 
@@ -69,6 +70,48 @@ const T* data_or_null(const std::optional<Array<T>>& a) {
     return a ? a->data() : nullptr;
 }
 
+// A forward call's inputs, checked against the model's configuration: x (T,B,I), or with an
+// embedding (V,I) token ids (T,B) into it; h0 (D*L,B,P), c0 (D*L,B,H) and lengths (B) or None.
+template <class T>
+struct ForwardArgs {
+    std::optional<Array<T>> x_, embedding_, h0_, c0_;
+    std::optional<Lengths> ids_, lengths_;
+    lstmcpp::TokenInput<T> tokens_;
+    int64_t steps = 0, batch = 0;
+
+    ForwardArgs(const Config& c, py::handle x_obj, py::handle h0_obj, py::handle c0_obj, py::handle lengths_obj,
+                py::handle embedding_obj) {
+        embedding_ = ready_or_none<T>(embedding_obj, "embedding");
+        if (embedding_) ids_ = ready<int32_t>(x_obj, "ids");
+        else x_ = ready<T>(x_obj, "x");
+        h0_ = ready_or_none<T>(h0_obj, "h0");
+        c0_ = ready_or_none<T>(c0_obj, "c0");
+        lengths_ = ready_or_none<int32_t>(lengths_obj, "lengths");
+        const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
+        if (embedding_) {
+            if (ids_->ndim() != 2) throw py::value_error("ids: expected shape (T, B), got " + shape_of(*ids_));
+            if (embedding_->ndim() != 2) throw py::value_error("embedding: expected shape (V, " + std::to_string(c.input_size) + "), got " + shape_of(*embedding_));
+            require_shape(*embedding_, {embedding_->shape(0), c.input_size}, "embedding");
+            steps = ids_->shape(0);
+            batch = ids_->shape(1);
+            tokens_ = {ids_->data(), embedding_->data(), embedding_->shape(0)};
+        } else {
+            if (x_->ndim() != 3) throw py::value_error("x: expected shape (T, B, " + std::to_string(c.input_size) + "), got " + shape_of(*x_));
+            steps = x_->shape(0);
+            batch = x_->shape(1);
+            require_shape(*x_, {steps, batch, c.input_size}, "x");
+        }
+        if (h0_) require_shape(*h0_, {D * L, batch, P}, "h0");
+        if (c0_) require_shape(*c0_, {D * L, batch, H}, "c0");
+        if (lengths_) require_shape(*lengths_, {batch}, "lengths");
+    }
+    const T* x() const { return x_ ? x_->data() : nullptr; }
+    const T* h0() const { return data_or_null(h0_); }
+    const T* c0() const { return data_or_null(c0_); }
+    const int32_t* lengths_data() const { return lengths_ ? lengths_->data() : nullptr; }
+    const lstmcpp::TokenInput<T>* tokens_or_null() const { return embedding_ ? &tokens_ : nullptr; }
+};
+
 template <class T>
 void bind_model(py::module_& m, const char* model_name, const char* cache_name) {
     using M = Model<T>;
@@ -121,34 +164,10 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             [](const M& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
                py::handle lengths_obj, const py::list& dropout_masks, bool keep_cache,
                py::handle embedding_obj) {
-                // x (T,B,I), or with an embedding (V,I): token ids (T,B) into it
-                const std::optional<Array<T>> embedding = ready_or_none<T>(embedding_obj, "embedding");
-                const std::optional<Array<T>> x = embedding ? std::nullopt : std::optional<Array<T>>(ready<T>(x_obj, "x"));
-                const std::optional<Lengths> ids = embedding ? std::optional<Lengths>(ready<int32_t>(x_obj, "ids")) : std::nullopt;
-                const std::optional<Array<T>> h0 = ready_or_none<T>(h0_obj, "h0");
-                const std::optional<Array<T>> c0 = ready_or_none<T>(c0_obj, "c0");
-                const std::optional<Lengths> lengths = ready_or_none<int32_t>(lengths_obj, "lengths");
+                const ForwardArgs<T> args(self.config(), x_obj, h0_obj, c0_obj, lengths_obj, embedding_obj);
                 const Config& c = self.config();
-                const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size,
-                              P = c.output_size();
-                int64_t steps, B;
-                lstmcpp::TokenInput<T> tokens;
-                if (embedding) {
-                    if (ids->ndim() != 2) throw py::value_error("ids: expected shape (T, B), got " + shape_of(*ids));
-                    if (embedding->ndim() != 2) throw py::value_error("embedding: expected shape (V, " + std::to_string(c.input_size) + "), got " + shape_of(*embedding));
-                    require_shape(*embedding, {embedding->shape(0), c.input_size}, "embedding");
-                    steps = ids->shape(0);
-                    B = ids->shape(1);
-                    tokens = {ids->data(), embedding->data(), embedding->shape(0)};
-                } else {
-                    if (x->ndim() != 3) throw py::value_error("x: expected shape (T, B, " + std::to_string(c.input_size) + "), got " + shape_of(*x));
-                    steps = x->shape(0);
-                    B = x->shape(1);
-                    require_shape(*x, {steps, B, c.input_size}, "x");
-                }
-                if (h0) require_shape(*h0, {D * L, B, P}, "h0");
-                if (c0) require_shape(*c0, {D * L, B, H}, "c0");
-                if (lengths) require_shape(*lengths, {B}, "lengths");
+                const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
+                const int64_t steps = args.steps, B = args.batch;
                 std::vector<const T*> masks;
                 for (py::handle item : dropout_masks) {
                     const Array<T> mask = ready<T>(item, "dropout mask");  // kept alive by the list
@@ -159,10 +178,8 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
                 std::unique_ptr<C> cache(keep_cache ? new C() : nullptr);
                 {
                     py::gil_scoped_release release;
-                    self.forward(y.mutable_data(), h_n.mutable_data(), c_n.mutable_data(),
-                                 cache.get(), x ? x->data() : nullptr, data_or_null(h0), data_or_null(c0),
-                                 lengths ? lengths->data() : nullptr, masks, steps, B,
-                                 embedding ? &tokens : nullptr);
+                    self.forward(y.mutable_data(), h_n.mutable_data(), c_n.mutable_data(), cache.get(), args.x(),
+                                 args.h0(), args.c0(), args.lengths_data(), masks, steps, B, args.tokens_or_null());
                 }
                 py::object cache_obj = cache ? py::cast(std::move(cache)) : py::none();
                 return py::make_tuple(y, h_n, c_n, cache_obj);
@@ -196,6 +213,86 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             },
             py::arg("cache"), py::arg("dy"), py::arg("dh_n") = py::none(),
             py::arg("dc_n") = py::none());
+}
+
+void bind_quantized_model(py::module_& m) {
+    using Q = lstmcpp::QuantizedModel;
+    using Int8Array = py::array_t<int8_t, py::array::c_style>;
+    py::class_<Q>(m, "QuantizedModelF32", "The C++ LSTM with int8 matrices, for inference.")
+        .def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
+                         bool bidirectional, bool peepholes, double cell_clip, double proj_clip) {
+                 Config c;
+                 c.input_size = input_size;
+                 c.hidden_size = hidden_size;
+                 c.num_layers = num_layers;
+                 c.proj_size = proj_size;
+                 c.bias = bias;
+                 c.bidirectional = bidirectional;
+                 c.peepholes = peepholes;
+                 c.cell_clip = cell_clip;
+                 c.proj_clip = proj_clip;
+                 return new Q(c);
+             }),
+             py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1, py::arg("proj_size") = 0,
+             py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("peepholes") = false,
+             py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0)
+        .def("set_matrix",
+             [](Q& self, int64_t cell, const std::string& name, py::handle q_obj, py::handle scales_obj) {
+                 if (!Int8Array::check_(q_obj)) throw py::type_error(name + ": expected a C-contiguous int8 array");
+                 const Int8Array q = py::reinterpret_borrow<Int8Array>(q_obj);
+                 const Array<float> scales = ready<float>(scales_obj, "scales");
+                 if (q.ndim() != 2) throw py::value_error(name + ": expected a 2-D array, got " + shape_of(q));
+                 require_shape(scales, {q.shape(0)}, "scales");
+                 self.set_matrix(cell, name, q.data(), scales.data(), q.shape(0), q.shape(1));
+             },
+             py::arg("cell"), py::arg("name"), py::arg("q"), py::arg("scales"))
+        .def("set_vector",
+             [](Q& self, int64_t cell, const std::string& name, py::handle values_obj) {
+                 const Array<float> values = ready<float>(values_obj, name.c_str());
+                 self.set_vector(cell, name, values.data(), values.size());
+             },
+             py::arg("cell"), py::arg("name"), py::arg("values"))
+        .def_property_readonly("nbytes", &Q::nbytes)
+        .def(
+            "forward",
+            [](const Q& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj, py::handle lengths_obj,
+               py::handle embedding_obj) {
+                const ForwardArgs<float> args(self.config(), x_obj, h0_obj, c0_obj, lengths_obj, embedding_obj);
+                const Config& c = self.config();
+                const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
+                Array<float> y({args.steps, args.batch, D * P}), h_n({D * L, args.batch, P}), c_n({D * L, args.batch, H});
+                {
+                    py::gil_scoped_release release;
+                    self.forward(y.mutable_data(), h_n.mutable_data(), c_n.mutable_data(), args.x(), args.h0(),
+                                 args.c0(), args.lengths_data(), args.steps, args.batch, args.tokens_or_null());
+                }
+                return py::make_tuple(y, h_n, c_n);
+            },
+            py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("lengths") = py::none(),
+            py::arg("embedding") = py::none());
+
+    // The int8 kernels alone (for testing their integers against the NumPy reference).
+    m.def("quantize_rows_f32", [](const Array<float>& a) {
+        if (a.ndim() != 2) throw py::value_error("a: expected a 2-D array, got " + shape_of(a));
+        const int64_t M = a.shape(0), K = a.shape(1), Kp = (K + 15) / 16 * 16;
+        py::array_t<int16_t> q({M, Kp});
+        Array<float> scale({M});
+        lstmcpp::kernels_f32().quantize_rows(q.mutable_data(), Kp, scale.mutable_data(), a.data(), K, M, K);
+        return py::make_tuple(q, scale);
+    }, py::arg("a"), "The float32 kernels' activation quantization: (q (M, K rounded up to 16) int16, scales (M)).");
+    m.def("gemm_nt_s8_f32", [](const py::array_t<int16_t, py::array::c_style>& q, const Array<float>& a_scale,
+                               const Int8Array& w, const Array<float>& w_scale, int64_t K) {
+        const int64_t Kp = (K + 15) / 16 * 16;
+        if (q.ndim() != 2 || q.shape(1) != Kp) throw py::value_error("q: expected shape (M, " + std::to_string(Kp) + "), got " + shape_of(q));
+        if (w.ndim() != 2 || w.shape(1) != Kp) throw py::value_error("w: expected shape (N, " + std::to_string(Kp) + "), got " + shape_of(w));
+        require_shape(a_scale, {q.shape(0)}, "a_scale");
+        require_shape(w_scale, {w.shape(0)}, "w_scale");
+        Array<float> C({q.shape(0), w.shape(0)});
+        lstmcpp::kernels_f32().gemm_nt_s8(C.mutable_data(), w.shape(0), q.data(), Kp, a_scale.data(), w.data(), Kp,
+                                          w_scale.data(), q.shape(0), w.shape(0), K, 0.0f);
+        return C;
+    }, py::arg("q"), py::arg("a_scale"), py::arg("w"), py::arg("w_scale"), py::arg("K"),
+       "The float32 kernels' int8 product: C = (q w^T) * a_scale[m] * w_scale[n], rows zero-padded to 16.");
 }
 
 // C (M,N) = op(A) op(B) (+ C when accumulate): the blocks around the LSTM (lstmcpp.nn) use our
@@ -291,6 +388,7 @@ PYBIND11_MODULE(_core, m) {
     });
     bind_model<float>(m, "ModelF32", "CacheF32");
     bind_model<double>(m, "ModelF64", "CacheF64");
+    bind_quantized_model(m);
 
     m.def("matmul_f32", &matmul<float>, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false, py::arg("out") = py::none(), py::arg("accumulate") = false);

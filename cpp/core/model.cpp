@@ -7,17 +7,13 @@
 
 #include "cells/lstm_cell.h"
 #include "core/blas.h"
+#include "core/layers.h"
 
 namespace lstmcpp {
 
 namespace {
 
 std::atomic<uint64_t> g_next_model_id{1};
-
-template <class T>
-T clip_or_inf(double clip) {
-    return clip > 0 ? static_cast<T>(clip) : std::numeric_limits<T>::infinity();
-}
 
 template <class T>
 T* at(T* base, int64_t offset) {
@@ -65,103 +61,12 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
                        const T* c0, const int32_t* lengths,
                        const std::vector<const T*>& dropout_masks, int64_t steps,
                        int64_t batch, const TokenInput<T>* tokens) const {
-    blas_single_threaded();
-    const Config& c = config_;
-    const int64_t L = c.num_layers, D = c.directions(), H = c.hidden_size, P = c.output_size();
-    const int64_t B = batch, TB = steps * batch, DP = D * P;
-    if (steps < 1) throw std::invalid_argument("x must have at least one time step, got T = 0");
-    if (batch < 1) throw std::invalid_argument("x must have a batch of at least 1, got B = 0");
-    if (!dropout_masks.empty() && static_cast<int64_t>(dropout_masks.size()) != L - 1)
-        throw std::invalid_argument("dropout_masks: expected " + std::to_string(L - 1) + " masks");
-    if (lengths) {
-        for (int64_t b = 0; b < B; ++b)
-            if (lengths[b] < 1 || lengths[b] > steps)
-                throw std::invalid_argument("lengths[" + std::to_string(b) + "] = " +
-                                            std::to_string(lengths[b]) + " is outside 1.." +
-                                            std::to_string(steps));
-    }
-
-    if (tokens) {
-        if (tokens->vocab < 1) throw std::invalid_argument("embedding: expected at least one row, got V = 0");
-        for (int64_t r = 0; r < TB; ++r)
-            if (tokens->ids[r] < 0 || tokens->ids[r] >= tokens->vocab)
-                throw std::invalid_argument("ids[" + std::to_string(r / B) + ", " + std::to_string(r % B) + "] = " +
-                                            std::to_string(tokens->ids[r]) + " is outside 0.." +
-                                            std::to_string(tokens->vocab - 1));
-    }
-
-    if (cache) {
-        cache->model_id = id_;
-        cache->steps = steps;
-        cache->batch = batch;
-        cache->lengths.assign(lengths ? lengths : nullptr, lengths ? lengths + B : nullptr);
-        if (tokens) {
-            cache->ids.assign(tokens->ids, tokens->ids + TB);
-            cache->vocab = tokens->vocab;
-            cache->input.assign(tokens->embedding, tokens->embedding + tokens->vocab * c.input_size);
-        } else {
-            cache->ids.clear();
-            cache->vocab = 0;
-            cache->input.assign(x, x + TB * c.input_size);
-        }
-        cache->outputs.assign(L, {});
-        cache->dropped.assign(dropout_masks.empty() ? 0 : L - 1, {});
-        cache->dropout_masks.assign(dropout_masks.empty() ? 0 : L - 1, {});
-        cache->cells.assign(L * D, {});
-    }
-    const T proj_clip = clip_or_inf<T>(c.proj_clip);
-    AlignedVector<T> outputs[2], dropped;  // inference: layers alternate between two buffers
-    const T* input = tokens ? nullptr : cache ? cache->input.data() : x;
-    // Token input: per direction, table (V,G) = embedding W_ih^T + b_ih + b_hh, each token's
-    // input projection made once.
-    std::vector<AlignedVector<T>> tables(tokens ? D : 0);
-    for (int64_t d = 0; d < static_cast<int64_t>(tables.size()); ++d) {
-        tables[d].resize(tokens->vocab * c.gates() * H);
-        project_inputs(tables[d].data(), tokens->embedding, tokens->vocab,
-                       cell_weights<T>(c, params_.data(), nullptr, cells_[d], 0, zero_peepholes_.data()));
-    }
-    for (int64_t layer = 0; layer < L; ++layer) {
-        // (T,B,DP). The cache keeps every layer's output but the last's, which is y itself;
-        // backward reads it too only when projecting (for proj_clip), so then it keeps a copy.
-        T* out;
-        if (layer == L - 1) {
-            out = y;
-        } else if (cache) {
-            cache->outputs[layer].resize(TB * DP);
-            out = cache->outputs[layer].data();
-        } else {
-            outputs[layer % 2].resize(TB * DP);
-            out = outputs[layer % 2].data();
-        }
-        for (int64_t d = 0; d < D; ++d) {
-            const int64_t cell = layer * D + d;
-            const CellShape<T> shape{steps, B, c.layer_input_size(layer), H, P, c.proj_size > 0, d == 1, proj_clip};
-            const bool by_token = tokens && layer == 0;
-            forward_through_time<T>(out + d * P, DP, h_n + cell * B * P, c_n + cell * B * H,
-                                    cache ? &cache->cells[cell] : nullptr, input,
-                                    by_token ? tokens->ids : nullptr, by_token ? tables[d].data() : nullptr,
-                                    h0 ? h0 + cell * B * P : nullptr, c0 ? c0 + cell * B * H : nullptr, lengths,
-                                    cell_weights<T>(c, params_.data(), nullptr, cells_[cell], layer,
-                                                    zero_peepholes_.data()),
-                                    shape);
-        }
-        input = out;
-        if (layer < L - 1 && !dropout_masks.empty()) {
-            const T* mask = dropout_masks[layer];
-            T* next;
-            if (cache) {
-                cache->dropout_masks[layer].assign(mask, mask + TB * DP);
-                cache->dropped[layer].resize(TB * DP);
-                next = cache->dropped[layer].data();
-            } else {
-                dropped.resize(TB * DP);
-                next = dropped.data();
-            }
-            for (int64_t k = 0; k < TB * DP; ++k) next[k] = out[k] * mask[k];
-            input = next;
-        }
-    }
-    if (cache && c.proj_size > 0) cache->outputs[L - 1].assign(y, y + TB * DP);
+    auto weights_of = [this](int64_t layer, int64_t direction) {
+        return cell_weights<T>(config_, params_.data(), nullptr, cells_[layer * config_.directions() + direction], layer,
+                               zero_peepholes_.data());
+    };
+    forward_layers(config_, weights_of, id_, y, h_n, c_n, cache, x, h0, c0, lengths, dropout_masks, steps, batch,
+                   tokens);
 }
 
 template <class T>

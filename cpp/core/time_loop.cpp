@@ -82,8 +82,8 @@ void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
 
 }  // namespace
 
-template <class T, class Cell>
-void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell>& w) {
+template <class T, class Cell, class Matrix>
+void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell, Matrix>& w) {
     const int64_t G = w.weight_ih.rows;
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t k = 0; k < G; ++k)
@@ -94,10 +94,10 @@ void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell>
 // ---------------------------------------------------------------------------------------------
 // forward
 
-template <class T, class Cell>
+template <class T, class Cell, class Matrix>
 void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                           const T* x, const int32_t* ids, const T* table, const T* h0, const T* c0,
-                          const int32_t* lengths, const CellWeights<T, Cell>& w, const CellShape<T>& s) {
+                          const int32_t* lengths, const CellWeights<T, Cell, Matrix>& w, const CellShape<T>& s) {
     constexpr int Gates = Cell::kGates;
     const int64_t steps = s.steps, B = s.batch, I = s.I, H = s.H, P = s.P, G = Gates * H;
     const Kernels<T>& K = kernels<T>();
@@ -140,9 +140,10 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
         if (fuse_input)
-            GateProducts<T, Gates, DenseMatrix<T>>(K, false, w.weight_ih, H, jr).add(gates + b0 * G, G, x + b0 * I, rows);
-        const GateProducts<T, Gates, DenseMatrix<T>> recurrent(K, pack, w.weight_hh, H, jr);
-        const StepProduct<T> projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : StepProduct<T>();
+            GateProducts<T, Gates, Matrix>(K, false, w.weight_ih, H, jr).add(gates + b0 * G, G, x + b0 * I, rows);
+        const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
+        using Product = typename Matrix::Product;
+        const Product projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : Product();
         T* h_cur = state;
         T* h_next = h_cur + B * P;
         T* c_cur = cell;
@@ -336,17 +337,22 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
     w.cell.add_gradients(dz.data(), cache.c_prev.data(), cache.c.data(), TB);
 }
 
-#define LSTMCPP_INSTANTIATE_TIME_LOOP(T, Cell)                                                                   \
-    template void project_inputs<T, Cell>(T*, const T*, int64_t, const CellWeights<T, Cell>&);                 \
-    template void forward_through_time<T, Cell>(T*, int64_t, T*, T*, CellCache<T>*, const T*, const int32_t*,  \
-                                                const T*, const T*, const T*, const int32_t*,                   \
-                                                const CellWeights<T, Cell>&, const CellShape<T>&);              \
+#define LSTMCPP_INSTANTIATE_FORWARD(T, Cell, Matrix)                                                              \
+    template void project_inputs<T, Cell, Matrix>(T*, const T*, int64_t, const CellWeights<T, Cell, Matrix>&);     \
+    template void forward_through_time<T, Cell, Matrix>(T*, int64_t, T*, T*, CellCache<T>*, const T*,              \
+                                                        const int32_t*, const T*, const T*, const T*,              \
+                                                        const int32_t*, const CellWeights<T, Cell, Matrix>&,       \
+                                                        const CellShape<T>&);
+#define LSTMCPP_INSTANTIATE_BACKWARD(T, Cell)                                                                      \
     template void backward_through_time<T, Cell>(T*, T*, T*, const CellGradients<T>&, const CellCache<T>&,     \
                                                  const T*, const int32_t*, T*, int64_t, const T*, int64_t,      \
                                                  const T*, const T*, const T*, const int32_t*,                  \
                                                  const CellWeights<T, Cell>&, const CellShape<T>&);
 
-LSTMCPP_INSTANTIATE_TIME_LOOP(float, LstmCell<float>)
-LSTMCPP_INSTANTIATE_TIME_LOOP(double, LstmCell<double>)
+LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, DenseMatrix<float>)
+LSTMCPP_INSTANTIATE_FORWARD(double, LstmCell<double>, DenseMatrix<double>)
+LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, Int8Matrix)
+LSTMCPP_INSTANTIATE_BACKWARD(float, LstmCell<float>)
+LSTMCPP_INSTANTIATE_BACKWARD(double, LstmCell<double>)
 
 }  // namespace lstmcpp

@@ -13,6 +13,7 @@
 
 #include "core/aligned.h"
 #include "weights/dense.h"
+#include "weights/int8.h"
 
 namespace lstmcpp {
 
@@ -26,14 +27,15 @@ struct CellCache {
     AlignedVector<T> m;       // (T,B,H) the cell's output before the projection, kept only when projecting
 };
 
-// One cell's parameters as the time loop reads them; Cell carries the cell type's own.
-template <class T, class Cell>
+// One cell's parameters as the time loop reads them: the matrices in a weight format (weights/:
+// DenseMatrix, Int8Matrix), the biases, and the cell type's own parameters.
+template <class T, class Cell, class Matrix = DenseMatrix<T>>
 struct CellWeights {
-    DenseMatrix<T> weight_ih;   // (G,I)
-    DenseMatrix<T> weight_hh;   // (G,P)
-    const T* bias_ih;           // (G) or null
-    const T* bias_hh;           // (G) or null
-    DenseMatrix<T> weight_hr;   // (P,H); data null when not projecting
+    Matrix weight_ih;     // (G,I)
+    Matrix weight_hh;     // (G,P)
+    const T* bias_ih;     // (G) or null
+    const T* bias_hh;     // (G) or null
+    Matrix weight_hr;     // (P,H); data null when not projecting
     Cell cell;
 };
 
@@ -56,21 +58,22 @@ struct CellShape {
 
 // out (rows,G) = x (rows,I) W_ih^T + b_ih + b_hh, all rows in one product; x null: the biases
 // only (a one-step call projects its input inside the step).
-template <class T, class Cell>
-void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell>& w);
+template <class T, class Cell, class Matrix>
+void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell, Matrix>& w);
 
 // x (T,B,I) is the input, or, when ids (T,B) is given, row ids[t,b] of table (V,G) is step t's
 // x W_ih^T + b_ih + b_hh for element b (token input, layer 0). Writes y (T,B,*) with row stride
 // ldy, h_n (B,P), c_n (B,H); fills cache when given. h0, c0, lengths may be null.
-template <class T, class Cell>
+template <class T, class Cell, class Matrix>
 void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                           const T* x, const int32_t* ids, const T* table, const T* h0, const T* c0,
-                          const int32_t* lengths, const CellWeights<T, Cell>& w, const CellShape<T>& s);
+                          const int32_t* lengths, const CellWeights<T, Cell, Matrix>& w, const CellShape<T>& s);
 
 // Writes dx (T,B,I) for the input x (T,B,I); or, for token input (ids given), adds the gradient
 // of the table forward gathered from into d_table (V,G) instead, and leaves W_ih's gradient to
 // the caller (it comes from d_table). y (T,B,*) with stride ldy is forward's output (read only
-// when projecting); dy likewise; dh_n, dc_n may be null. Adds every parameter gradient.
+// when projecting); dy likewise; dh_n, dc_n may be null. Adds every parameter gradient. (Dense
+// weights only: the quantized formats are for inference.)
 template <class T, class Cell>
 void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
                            const CellCache<T>& cache, const T* x, const int32_t* ids, T* d_table,

@@ -32,6 +32,18 @@ struct Kernels {
     int64_t panel_width;
     void (*gemm_packed)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B_packed,
                         int64_t M, int64_t N, int64_t K, T beta);
+    // The int8 weight format (weights/int8.h), float32 only (null in the float64 table):
+    // quantize_rows: row m of a (M,K) becomes q[m, 0..K) = round(a[m, :] * 127 / max|a[m, :]|), int16
+    // values in [-127, 127] (round half to even), zero from K to the next multiple of 16, and
+    // scale[m] = max|a[m, :]| / 127 (NaN when a row holds NaN or Inf, so the output is NaN too).
+    void (*quantize_rows)(int16_t* q, int64_t ldq, float* scale, const float* a, int64_t lda, int64_t M,
+                          int64_t K);
+    // C (M,N) = beta*C + (A (M,K) W (N,K)^T) * a_scale[m] * w_scale[n]: int16 activations from
+    // quantize_rows times int8 weights, summed exactly in int32, then scaled. Rows of A and W are
+    // zero-padded to a multiple of 16.
+    void (*gemm_nt_s8)(float* C, int64_t ldc, const int16_t* A, int64_t lda, const float* a_scale,
+                       const int8_t* W, int64_t ldw, const float* w_scale, int64_t M, int64_t N, int64_t K,
+                       float beta);
     // Elementwise sigmoid and tanh over n values (exposed so their error can be measured), and
     // exp (for the softmax of the training loss). y may be x.
     void (*sigmoid)(T* y, const T* x, int64_t n);

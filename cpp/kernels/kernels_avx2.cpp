@@ -49,6 +49,93 @@ struct Vec8 {
 // kernel's 6-row tiles, 12 accumulators.
 constexpr int64_t kPanel = 2 * Vec8::lanes;
 
+// ---------------------------------------------------------------------------------------------
+// int8 (weights/int8.h): activations as int16 in [-127, 127], weights as int8 widened to int16
+// on load, multiplied in pairs by vpmaddwd into exact int32 sums (no saturation, so no reduced
+// range: 2 * 127 * 127 fits int16 products' pair sums in int32 many times over).
+
+void quantize_rows(int16_t* q, int64_t ldq, float* scale, const float* a, int64_t lda, int64_t M, int64_t K) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), largest = _mm256_set1_ps(3.4028234663852886e38f);
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    const int64_t Kp = padded16(K);
+    for (int64_t m = 0; m < M; ++m) {
+        const float* row = a + m * lda;
+        __m256 vmax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k += 8) {
+            const __m256 v = _mm256_andnot_ps(sign, _mm256_maskload_ps(row + k, Vec8::tail_mask(K - k)));
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, largest, _CMP_NLE_UQ));  // NaN or Inf
+            vmax = _mm256_max_ps(vmax, v);
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        const bool finite = _mm256_movemask_ps(bad) == 0;
+        float inv;
+        row_scale(finite ? _mm_cvtss_f32(m4) : __builtin_nanf(""), scale + m, &inv);
+        const __m256 vinv = _mm256_set1_ps(inv);
+        int16_t* out = q + m * ldq;
+        for (int64_t k = 0; k < Kp; k += 16) {
+            __m256 v0 = _mm256_mul_ps(_mm256_maskload_ps(row + k, Vec8::tail_mask(K - k)), vinv);
+            __m256 v1 = _mm256_mul_ps(_mm256_maskload_ps(row + k + 8, Vec8::tail_mask(K - k - 8)), vinv);
+            v0 = _mm256_max_ps(lo, _mm256_min_ps(hi, v0));
+            v1 = _mm256_max_ps(lo, _mm256_min_ps(hi, v1));
+            // cvtps rounds half to even (MXCSR's default); packs interleaves the 128-bit lanes
+            __m256i packed = _mm256_packs_epi32(_mm256_cvtps_epi32(v0), _mm256_cvtps_epi32(v1));
+            packed = _mm256_permute4x64_epi64(packed, 0xD8);
+            if (!finite) packed = _mm256_setzero_si256();
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), packed);
+        }
+    }
+}
+
+// C[b, 0..R) (+)= (A[b, :] . W[r, :]) * a_scale[b] * w_scale[r] for MB rows of A, R = 4 (or 1) of W.
+template <int MB, int R>
+inline void s8_tile(float* C, int64_t ldc, const int16_t* A, int64_t lda, const float* a_scale,
+                    const int8_t* W, int64_t ldw, const float* w_scale, int64_t Kp, float beta) {
+    __m256i acc[MB][R];
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_si256();
+    for (int64_t k = 0; k < Kp; k += 16) {
+        __m256i w[R];
+        for (int r = 0; r < R; ++r)
+            w[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W + r * ldw + k)));
+        for (int b = 0; b < MB; ++b) {
+            const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(A + b * lda + k));
+            for (int r = 0; r < R; ++r) acc[b][r] = _mm256_add_epi32(acc[b][r], _mm256_madd_epi16(x, w[r]));
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        if constexpr (R == 4) {
+            const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[b][0], acc[b][1]),
+                                                _mm256_hadd_epi32(acc[b][2], acc[b][3]));
+            const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            __m128 v = _mm_mul_ps(_mm_cvtepi32_ps(sums), _mm_mul_ps(_mm_set1_ps(a_scale[b]), _mm_loadu_ps(w_scale)));
+            if (beta != 0.0f) v = _mm_add_ps(_mm_loadu_ps(C + b * ldc), v);
+            _mm_storeu_ps(C + b * ldc, v);
+        } else {
+            const __m128i s2 = _mm_add_epi32(_mm256_castsi256_si128(acc[b][0]), _mm256_extracti128_si256(acc[b][0], 1));
+            const __m128i s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0x4E));
+            const int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(s1, _mm_shuffle_epi32(s1, 0xB1)));
+            const float v = static_cast<float>(sum) * (a_scale[b] * w_scale[0]);
+            C[b * ldc] = beta != 0.0f ? C[b * ldc] + v : v;
+        }
+    }
+}
+
+void gemm_nt_s8(float* C, int64_t ldc, const int16_t* A, int64_t lda, const float* a_scale, const int8_t* W,
+                int64_t ldw, const float* w_scale, int64_t M, int64_t N, int64_t K, float beta) {
+    const int64_t Kp = padded16(K);
+    // Two rows of A at a time: 8 accumulators, 4 rows of W and one of A fit 16 registers.
+    in_row_blocks<2>(M, [&](auto block, int64_t m) {
+        constexpr int MB = decltype(block)::value;
+        int64_t n = 0;
+        for (; n + 4 <= N; n += 4)
+            s8_tile<MB, 4>(C + m * ldc + n, ldc, A + m * lda, lda, a_scale + m, W + n * ldw, ldw, w_scale + n, Kp, beta);
+        for (; n < N; ++n)
+            s8_tile<MB, 1>(C + m * ldc + n, ldc, A + m * lda, lda, a_scale + m, W + n * ldw, ldw, w_scale + n, Kp, beta);
+    });
+}
+
 }  // namespace avx2
 
 const Kernels<float>& kernels_f32_avx2() {
@@ -58,6 +145,8 @@ const Kernels<float>& kernels_f32_avx2() {
         k.gemm_nn = avx2::gemm_nn_tiles<avx2::Vec8, 2>;
         k.panel_width = avx2::kPanel;
         k.gemm_packed = avx2::gemm_packed_tiles<avx2::Vec8, 6>;
+        k.quantize_rows = avx2::quantize_rows;
+        k.gemm_nt_s8 = avx2::gemm_nt_s8;
         return k;
     }();
     return table;

@@ -208,10 +208,72 @@ static void exp_all(T* y, const T* x, int64_t n) {
     for (int64_t k = 0; k < n; ++k) y[k] = exp_of(x[k]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// int8: the portable versions, and the reference for the instruction-set ones.
+
+// The scale of a row whose largest magnitude is amax, and the factor that maps it to [-127, 127]:
+// scale = amax / 127, inv = 127 / amax; a row of zeros has scale 0; NaN or Inf gives scale NaN
+// (the row is then all zeros, and the product NaN).
+static inline void row_scale(float amax, float* scale, float* inv) {
+    if (!(amax <= 3.4028234663852886e38f)) {  // NaN or Inf
+        *scale = __builtin_nanf("");
+        *inv = 0.0f;
+    } else if (amax == 0.0f) {
+        *scale = 0.0f;
+        *inv = 0.0f;
+    } else {
+        *scale = amax / 127.0f;
+        *inv = 127.0f / amax;
+    }
+}
+
+static inline int64_t padded16(int64_t K) { return (K + 15) / 16 * 16; }
+
+static void quantize_rows_generic(int16_t* __restrict q, int64_t ldq, float* __restrict scale,
+                                  const float* __restrict a, int64_t lda, int64_t M, int64_t K) {
+    for (int64_t m = 0; m < M; ++m) {
+        const float* row = a + m * lda;
+        float amax = 0.0f;
+        bool finite = true;
+        for (int64_t k = 0; k < K; ++k) {
+            const float v = row[k] < 0.0f ? -row[k] : row[k];
+            finite = finite && (v <= 3.4028234663852886e38f);
+            amax = v > amax ? v : amax;
+        }
+        float inv;
+        row_scale(finite ? amax : __builtin_nanf(""), scale + m, &inv);
+        int16_t* out = q + m * ldq;
+        for (int64_t k = 0; k < K; ++k) {
+            float v = __builtin_nearbyintf(row[k] * inv);  // round half to even, as NumPy's rint
+            v = v > 127.0f ? 127.0f : v;
+            v = v < -127.0f ? -127.0f : v;
+            out[k] = finite ? static_cast<int16_t>(v) : 0;
+        }
+        for (int64_t k = K; k < padded16(K); ++k) out[k] = 0;
+    }
+}
+
+static void gemm_nt_s8_generic(float* __restrict C, int64_t ldc, const int16_t* __restrict A, int64_t lda,
+                               const float* __restrict a_scale, const int8_t* __restrict W, int64_t ldw,
+                               const float* __restrict w_scale, int64_t M, int64_t N, int64_t K, float beta) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            int32_t acc = 0;
+            for (int64_t k = 0; k < K; ++k) acc += static_cast<int32_t>(A[m * lda + k]) * W[n * ldw + k];
+            const float v = static_cast<float>(acc) * (a_scale[m] * w_scale[n]);
+            C[m * ldc + n] = beta == 0.0f ? v : C[m * ldc + n] + v;
+        }
+}
+
 template <class T>
 static Kernels<T> make_kernels(const char* name) {
     constexpr int kPanel = 64 / sizeof(T);  // a cache line of each packed row
-    return Kernels<T>{name, gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
-                      gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,
-                      sigmoid_all<T>, tanh_all<T>, exp_all<T>};
+    Kernels<T> k{name, gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
+                 gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,
+                 nullptr, nullptr, sigmoid_all<T>, tanh_all<T>, exp_all<T>};
+    if constexpr (sizeof(T) == sizeof(float)) {
+        k.quantize_rows = quantize_rows_generic;
+        k.gemm_nt_s8 = gemm_nt_s8_generic;
+    }
+    return k;
 }

@@ -93,8 +93,23 @@ public:
         }
     }
 
+    // A step's left-hand side as the products read it: a weight format whose products need the
+    // activations in another form (int8) makes it once here for all the products that share them.
+    struct Prepared {
+        const T* A;
+        int64_t lda;
+    };
+    static Prepared prepare(const Kernels<T>&, const T* A, int64_t lda, int64_t /*M*/, int64_t /*depth*/) {
+        return {A, lda};
+    }
+
     // C[:, cols] = beta*C[:, cols] + A (M,depth) B[:, cols]; C points at column 0.
     void apply(T* C, int64_t ldc, const T* A, int64_t lda, int64_t M, T beta) const {
+        apply(C, ldc, Prepared{A, lda}, M, beta);
+    }
+    void apply(T* C, int64_t ldc, const Prepared& a, int64_t M, T beta) const {
+        const T* A = a.A;
+        const int64_t lda = a.lda;
         if (cols_.size() <= 0) return;
         T* c = C + cols_.begin;
         if (!packed_.empty())
@@ -117,6 +132,7 @@ private:
 
 template <class T>
 struct DenseMatrix {
+    using Product = StepProduct<T>;
     const T* data = nullptr;  // (N,K) row-major; null when the model has no such matrix
     int64_t rows = 0;         // N
     int64_t cols = 0;         // K
@@ -141,17 +157,20 @@ struct DenseMatrix {
 template <class T, int Gates, class Matrix>
 class GateProducts {
 public:
-    GateProducts(const Kernels<T>& K, bool pack, const Matrix& W, int64_t H, Range units) : depth_(W.cols) {
+    using Product = typename Matrix::Product;
+    GateProducts(const Kernels<T>& K, bool pack, const Matrix& W, int64_t H, Range units) : K_(&K), depth_(W.cols) {
         for (int q = 0; q < Gates; ++q)
             gates_[q] = W.step_product(K, pack, Range{q * H + units.begin, q * H + units.end});
     }
     void add(T* z, int64_t ldz, const T* A, int64_t B) const {
-        for (const StepProduct<T>& gate : gates_) gate.apply(z, ldz, A, depth_, B, T(1));
+        const typename Product::Prepared a = Product::prepare(*K_, A, depth_, B, depth_);
+        for (const Product& gate : gates_) gate.apply(z, ldz, a, B, T(1));
     }
 
 private:
+    const Kernels<T>* K_;
     int64_t depth_;
-    std::array<StepProduct<T>, Gates> gates_;  // no heap allocation: a streaming call makes these
+    std::array<Product, Gates> gates_;  // no heap allocation: a streaming call makes these
 };
 
 }  // namespace lstmcpp

@@ -17,9 +17,12 @@ from .io import load, save
 io.register("LSTM", LSTM, LSTM._from_native)
 
 from . import models, nn, optim, train  # noqa: E402  (models registers its kinds with io)
+from .quantize import QuantizedLSTM, quantize  # noqa: E402
 from .train import fit  # noqa: E402
 
-__all__ = ["LSTM", "ForwardCache", "reference", "interop", "nn", "optim", "models", "train", "fit",
+io.register("QuantizedLSTM", QuantizedLSTM, QuantizedLSTM._from_native)
+
+__all__ = ["LSTM", "ForwardCache", "QuantizedLSTM", "quantize", "reference", "interop", "nn", "optim", "models", "train", "fit",
            "save", "load", "load_onnx", "set_num_threads", "get_num_threads", "info", "__version__"]
 
 

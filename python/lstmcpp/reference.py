@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Config", "param_shapes", "init_params", "forward", "backward", "sigmoid"]
+__all__ = ["Config", "param_shapes", "init_params", "forward", "backward", "sigmoid", "QuantizedRows",
+           "quantize_rows_int8", "quantize_activations_int8", "int8_product"]
 
-Params = Dict[str, np.ndarray]
+Params = Dict[str, Any]  # name -> array, or QuantizedRows for a matrix in the int8 format
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,62 @@ def _passes(x: np.ndarray, limit: Optional[float]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# the int8 weight format (SPEC §5): the integer arithmetic exactly as the kernels do it, in float32
+
+
+@dataclass(frozen=True)
+class QuantizedRows:
+    """A matrix (N,K) in the int8 format: row n is ``q[n] * scale[n]``."""
+
+    q: np.ndarray      # (N,K) int8 in [-127, 127]
+    scale: np.ndarray  # (N,) float32
+
+    def dequantize(self) -> np.ndarray:
+        return self.q.astype(np.float32) * self.scale[:, None]
+
+
+def _row_scales(a: np.ndarray):
+    """Each float32 row's scale max|a|/127 and the factor 127/max|a| that maps it onto [-127, 127]
+    (0 and 0 for a row of zeros; NaN and 0 for a row holding NaN or Inf)."""
+    amax = np.abs(a).max(axis=1)
+    finite = np.isfinite(a).all(axis=1)
+    positive = finite & (amax > 0)
+    scale = np.where(finite, amax / np.float32(127), np.float32(np.nan)).astype(np.float32)
+    inv = np.where(positive, np.float32(127) / np.where(positive, amax, np.float32(1)), np.float32(0)).astype(np.float32)
+    return scale, inv, finite
+
+
+def quantize_rows_int8(w: np.ndarray) -> QuantizedRows:
+    """Round each row of ``w`` onto its own symmetric int8 grid (round half to even)."""
+    w = np.asarray(w, np.float32)
+    scale, inv, _ = _row_scales(w)
+    q = np.clip(np.rint(w * inv[:, None]), -127, 127).astype(np.int8)
+    return QuantizedRows(q, scale)
+
+
+def quantize_activations_int8(a: np.ndarray):
+    """The activations entering an int8 product, each row (batch row, step) on its own grid:
+    ``(q (M,K) int32 in [-127, 127], scale (M,) float32)``; a row holding NaN or Inf becomes zeros
+    with scale NaN."""
+    a = np.asarray(a, np.float32)
+    scale, inv, finite = _row_scales(a)
+    a = np.where(finite[:, None], a, np.float32(0))
+    return np.clip(np.rint(a * inv[:, None]), -127, 127).astype(np.int32), scale
+
+
+def int8_product(a: np.ndarray, w: QuantizedRows) -> np.ndarray:
+    """``a (M,K) @ W^T`` in the int8 format: integer sums, exact, then ``sum * (scale_a * scale_w)``."""
+    q, scale = quantize_activations_int8(a)
+    sums = q.astype(np.int64) @ w.q.astype(np.int64).T
+    return sums.astype(np.float32) * (scale[:, None] * w.scale[None, :])
+
+
+def _product(a: np.ndarray, w) -> np.ndarray:
+    """``a @ w^T`` for a float matrix or one in the int8 format."""
+    return int8_product(a, w) if isinstance(w, QuantizedRows) else a @ w.T
+
+
+# ----------------------------------------------------------------------------------------------
 # one cell: one layer, one direction
 
 
@@ -120,14 +177,14 @@ def _cell_forward(config: Config, p: Params, x, h0, c0, lengths, reverse: bool):
     h, c = h0, c0
     steps = []
     for t in (reversed(range(T)) if reverse else range(T)):
-        z = x[t] @ W_ih.T + h @ W_hh.T + bias  # (B,4H): one product for all four gates
+        z = _product(x[t], W_ih) + _product(h, W_hh) + bias  # (B,4H): one product for all four gates
         i = sigmoid(z[:, :H] + w_i * c)
         f = sigmoid(z[:, H : 2 * H] + w_f * c)
         g = np.tanh(z[:, 2 * H : 3 * H])
         c_new = _clip(f * c + i * g, config.cell_clip)
         o = sigmoid(z[:, 3 * H :] + w_o * c_new)  # the output peephole sees the new cell
         m = o * np.tanh(c_new)
-        h_new = _clip(m @ W_hr.T, config.proj_clip) if W_hr is not None else m
+        h_new = _clip(_product(m, W_hr), config.proj_clip) if W_hr is not None else m
         on = (t < lengths)[:, None]  # (B,1): elements past their length keep their state
         steps.append(dict(t=t, on=on, x=x[t], h=h, c=c, i=i, f=f, g=g, o=o, c_new=c_new, m=m, h_new=h_new))
         y[t] = np.where(on, h_new, 0.0)
@@ -199,7 +256,9 @@ def forward(
     """Run the LSTM on time-major ``x (T,B,I)``.
 
     Returns ``y (T,B,D*P), (h_n (D*L,B,P), c_n (D*L,B,H)), cache``. ``dropout_masks`` holds,
-    for each layer but the last, a ``(T,B,D*P)`` array multiplied into that layer's output.
+    for each layer but the last, a ``(T,B,D*P)`` array multiplied into that layer's output. A
+    matrix given as :class:`QuantizedRows` is multiplied in the int8 format (forward only; run
+    it in float32, as the core does).
     """
     T, B, _ = x.shape
     L, D, H, P = config.num_layers, config.directions, config.hidden_size, config.output_size

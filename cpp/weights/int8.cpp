@@ -1,0 +1,75 @@
+#include "weights/int8.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace lstmcpp {
+
+namespace {
+
+int64_t padded16(int64_t K) { return (K + 15) / 16 * 16; }
+
+// This thread's buffer for quantized activations: grows to the largest call seen, then a
+// streaming call allocates nothing.
+struct ActivationBuffer {
+    AlignedVector<int16_t> q;
+    AlignedVector<float> scale;
+    void reserve(int64_t M, int64_t ldq) {
+        if (static_cast<int64_t>(q.size()) < M * ldq) q.resize(M * ldq);
+        if (static_cast<int64_t>(scale.size()) < M) scale.resize(M);
+    }
+};
+
+ActivationBuffer& activation_buffer() {
+    thread_local ActivationBuffer buffer;
+    return buffer;
+}
+
+constexpr int64_t kRowBlock = 64;  // rows of x quantized and multiplied at a time (they stay in cache)
+
+}  // namespace
+
+Int8StepProduct::Prepared Int8StepProduct::prepare(const Kernels<float>& K, const float* A, int64_t lda, int64_t M,
+                                                   int64_t depth) {
+    ActivationBuffer& buffer = activation_buffer();
+    const int64_t ldq = padded16(depth);
+    buffer.reserve(M, ldq);
+    K.quantize_rows(buffer.q.data(), ldq, buffer.scale.data(), A, lda, M, depth);
+    return {buffer.q.data(), ldq, buffer.scale.data()};
+}
+
+void Int8StepProduct::apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const {
+    if (rows_.size() <= 0) return;
+    K_->gemm_nt_s8(C + rows_.begin, ldc, a.q, a.ldq, a.scale, W_->data + rows_.begin * W_->ld, W_->ld,
+                   W_->scales + rows_.begin, M, rows_.size(), W_->cols, beta);
+}
+
+void Int8StepProduct::apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
+    if (rows_.size() <= 0) return;
+    apply(C, ldc, prepare(*K_, A, lda, M, W_->cols), M, beta);
+}
+
+void Int8Matrix::multiply_rows(float* out, const float* x, int64_t M, float beta) const {
+    const Kernels<float>& K = kernels_f32();
+    const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
+    const double macs = double(M) * double(rows) * double(cols);
+    run_team(macs < 1e6 ? 1 : get_num_threads(), [&](int team, int me) {
+        const Range mine = split(blocks, team, me, 1);
+        for (int64_t block = mine.begin; block < mine.end; ++block) {
+            const int64_t m0 = block * kRowBlock, m = std::min(kRowBlock, M - m0);
+            const Int8StepProduct::Prepared a = Int8StepProduct::prepare(K, x + m0 * cols, cols, m, cols);
+            K.gemm_nt_s8(out + m0 * rows, rows, a.q, a.ldq, a.scale, data, ld, scales, m, rows, cols, beta);
+        }
+    });
+}
+
+void Int8Weights::assign(const int8_t* q, const float* s, int64_t N, int64_t K) {
+    rows = N;
+    cols = K;
+    ld = padded16(K);
+    data.assign(N * ld, int8_t(0));
+    for (int64_t n = 0; n < N; ++n) std::memcpy(data.data() + n * ld, q + n * K, K);
+    scales.assign(s, s + N);
+}
+
+}  // namespace lstmcpp

@@ -1,0 +1,70 @@
+// The int8 weight format (SPEC §5, "int8"): every row of a weight matrix W (N,K) stored as int8
+// values q with its own symmetric scale s (W[n, k] ~ q[n, k] * s[n]); the activations entering a
+// product are quantized the same way per row (per batch row, per step), the products summed
+// exactly in int32, and the result scaled back to float32. The gate math and the cell state stay
+// float32. The weights' quantization is done once, in Python (lstmcpp.quantize, with the NumPy
+// reference's own function), so the core and the reference hold the same integers.
+#pragma once
+
+#include <cstdint>
+
+#include "core/aligned.h"
+#include "core/team.h"
+#include "kernels/kernels.h"
+
+namespace lstmcpp {
+
+struct Int8Matrix;
+
+// One thread's rows `outputs` of an int8 matrix, applied every step: C[:, outputs] (+)= A W[outputs]^T.
+class Int8StepProduct {
+public:
+    // A step's activations, quantized once (into this thread's buffer) for all products that share them.
+    struct Prepared {
+        const int16_t* q;    // (M, ldq) int16 values in [-127, 127], rows zero-padded to 16
+        int64_t ldq;
+        const float* scale;  // (M)
+    };
+    static Prepared prepare(const Kernels<float>& K, const float* A, int64_t lda, int64_t M, int64_t depth);
+
+    Int8StepProduct() = default;  // no rows: apply does nothing
+    Int8StepProduct(const Kernels<float>& K, const Int8Matrix& W, Range outputs) : K_(&K), W_(&W), rows_(outputs) {}
+
+    void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const;
+    void apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const;
+
+private:
+    const Kernels<float>* K_ = nullptr;
+    const Int8Matrix* W_ = nullptr;
+    Range rows_{0, 0};
+};
+
+struct Int8Matrix {
+    using Product = Int8StepProduct;
+    const int8_t* data = nullptr;  // (N, ld): row n's K values, then zeros to ld (a multiple of 16)
+    const float* scales = nullptr; // (N)
+    int64_t rows = 0;              // N
+    int64_t cols = 0;              // K
+    int64_t ld = 0;
+
+    // out (M,N) = beta*out + x (M,K) W^T, every row at once, split over the whole team.
+    void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
+    // The product of one thread's rows `outputs` of W each step (pack: the format has one layout).
+    Int8StepProduct step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const {
+        return Int8StepProduct(K, *this, outputs);
+    }
+};
+
+// A matrix's stored form: what Int8Matrix points into.
+struct Int8Weights {
+    AlignedVector<int8_t> data;  // (N, ld)
+    AlignedVector<float> scales; // (N)
+    int64_t rows = 0, cols = 0, ld = 0;
+
+    Int8Matrix view() const { return {data.empty() ? nullptr : data.data(), scales.data(), rows, cols, ld}; }
+    // q (N,K) row-major int8 and scales (N): copies them, padding each row to a multiple of 16.
+    void assign(const int8_t* q, const float* s, int64_t N, int64_t K);
+    int64_t nbytes() const { return rows * cols + rows * static_cast<int64_t>(sizeof(float)); }
+};
+
+}  // namespace lstmcpp

@@ -1,0 +1,192 @@
+"""Quantized inference (SPEC §5): ``q = lstmcpp.quantize(model, "int8")``.
+
+A :class:`QuantizedLSTM` keeps its matrices (``W_ih``, ``W_hh``, ``W_hr``) in a smaller weight
+format and runs exactly as :class:`lstmcpp.LSTM` does for inference: same call, same shapes, same
+features. Biases and peepholes stay float32, and so does all of the gate math and the cell state.
+
+``"int8"``: every row of every matrix has its own symmetric scale (``W[n] ~ q[n] * s[n]``, ``q``
+in [-127, 127]); the activations entering a product are quantized the same way for each batch row
+at each step, the products summed exactly in int32, and scaled back. ``q(x)`` equals
+``q.dequantize()(x)`` up to that rounding of the activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from . import _core, reference
+from ._args import LayerArguments, require_finite, shape_text
+from ._lstm import LSTM
+
+__all__ = ["quantize", "QuantizedLSTM", "SCHEMES"]
+
+SCHEMES = ("int8",)
+_MATRICES = ("weight_ih", "weight_hh", "weight_hr")
+
+
+def quantize(model: Any, scheme: str = "int8") -> "QuantizedLSTM":
+    """A copy of ``model`` (an :class:`lstmcpp.LSTM`) whose matrices are stored in ``scheme``.
+
+    Raises ValueError for an unknown scheme or weights holding NaN or Inf, and TypeError for a
+    model it cannot quantize.
+    """
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"scheme: expected one of {list(SCHEMES)}, got {scheme!r}")
+    if not isinstance(model, LSTM):
+        raise TypeError(f"model: expected an lstmcpp.LSTM, got {type(model).__name__}")
+    state = model.state_dict()
+    for name, array in state.items():
+        if not np.isfinite(array).all():
+            raise ValueError(f"model: {name} holds NaN or Inf; it cannot be quantized")
+    arrays: Dict[str, np.ndarray] = {}
+    for name, array in state.items():
+        if name.split("_l")[0] in _MATRICES:
+            rows = reference.quantize_rows_int8(array)
+            arrays[name + ".q"], arrays[name + ".scale"] = rows.q, rows.scale
+        else:
+            arrays[name] = array.astype(np.float32)
+    config = model.get_config()
+    config.update(dtype="float32", dropout=0.0)
+    return QuantizedLSTM(config, arrays, scheme)
+
+
+class QuantizedLSTM(LayerArguments):
+    """An LSTM whose matrices are quantized (see :func:`quantize`); inference only.
+
+    ``q(x, state=None, *, lengths=None)`` returns ``y, (h_n, c_n)`` exactly as
+    :meth:`lstmcpp.LSTM.__call__` does (layers, bidirectional, projection, peepholes, clips,
+    lengths, ``batch_first``, unbatched input, initial state), in float32.
+    """
+
+    def __init__(self, config: Dict[str, Any], arrays: Dict[str, np.ndarray], scheme: str = "int8"):
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme: expected one of {list(SCHEMES)}, got {scheme!r}")
+        shape = LSTM(**config)  # checks the configuration; gives the parameter names and shapes
+        self.scheme = scheme
+        self._config = dict(config)
+        for attribute in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
+                          "proj_size", "peepholes", "cell_clip", "proj_clip", "dtype", "check_finite",
+                          "num_directions", "output_size"):
+            setattr(self, attribute, getattr(shape, attribute))
+        self._arrays = self._checked(arrays, shape)
+        self._core = _core.QuantizedModelF32(
+            self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias, self.bidirectional,
+            self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0,
+        )
+        D = self.num_directions
+        for name in shape.state_dict():
+            base, layer, direction = _parse(name)
+            cell = layer * D + direction
+            if base in _MATRICES:
+                self._core.set_matrix(cell, base, self._arrays[name + ".q"], self._arrays[name + ".scale"])
+            else:
+                self._core.set_vector(cell, base, self._arrays[name].reshape(-1))
+
+    @staticmethod
+    def _checked(arrays: Dict[str, np.ndarray], shape: LSTM) -> Dict[str, np.ndarray]:
+        """The arrays a model of ``shape``'s configuration needs, each checked, as contiguous copies."""
+        expected: Dict[str, Tuple[Tuple[int, ...], Any]] = {}
+        for name, p in shape.state_dict().items():
+            if name.split("_l")[0] in _MATRICES:
+                expected[name + ".q"] = (p.shape, np.int8)
+                expected[name + ".scale"] = (p.shape[:1], np.float32)
+            else:
+                expected[name] = (p.shape, np.float32)
+        missing = sorted(set(expected) - set(arrays))
+        unexpected = sorted(set(arrays) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"arrays: missing {missing}, unexpected {unexpected}")
+        checked = {}
+        for name, (dims, dtype) in expected.items():
+            a = np.asarray(arrays[name])
+            if a.shape != dims:
+                raise ValueError(f"arrays[{name!r}]: expected shape {shape_text(dims)}, got {shape_text(a.shape)}")
+            if a.dtype != dtype:
+                raise TypeError(f"arrays[{name!r}]: expected dtype {np.dtype(dtype)}, got {a.dtype}")
+            if dtype == np.int8 and a.size and np.abs(a.astype(np.int16)).max() > 127:
+                raise ValueError(f"arrays[{name!r}]: int8 weights must be in [-127, 127]")
+            if dtype == np.float32 and not np.isfinite(a).all():
+                raise ValueError(f"arrays[{name!r}]: holds NaN or Inf")
+            checked[name] = np.ascontiguousarray(a).copy()
+        return checked
+
+    # ------------------------------------------------------------------------------------------
+    # inference
+
+    def __call__(self, x: Any, state: Optional[Tuple[Any, Any]] = None, *, lengths: Any = None):
+        """Inference: ``y, (h_n, c_n) = q(x, state, lengths=...)``, as :meth:`lstmcpp.LSTM.__call__`."""
+        x3, unbatched = self._input(x)
+        h0, c0 = self._state(state, x3.shape[1], unbatched)
+        lens = self._lengths(lengths, x3.shape[0], x3.shape[1], unbatched)
+        if self.check_finite:
+            require_finite(x=x3, h_0=h0, c_0=c0)
+        y, h_n, c_n = self._core.forward(x3, h0, c0, lens)
+        if self.check_finite:
+            require_finite(y=y, h_n=h_n, c_n=c_n)
+        return self._outputs(y, h_n, c_n, unbatched)
+
+    # ------------------------------------------------------------------------------------------
+    # what it holds
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored matrices, their scales included (biases and peepholes not)."""
+        return int(self._core.nbytes)
+
+    def dequantize(self) -> LSTM:
+        """The float32 :class:`lstmcpp.LSTM` with the decoded weights (``q * scale`` per row)."""
+        model = LSTM(**self._config)
+        state = {}
+        for name in model.state_dict():
+            if name.split("_l")[0] in _MATRICES:
+                state[name] = reference.QuantizedRows(self._arrays[name + ".q"], self._arrays[name + ".scale"]).dequantize()
+            else:
+                state[name] = self._arrays[name]
+        model.load_state_dict(state)
+        return model
+
+    def quantized_params(self) -> Dict[str, Any]:
+        """The parameters as :func:`lstmcpp.reference.forward` takes them: each matrix a
+        :class:`lstmcpp.reference.QuantizedRows`, the rest float32 arrays (copies)."""
+        params: Dict[str, Any] = {}
+        for name, a in self._arrays.items():
+            if name.endswith(".q"):
+                base = name[:-2]
+                params[base] = reference.QuantizedRows(a.copy(), self._arrays[base + ".scale"].copy())
+            elif not name.endswith(".scale"):
+                params[name] = a.copy()
+        return params
+
+    def get_config(self) -> Dict[str, Any]:
+        """The float model's constructor arguments (``LSTM(**q.get_config())`` has its shape)."""
+        return dict(self._config)
+
+    def _to_native(self):
+        return {"lstm": self.get_config(), "scheme": self.scheme}, {k: a.copy() for k, a in self._arrays.items()}
+
+    @classmethod
+    def _from_native(cls, config: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> "QuantizedLSTM":
+        if not isinstance(config, dict) or "lstm" not in config or "scheme" not in config:
+            raise ValueError("config: expected a quantized model's configuration ('lstm' and 'scheme')")
+        return cls(config["lstm"], arrays, config["scheme"])
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"config": self._config, "arrays": self._arrays, "scheme": self.scheme}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(state["config"], state["arrays"], state["scheme"])
+
+    def __repr__(self) -> str:
+        float_bytes = sum(4 * a.size for n, a in self._arrays.items() if n.endswith(".q"))
+        shape = repr(LSTM(**self._config)).replace("LSTM(", "", 1).rstrip(")")
+        return (f"QuantizedLSTM({shape}, scheme={self.scheme!r}, nbytes={self.nbytes:,} "
+                f"({self.nbytes / float_bytes:.2f}x float32))")
+
+
+def _parse(name: str) -> Tuple[str, int, int]:
+    """'weight_hh_l1_reverse' -> ('weight_hh', 1, 1)."""
+    base, _, rest = name.rpartition("_l")
+    reverse = rest.endswith("_reverse")
+    return base, int(rest.removesuffix("_reverse")), int(reverse)

@@ -1,0 +1,220 @@
+"""Quantized inference: the int8 kernels' integers exactly as the NumPy reference's, a
+QuantizedLSTM against the reference of the quantized arithmetic over the feature grid, under
+every instruction set, and against its dequantized float model; files, pickling and bad input."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import lstmcpp
+from lstmcpp import _core, reference
+
+from conftest import GRID, make_inputs, on_one_and_two_threads, assert_bitwise_equal, rel_err, scale_weights
+
+
+# ------------------------------------------------------------------------------------------------
+# the kernels' integers
+
+
+def awkward_rows(rng, K):
+    """Rows that test the rounding: random, all zeros, ties at .5 (amax 127 makes the scale 1),
+    huge, tiny, and one negative extreme."""
+    rows = [rng.standard_normal(K), np.zeros(K), 1e30 * rng.standard_normal(K), 1e-30 * rng.standard_normal(K)]
+    tie = np.full(K, 0.5) + np.arange(K) % 5
+    tie[0] = 127.0
+    rows += [tie, -tie]
+    return np.array(rows, np.float32)
+
+
+@pytest.mark.parametrize("K", [1, 7, 16, 33, 256])
+def test_activation_quantization_is_the_references_exactly(isa, K):
+    a = awkward_rows(np.random.default_rng(K), K)
+    q, scale = _core.quantize_rows_f32(a)
+    q_ref, scale_ref = reference.quantize_activations_int8(a)
+    assert q.shape == (a.shape[0], (K + 15) // 16 * 16)
+    np.testing.assert_array_equal(q[:, :K], q_ref)
+    assert not q[:, K:].any()  # the padding is zeros
+    np.testing.assert_array_equal(scale, scale_ref)
+
+
+def test_rows_holding_nan_or_inf_give_nan_scales_and_zeros(isa):
+    a = np.ones((3, 20), np.float32)
+    a[0, 3], a[1, 19] = np.nan, np.inf
+    q, scale = _core.quantize_rows_f32(a)
+    q_ref, scale_ref = reference.quantize_activations_int8(a)
+    assert np.isnan(scale[:2]).all() and np.isnan(scale_ref[:2]).all() and scale[2] == scale_ref[2]
+    assert not q[:2].any() and not q_ref[:2].any()
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 9, 33), (3, 64, 256), (5, 7, 500)])
+def test_int8_products_are_exact_integers(isa, M, N, K):
+    rng = np.random.default_rng(M * N + K)
+    Kp = (K + 15) // 16 * 16
+    q = np.zeros((M, Kp), np.int16)
+    w = np.zeros((N, Kp), np.int8)
+    q[:, :K] = rng.integers(-127, 128, (M, K))
+    w[:, :K] = rng.integers(-127, 128, (N, K))
+    q[0, :K], w[0, :K] = 127, -127  # the largest sums
+    exact = q[:, :K].astype(np.int64) @ w[:, :K].astype(np.int64).T
+    ones = np.ones(M, np.float32), np.ones(N, np.float32)
+    np.testing.assert_array_equal(_core.gemm_nt_s8_f32(q, ones[0], w, ones[1], K), exact.astype(np.float32))
+    a_scale, w_scale = rng.random(M).astype(np.float32), rng.random(N).astype(np.float32)
+    scaled = _core.gemm_nt_s8_f32(q, a_scale, w, w_scale, K)
+    np.testing.assert_array_equal(scaled, exact.astype(np.float32) * (a_scale[:, None] * w_scale[None, :]))
+
+
+# ------------------------------------------------------------------------------------------------
+# the layer
+
+
+def quantized_pair(name, seed=1, I=7, H=13):
+    model = lstmcpp.LSTM(I, H, **{"seed": seed, **GRID[name]})
+    scale_weights(model, 3.0)  # engage the clips
+    return model, lstmcpp.quantize(model, "int8")
+
+
+def int8_reference(q, x, state, lengths):
+    """The NumPy reference of the quantized arithmetic, in float32 as the core runs, time-major."""
+    unbatched = np.ndim(x) == 2
+    x3 = np.asarray(x, np.float32)
+    x3 = x3[:, None] if unbatched else (x3.transpose(1, 0, 2) if q.batch_first else x3)
+    h0 = c0 = None
+    if state is not None:
+        h0, c0 = (np.asarray(s, np.float32) for s in state)
+        if unbatched:
+            h0, c0 = h0[:, None], c0[:, None]
+    lens = None if lengths is None else np.atleast_1d(lengths)
+    cfg = reference.Config.of(q.dequantize())
+    y, (h, c), _ = reference.forward(cfg, q.quantized_params(), x3, h0, c0, lens)
+    if unbatched:
+        return y[:, 0], h[:, 0], c[:, 0]
+    return (y.transpose(1, 0, 2) if q.batch_first else y), h, c
+
+
+@pytest.mark.parametrize("name", GRID)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_quantized_lstm_matches_the_int8_reference(isa, name, with_lengths):
+    model, q = quantized_pair(name)
+    x, state, lengths = make_inputs(model, with_lengths=with_lengths)
+    y, (h, c) = q(x, state, lengths=lengths)
+    y_ref, h_ref, c_ref = int8_reference(q, x, state, lengths)
+    # float32 gate math against NumPy's: a last-bit difference in a state can move one activation
+    # to the next integer, so the bound is a few quantization steps, not float32 rounding
+    for got, want in [(y, y_ref), (h, h_ref), (c, c_ref)]:
+        assert rel_err(got, want, floor=1e-2) < 2e-3
+
+
+@pytest.mark.parametrize("name", ["plain", "peepholes", "stacked"])
+def test_quantized_lstm_is_close_to_its_dequantized_float_model(name):
+    """Only the activations' rounding separates them (measured: 1-2% after 20 steps with weights
+    scaled 3x; the clipped configurations, whose outputs sit at a small clip, are checked exactly
+    against the int8 reference above)."""
+    model, q = quantized_pair(name)
+    x, state, lengths = make_inputs(model, T=20, B=5)
+    y, (h, c) = q(x, state, lengths=lengths)
+    y_f, (h_f, c_f) = q.dequantize()(x, state, lengths=lengths)
+    for got, want in [(y, y_f), (h, h_f), (c, c_f)]:
+        assert rel_err(got, want) < 0.03
+
+
+def test_unbatched_input_and_the_streaming_shape():
+    model, q = quantized_pair("two_layers")
+    x = np.random.default_rng(0).standard_normal((6, 7)).astype(np.float32)
+    y, (h, c) = q(x)
+    y_ref, h_ref, c_ref = int8_reference(q, x, None, None)
+    assert y.shape == (6, 13) and h.shape == (2, 13)
+    assert rel_err(y, y_ref, floor=1e-2) < 2e-3
+    # one step at a time with the state carried equals the whole sequence
+    state, ys = None, []
+    for t in range(6):
+        yt, state = q(x[t : t + 1], state)
+        ys.append(yt)
+    np.testing.assert_allclose(np.concatenate(ys), y, rtol=0, atol=1e-6)
+
+
+def test_results_do_not_depend_on_the_thread_count(isa):
+    model, q = quantized_pair("everything", I=29, H=53)
+    x, state, lengths = make_inputs(model, T=12, B=19)
+    one, two = on_one_and_two_threads(lambda: [np.array(a) for a in (q(x, state, lengths=lengths)[0],)], isa)
+    assert_bitwise_equal(one, two)
+
+
+def test_dequantize_decodes_every_row():
+    model, q = quantized_pair("everything")
+    decoded = q.dequantize().state_dict()
+    for name, w in model.state_dict().items():
+        if name.startswith(("weight_ih", "weight_hh", "weight_hr")):
+            step = np.abs(w).max(axis=1, keepdims=True) / 127
+            assert (np.abs(decoded[name] - w) <= 0.5 * step + 1e-7).all(), name
+        else:
+            np.testing.assert_array_equal(decoded[name], w)
+
+
+def test_size():
+    model = lstmcpp.LSTM(512, 512, seed=0)
+    q = lstmcpp.quantize(model, "int8")
+    float_bytes = 4 * sum(p.size for n, p in model.state_dict().items() if n.startswith("weight"))
+    assert q.nbytes == sum(p.size + 4 * p.shape[0] for n, p in model.state_dict().items() if n.startswith("weight"))
+    assert q.nbytes <= 0.27 * float_bytes
+    assert "scheme='int8'" in repr(q) and f"nbytes={q.nbytes:,}" in repr(q)
+
+
+# ------------------------------------------------------------------------------------------------
+# files and pickling
+
+
+def test_file_and_pickle_round_trips_are_bit_exact(tmp_path):
+    model, q = quantized_pair("everything")
+    x, state, lengths = make_inputs(model)
+    y, _ = q(x, state, lengths=lengths)
+    lstmcpp.save(q, tmp_path / "q.npz")
+    for loaded in (lstmcpp.load(tmp_path / "q.npz"), pickle.loads(pickle.dumps(q))):
+        assert type(loaded) is lstmcpp.QuantizedLSTM and loaded.scheme == "int8"
+        assert loaded.get_config() == q.get_config() and loaded.nbytes == q.nbytes
+        np.testing.assert_array_equal(loaded(x, state, lengths=lengths)[0], y)
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_quantize_refuses_what_it_cannot_do():
+    model = lstmcpp.LSTM(3, 4)
+    with pytest.raises(ValueError, match=r"scheme: expected one of \['int8'\], got 'int4'"):
+        lstmcpp.quantize(model, "int4")
+    with pytest.raises(TypeError, match="model: expected an lstmcpp.LSTM, got dict"):
+        lstmcpp.quantize({}, "int8")
+    model.parameters()[1][0, 0] = np.nan
+    with pytest.raises(ValueError, match="weight_hh_l0 holds NaN or Inf"):
+        lstmcpp.quantize(model, "int8")
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m(np.zeros((5, 2, 4))),                                   # wrong input size
+    lambda m: m(np.zeros((5, 2, 3), np.complex64)),                     # complex
+    lambda m: m(np.zeros((0, 2, 3))),                                   # T = 0
+    lambda m: m(np.zeros((5, 2, 3)), lengths=[6, 1]),                   # a length past T
+    lambda m: m(np.zeros((5, 2, 3)), lengths=[1.0, 2.0]),               # float lengths
+    lambda m: m(np.zeros((5, 2, 3)), (np.zeros((1, 2, 4)), np.zeros((1, 3, 4)))),  # state's batch
+    lambda m: m(np.zeros((5, 2, 3)), np.zeros((1, 2, 4))),              # state not a pair
+])
+def test_bad_input_raises_what_lstm_raises(call):
+    model = lstmcpp.LSTM(3, 4, seed=0)
+    q = lstmcpp.quantize(model, "int8")
+    with pytest.raises((ValueError, TypeError)) as expected:
+        call(model)
+    with pytest.raises(type(expected.value)) as got:
+        call(q)
+    assert str(got.value) == str(expected.value)
+
+
+def test_arrays_with_wrong_shapes_or_values_are_refused():
+    q = lstmcpp.quantize(lstmcpp.LSTM(3, 4, seed=0), "int8")
+    config, arrays = q._to_native()
+    bad = dict(arrays, **{"weight_hh_l0.q": arrays["weight_hh_l0.q"][:, :2].copy()})
+    with pytest.raises(ValueError, match=r"arrays\['weight_hh_l0.q'\]: expected shape \(16, 4\), got \(16, 2\)"):
+        lstmcpp.QuantizedLSTM(config["lstm"], bad)
+    bad = dict(arrays, **{"weight_ih_l0.q": np.full((16, 3), -128, np.int8)})
+    with pytest.raises(ValueError, match=r"must be in \[-127, 127\]"):
+        lstmcpp.QuantizedLSTM(config["lstm"], bad)
