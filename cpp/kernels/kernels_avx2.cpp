@@ -1,5 +1,5 @@
-// The AVX2+FMA kernels: kernels_impl.h's elementwise work compiled with AVX2 flags, and
-// simd_tiles.h's small-batch products over 8-float vectors (CMakeLists.txt gives this file its flags).
+// The AVX2+FMA kernels: simd_kernels.h over 8-float vectors (the gates' elementwise work and the
+// small-batch products), and the int8 products (CMakeLists.txt gives this file its flags).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -10,7 +10,7 @@ namespace lstmcpp {
 namespace avx2 {
 #include "kernels_impl.h"
 
-// 8 floats a vector (simd_tiles.h's vector traits).
+// 8 floats a vector (simd_kernels.h's vector traits).
 struct Vec8 {
     using reg = __m256;
     using mask = __m256i;
@@ -22,6 +22,25 @@ struct Vec8 {
     static reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+    static reg set1(float v) { return _mm256_set1_ps(v); }
+    static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+    static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+    static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
+    static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+    static reg fnmadd(reg a, reg b, reg c) { return _mm256_fnmadd_ps(a, b, c); }
+    static reg and_(reg a, reg b) { return _mm256_and_ps(a, b); }
+    static reg andnot(reg a, reg b) { return _mm256_andnot_ps(a, b); }
+    static reg or_(reg a, reg b) { return _mm256_or_ps(a, b); }
+    static reg round(reg a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    // 2^n built in the exponent field (n in [-126, 127]: a normal float); a NaN p stays NaN
+    static reg scale2n(reg p, reg n) {
+        const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+        return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    }
+    static reg reciprocal(reg d) { return _mm256_div_ps(_mm256_set1_ps(1.0f), d); }
+    static reg keep_inside(reg v, reg x, reg limit) {
+        return _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), limit, _CMP_LT_OQ), v);
+    }
     // the first `remaining` lanes on
     static mask tail_mask(int64_t remaining) {
         alignas(32) static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -43,7 +62,7 @@ struct Vec8 {
     }
 };
 
-#include "simd_tiles.h"
+#include "simd_kernels.h"
 
 // 16 registers: gemm_nt's 2-row tiles hold 8 accumulators, 4 rows of W and one of A; the packed
 // kernel's 6-row tiles, 12 accumulators.
@@ -145,6 +164,11 @@ const Kernels<float>& kernels_f32_avx2() {
         k.gemm_nn = avx2::gemm_nn_tiles<avx2::Vec8, 2>;
         k.panel_width = avx2::kPanel;
         k.gemm_packed = avx2::gemm_packed_tiles<avx2::Vec8, 6>;
+        k.gates_forward = avx2::gates_forward_v<avx2::Vec8>;
+        k.gates_backward = avx2::gates_backward_v<avx2::Vec8>;
+        k.sigmoid = avx2::elementwise_v<avx2::Vec8, avx2::sigmoid_v<avx2::Vec8>>;
+        k.tanh = avx2::elementwise_v<avx2::Vec8, avx2::tanh_v<avx2::Vec8>>;
+        k.exp = avx2::elementwise_v<avx2::Vec8, avx2::exp_v<avx2::Vec8>>;
         k.quantize_rows = avx2::quantize_rows;
         k.gemm_nt_s8 = avx2::gemm_nt_s8;
         return k;

@@ -3,8 +3,8 @@
 // templates, so no function compiled for one instruction set can stand in for another's.
 //
 // float32 uses the exp below (Cephes' range reduction and polynomial, ~2 ulp), written so the
-// compiler vectorises it; float64 uses the C library's exact functions. simd_tiles.h holds the
-// small-batch products' intrinsic tiles, for the instruction sets that have vector traits.
+// compiler vectorises it; float64 uses the C library's exact functions. simd_kernels.h holds the
+// vector versions (gates, products), for the instruction sets that have vector traits.
 
 // exp(x) = 2^n p(r): n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r keeps its
 // low bits), p(r) = 1 + r + r^2 (kExpPoly[0] r^5 + ... + kExpPoly[5]). Every exp of the float32

@@ -12,8 +12,10 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -34,6 +36,7 @@ class Case:
     goal: str = ""
     quick: bool = True
     peers_only: Optional[List[str]] = None  # restrict the peers (e.g. only the NumPy reference)
+    scheme: Optional[str] = None  # run lstmcpp.quantize(model, scheme) against float and int8 peers
 
 
 CASES = [
@@ -45,6 +48,10 @@ CASES = [
     Case("train H256", "train", 100, 32, 256, goal=">= 1.5x torch"),
     Case("train H512", "train", 50, 64, 512, goal=">= 1.2x torch", quick=False),
     Case("vs NumPy", "infer", 200, 1, 256, goal=">= 6x NumPy reference", peers_only=["numpy reference"]),
+    Case("int8 stream H256", "infer", 200, 1, 256, goal=">= 1.5x best peer", scheme="int8"),
+    Case("int8 stream H512", "infer", 100, 1, 512, goal=">= 1.5x best peer", scheme="int8"),
+    Case("int8 batch", "infer", 50, 64, 512, goal=">= 1.2x best peer", scheme="int8", quick=False),
+    Case("int8 projection", "infer", 100, 1, 512, proj_size=256, goal=">= 5x torch LSTM", scheme="int8"),
 ]
 
 
@@ -68,6 +75,48 @@ def _ours(case: Case, model: lstmcpp.LSTM, x: np.ndarray, dy: np.ndarray) -> Cal
         for xt in steps:
             _, state = model(xt, state)
     return step_calls
+
+
+def _quantized_peers(case, model, x, threads) -> Dict[str, Callable[[], object]]:
+    """PyTorch's and ONNX Runtime's dynamic int8 LSTMs on the same weights (each where installed
+    and able: neither quantizes a projection)."""
+    peers: Dict[str, Callable[[], object]] = {}
+    if case.proj_size:
+        return peers
+    try:
+        import torch
+
+        lstm = torch.nn.LSTM(case.H, case.H)
+        lstm.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated; it is still the peer users have
+            warnings.simplefilter("ignore")
+            qlstm = torch.ao.quantization.quantize_dynamic(lstm, {torch.nn.LSTM}, dtype=torch.qint8)
+        xt = torch.from_numpy(x)
+
+        def torch_int8():
+            with torch.inference_mode():
+                qlstm(xt)
+        peers["torch int8"] = torch_int8
+    except ImportError:
+        pass
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        return peers
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, quantized = os.path.join(tmp, "lstm.onnx"), os.path.join(tmp, "lstm_int8.onnx")
+        model.export_onnx(plain, lengths=False)
+        quantize_dynamic(plain, quantized, weight_type=QuantType.QInt8)
+        with open(quantized, "rb") as f:
+            graph = f.read()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    zeros = np.zeros((1, case.B, case.H), np.float32)
+    peers["onnxruntime int8"] = lambda: session.run(None, {"x": x, "h0": zeros, "c0": zeros})
+    return peers
 
 
 def _numpy_reference(case, model, x, dy):
@@ -244,7 +293,8 @@ def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float 
     P = model.output_size
     x = rng.standard_normal((case.T, case.B, case.H)).astype(np.float32)
     dy = rng.standard_normal((case.T, case.B, P)).astype(np.float32)
-    impls: Dict[str, Callable[[], object]] = {"lstmcpp": _ours(case, model, x, dy)}
+    ours = lstmcpp.quantize(model, case.scheme) if case.scheme else model
+    impls: Dict[str, Callable[[], object]] = {"lstmcpp": _ours(case, ours, x, dy)}
     notes = []
     peers: Dict[str, Optional[Callable[[], object]]] = {"numpy reference": _numpy_reference(case, model, x, dy)}
     if case.peers_only is None:
@@ -256,15 +306,20 @@ def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float 
         if not ort_peers:
             notes.append("onnxruntime skipped (" + ("not installed" if case.kind != "train" and not case.proj_size else "no training / projection") + ")")
         peers.update(ort_peers)
-        if case.kind != "infer" or case.B > 1:
+        if case.scheme:
+            quantized = _quantized_peers(case, model, x, threads)
+            if not quantized:
+                notes.append("no int8 peer (" + ("neither quantizes a projection" if case.proj_size else "not installed") + ")")
+            peers.update(quantized)
+        if case.kind != "infer" or case.B > 1 or case.scheme:
             peers.pop("numpy reference")
     impls.update({name: fn for name, fn in peers.items() if fn is not None and (case.peers_only is None or name in case.peers_only)})
     medians = _time_interleaved(impls, min_seconds, max_rounds=200, block_seconds=block_seconds, settle_seconds=settle_seconds)
-    ours = medians["lstmcpp"]
+    ours_s = medians["lstmcpp"]
     return {
         "case": case.name, "kind": case.kind, "T": case.T, "B": case.B, "H": case.H, "proj_size": case.proj_size,
-        "goal": case.goal, "median_s": medians, "ratio": {k: v / ours for k, v in medians.items() if k != "lstmcpp"},
-        "gflops": case_flops(case) / ours / 1e9, "notes": notes,
+        "goal": case.goal, "median_s": medians, "ratio": {k: v / ours_s for k, v in medians.items() if k != "lstmcpp"},
+        "gflops": case_flops(case) / ours_s / 1e9, "notes": notes, "scheme": case.scheme,
     }
 
 

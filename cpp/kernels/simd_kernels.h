@@ -1,12 +1,118 @@
-// The small-batch product tiles, one body for every vector width: included by kernels_avx2.cpp
-// and kernels_avx512.cpp inside their namespaces (after kernels_impl.h, for in_row_blocks), and
-// instantiated with that file's vector traits V, which give:
+// The vector kernels, one body for every vector width: included by kernels_avx2.cpp and
+// kernels_avx512.cpp inside their namespaces (after kernels_impl.h, for in_row_blocks and the exp
+// coefficients), and instantiated with that file's vector traits V, which give:
 //   reg, mask, lanes        a vector of `lanes` floats and a lane mask
-//   zero(), load(p), load_masked(p, mask), store_masked(p, mask, v), broadcast(p),
-//   fmadd(a, b, c) = a*b + c, add(a, b), tail_mask(n): the first n lanes on
+//   zero(), set1(v), load(p), load_masked(p, mask), store_masked(p, mask, v), broadcast(p)
+//   add, sub, mul, min, max, fmadd(a, b, c) = a*b + c, fnmadd(a, b, c) = c - a*b
+//   and_, andnot(a, b) = ~a & b, or_, abs, round (to nearest even), tail_mask(n): the first n lanes
+//   scale2n(p, n) = p * 2^n (n integral, in [-126, 127]), reciprocal(d) ~ 1/d
+//   keep_inside(v, x, limit): v where |x| < limit, else 0 (NaN x: 0)
 //   sum4(a, b, c, d) -> __m128 of the four horizontal sums; sum1(a) -> lane 0 of sum4(a, ...)
 // What differs in more than width and intrinsics (the tile heights, which depend on the number
-// of registers, and the AVX-512 gate math) stays in the instruction set's own file.
+// of registers) stays in the instruction set's own file.
+
+// ---------------------------------------------------------------------------------------------
+// The gates' elementwise work: kernels_impl.h's exp (the same range reduction and polynomial),
+// and divisions as V::reciprocal (AVX-512: vrcp14ps and one Newton step; AVX2: a division).
+// The clamps take x second, so a NaN passes through as it does in the scalar code.
+
+template <class V>
+inline typename V::reg exp_v(typename V::reg x) {
+    x = V::min(V::set1(kExpMax), V::max(V::set1(kExpMin), x));
+    const typename V::reg n = V::round(V::mul(x, V::set1(kLog2e)));
+    typename V::reg r = V::fnmadd(n, V::set1(kLn2High), x);
+    r = V::fnmadd(n, V::set1(kLn2Low), r);
+    typename V::reg p = V::set1(kExpPoly[0]);
+    for (int k = 1; k < 6; ++k) p = V::fmadd(p, r, V::set1(kExpPoly[k]));
+    p = V::fmadd(V::mul(p, r), r, V::add(r, V::set1(1.0f)));
+    return V::scale2n(p, n);
+}
+
+template <class V>
+inline typename V::reg sigmoid_v(typename V::reg x) {
+    return V::reciprocal(V::add(V::set1(1.0f), exp_v<V>(V::sub(V::zero(), x))));
+}
+
+template <class V>
+inline typename V::reg tanh_v(typename V::reg x) {
+    const typename V::reg sign = V::and_(x, V::set1(-0.0f));
+    const typename V::reg e = exp_v<V>(V::mul(V::set1(-2.0f), V::andnot(V::set1(-0.0f), x)));
+    const typename V::reg t = V::mul(V::sub(V::set1(1.0f), e), V::reciprocal(V::add(V::set1(1.0f), e)));
+    return V::or_(t, sign);
+}
+
+template <class V>
+void gates_forward_v(float* gates, float* c, float* m, const float* c_prev, const float* peephole, int64_t H,
+                     int64_t j0, int64_t j1, float cell_clip) {
+    using reg = typename V::reg;
+    const reg clip = V::set1(cell_clip), neg_clip = V::set1(-cell_clip);
+    for (int64_t j = j0; j < j1; j += V::lanes) {
+        const typename V::mask k = V::tail_mask(j1 - j);
+        const reg cp = V::load_masked(c_prev + j, k);
+        const reg i = sigmoid_v<V>(V::fmadd(V::load_masked(peephole + j, k), cp, V::load_masked(gates + j, k)));
+        const reg f = sigmoid_v<V>(V::fmadd(V::load_masked(peephole + H + j, k), cp, V::load_masked(gates + H + j, k)));
+        const reg g = tanh_v<V>(V::load_masked(gates + 2 * H + j, k));
+        reg cn = V::fmadd(f, cp, V::mul(i, g));
+        cn = V::max(neg_clip, V::min(clip, cn));  // cn second: NaN passes
+        // the output peephole sees the new cell
+        const reg o = sigmoid_v<V>(V::fmadd(V::load_masked(peephole + 2 * H + j, k), cn,
+                                            V::load_masked(gates + 3 * H + j, k)));
+        V::store_masked(gates + j, k, i);
+        V::store_masked(gates + H + j, k, f);
+        V::store_masked(gates + 2 * H + j, k, g);
+        V::store_masked(gates + 3 * H + j, k, o);
+        V::store_masked(c + j, k, cn);
+        V::store_masked(m + j, k, V::mul(o, tanh_v<V>(cn)));
+    }
+}
+
+template <class V>
+void gates_backward_v(float* dz, float* dc_prev, const float* gates, const float* c_prev, const float* c,
+                      const float* dm, const float* dc, const float* peephole, int64_t H, int64_t j0, int64_t j1,
+                      float cell_clip) {
+    using reg = typename V::reg;
+    const reg one = V::set1(1.0f), clip = V::set1(cell_clip);
+    for (int64_t j = j0; j < j1; j += V::lanes) {
+        const typename V::mask k = V::tail_mask(j1 - j);
+        const reg i = V::load_masked(gates + j, k), f = V::load_masked(gates + H + j, k);
+        const reg g = V::load_masked(gates + 2 * H + j, k), o = V::load_masked(gates + 3 * H + j, k);
+        const reg cp = V::load_masked(c_prev + j, k), cn = V::load_masked(c + j, k);
+        const reg dmj = V::load_masked(dm + j, k);
+        const reg tc = tanh_v<V>(cn);
+        // forward was: m = o*tanh(c)   so: do = dm*tanh(c); dc += dm*o*(1 - tanh(c)^2)
+        const reg dzo = V::mul(V::mul(dmj, tc), V::mul(o, V::sub(one, o)));
+        // forward was: o = sigmoid(zo + wco*c)   so: dc += dzo*wco
+        reg dct = V::fmadd(V::mul(dmj, o), V::fnmadd(tc, tc, one), V::load_masked(dc + j, k));
+        dct = V::fmadd(dzo, V::load_masked(peephole + 2 * H + j, k), dct);
+        // forward was: c = clip(c_raw)   so: a clipped element passes no gradient
+        dct = V::keep_inside(dct, cn, clip);
+        // forward was: c_raw = f*c_prev + i*g
+        const reg dzi = V::mul(V::mul(dct, g), V::mul(i, V::sub(one, i)));
+        const reg dzf = V::mul(V::mul(dct, cp), V::mul(f, V::sub(one, f)));
+        const reg dzg = V::mul(V::mul(dct, i), V::fnmadd(g, g, one));
+        // forward was: i = sigmoid(zi + wci*c_prev), f = sigmoid(zf + wcf*c_prev)
+        reg dcp = V::mul(dct, f);
+        dcp = V::fmadd(dzi, V::load_masked(peephole + j, k), dcp);
+        dcp = V::fmadd(dzf, V::load_masked(peephole + H + j, k), dcp);
+        V::store_masked(dc_prev + j, k, dcp);
+        V::store_masked(dz + j, k, dzi);
+        V::store_masked(dz + H + j, k, dzf);
+        V::store_masked(dz + 2 * H + j, k, dzg);
+        V::store_masked(dz + 3 * H + j, k, dzo);
+    }
+}
+
+// y = F(x) over n values, with F one of exp_v, sigmoid_v, tanh_v.
+template <class V, typename V::reg (*F)(typename V::reg)>
+void elementwise_v(float* y, const float* x, int64_t n) {
+    for (int64_t j = 0; j < n; j += V::lanes) {
+        const typename V::mask k = V::tail_mask(n - j);
+        V::store_masked(y + j, k, F(V::load_masked(x + j, k)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The small-batch products.
 
 // C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R = 4 (or 1) rows of W.
 template <class V, int MB, int R>
