@@ -2,7 +2,10 @@
 QuantizedLSTM against the reference of the quantized arithmetic over the feature grid, under
 every instruction set, and against its dequantized float model; files, pickling and bad input."""
 
+import os
 import pickle
+import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -218,3 +221,53 @@ def test_arrays_with_wrong_shapes_or_values_are_refused():
     bad = dict(arrays, **{"weight_ih_l0.q": np.full((16, 3), -128, np.int8)})
     with pytest.raises(ValueError, match=r"must be in \[-127, 127\]"):
         lstmcpp.QuantizedLSTM(config["lstm"], bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# accuracy against the other int8 LSTMs
+
+
+def float_and_int8_errors():
+    """A random model and input, its float32 output, and lstmcpp's int8 root-mean-square error."""
+    H, T, B = 64, 40, 3
+    model = lstmcpp.LSTM(H, H, seed=0)
+    x = np.random.default_rng(1).standard_normal((T, B, H)).astype(np.float32)
+    y32, _ = model(x)
+
+    def rmse(y):
+        return float(np.sqrt(np.mean((np.asarray(y, np.float64) - y32) ** 2)))
+
+    return model, x, rmse, rmse(lstmcpp.quantize(model, "int8")(x)[0])
+
+
+def test_int8_error_is_no_larger_than_pytorchs_dynamic_int8():
+    torch = pytest.importorskip("torch")
+    model, x, rmse, ours = float_and_int8_errors()
+    peer = torch.nn.LSTM(model.input_size, model.hidden_size)
+    peer.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated
+        # quantize_dynamic swaps a module's children, not the module itself: give it a parent
+        quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(peer), {torch.nn.LSTM}, dtype=torch.qint8)[0]
+    assert type(quantized) is not torch.nn.LSTM  # it really is the quantized module
+    with torch.inference_mode():
+        theirs = rmse(quantized(torch.from_numpy(x))[0].numpy())
+    assert 0 < ours <= theirs, (ours, theirs)
+
+
+def test_int8_error_is_no_larger_than_onnxruntimes_dynamic_int8():
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model, x, rmse, ours = float_and_int8_errors()
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, int8 = os.path.join(tmp, "lstm.onnx"), os.path.join(tmp, "lstm_int8.onnx")
+        model.export_onnx(plain, lengths=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(plain, int8, weight_type=QuantType.QInt8)
+        session = ort.InferenceSession(int8, providers=["CPUExecutionProvider"])
+    zeros = np.zeros((1, x.shape[1], model.hidden_size), np.float32)
+    theirs = rmse(session.run(None, {"x": x, "h0": zeros, "c0": zeros})[0])
+    assert 0 < ours <= theirs, (ours, theirs)

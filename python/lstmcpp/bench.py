@@ -90,7 +90,8 @@ def _quantized_peers(case, model, x, threads) -> Dict[str, Callable[[], object]]
         lstm.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
         with warnings.catch_warnings():  # torch.ao.quantization is deprecated; it is still the peer users have
             warnings.simplefilter("ignore")
-            qlstm = torch.ao.quantization.quantize_dynamic(lstm, {torch.nn.LSTM}, dtype=torch.qint8)
+            # quantize_dynamic swaps a module's children, not the module itself: give it a parent
+            qlstm = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lstm), {torch.nn.LSTM}, dtype=torch.qint8)[0]
         xt = torch.from_numpy(x)
 
         def torch_int8():
