@@ -186,7 +186,7 @@ def test_quantize_refuses_what_it_cannot_do():
     model = lstmcpp.LSTM(3, 4)
     with pytest.raises(ValueError, match=r"scheme: expected one of \['int8'\], got 'int4'"):
         lstmcpp.quantize(model, "int4")
-    with pytest.raises(TypeError, match="model: expected an lstmcpp.LSTM, got dict"):
+    with pytest.raises(TypeError, match="model: expected an lstmcpp.LSTM or a model of lstmcpp.models, got dict"):
         lstmcpp.quantize({}, "int8")
     model.parameters()[1][0, 0] = np.nan
     with pytest.raises(ValueError, match="weight_hh_l0 holds NaN or Inf"):
@@ -271,3 +271,40 @@ def test_int8_error_is_no_larger_than_onnxruntimes_dynamic_int8():
     zeros = np.zeros((1, x.shape[1], model.hidden_size), np.float32)
     theirs = rmse(session.run(None, {"x": x, "h0": zeros, "c0": zeros})[0])
     assert 0 < ours <= theirs, (ours, theirs)
+
+
+# ------------------------------------------------------------------------------------------------
+# the models
+
+
+def small_models():
+    from lstmcpp.models import AttentionClassifier, CharLM, Forecaster
+
+    rng = np.random.default_rng(0)
+    lm = CharLM("abcdefgh ", embedding_dim=8, hidden_size=24, seed=0)
+    lm_batch = next(iter(lm.batches(lm.encode("abc defg hab cde " * 20), 4, 10, seed=0)()))
+    forecaster = Forecaster(window=8, hidden_size=16, seed=0)
+    series = np.sin(np.arange(200) * 0.1)
+    forecaster.fit_scaling(series)
+    classifier = AttentionClassifier(12, 3, embedding_dim=8, hidden_size=16, seed=0)
+    ids = rng.integers(0, 12, (5, 7))
+    return [
+        (lm, lambda m: (m.reset_state(), m.evaluate(lm_batch)[0])[1]),  # evaluate carries its state: start afresh
+        (forecaster, lambda m: m.forecast(series[:50], 3)),
+        (classifier, lambda m: m.predict(ids, lengths=np.array([7, 3, 5, 1, 7]))[0]),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_quantized_models_keep_their_class_and_inference(tmp_path, index):
+    model, infer = small_models()[index]
+    q = lstmcpp.quantize(model, "int8")
+    assert type(q) is type(model) and type(q.lstm) is lstmcpp.QuantizedLSTM
+    assert type(model.lstm) is lstmcpp.LSTM  # the original is untouched
+    assert rel_err(infer(q), infer(model)) < 0.02
+    lstmcpp.save(q, tmp_path / "model.npz")
+    loaded = lstmcpp.load(tmp_path / "model.npz")
+    assert type(loaded.lstm) is lstmcpp.QuantizedLSTM
+    np.testing.assert_array_equal(infer(loaded), infer(q))
+    with pytest.raises(TypeError, match="runs inference only"):
+        q.lstm.forward(np.zeros((2, 1, q.lstm.input_size), np.float32))

@@ -41,15 +41,42 @@ class _Saved(Module):
         pass
 
     def _to_native(self):
-        return self.get_config(), {**self.state_dict(), **self._extra_arrays()}
+        config = self.get_config()
+        scheme = getattr(self.lstm, "scheme", None)  # set when lstmcpp.quantize made this model
+        if scheme is not None:
+            config = {**config, "quantized_lstm": scheme}
+        return config, {**self.state_dict(), **self._extra_arrays()}
 
     @classmethod
     def _from_native(cls, config: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+        config = dict(config)
+        scheme = config.pop("quantized_lstm", None)
         model = cls(**config)
+        if scheme is not None:
+            from .quantize import QuantizedLSTM
+
+            lstm_arrays = {k[len("lstm."):]: v for k, v in arrays.items() if k.startswith("lstm.")}
+            model.lstm = model.children["lstm"] = QuantizedLSTM(model.lstm.get_config(), lstm_arrays, scheme)
+            arrays = {k: v for k, v in arrays.items() if not k.startswith("lstm.")}
+            own = {k for k, _ in model.named_parameters() if not k.startswith("lstm.")}
+            model_state = {k: v for k, v in arrays.items() if k in own}
+            _load_some(model, model_state)
+        else:
+            extra = set(model._extra_arrays())
+            model.load_state_dict({k: v for k, v in arrays.items() if k not in extra})
         extra = set(model._extra_arrays())
-        model.load_state_dict({k: v for k, v in arrays.items() if k not in extra})
         model._load_extra_arrays({k: v for k, v in arrays.items() if k in extra})
         return model
+
+
+def _load_some(model: Module, state: Dict[str, np.ndarray]) -> None:
+    """Load the parameters of ``model`` named in ``state`` (a quantized LSTM's are loaded apart)."""
+    own = dict(model.named_parameters())
+    for name, a in state.items():
+        if own[name].shape != np.shape(a):
+            raise ValueError(f"state_dict[{name!r}]: expected shape {own[name].shape}, got {np.shape(a)}")
+    for name, a in state.items():
+        own[name][...] = a
 
 
 # ------------------------------------------------------------------------------------------------

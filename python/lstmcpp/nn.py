@@ -13,7 +13,6 @@ import numpy as np
 
 from . import _core
 from ._args import token_ids
-from ._lstm import LSTM
 
 __all__ = ["matmul", "Module", "Embedding", "Linear", "Dropout", "AttentionPool", "softmax_cross_entropy", "mse", "log_softmax"]
 
@@ -97,7 +96,7 @@ class Module:
 
 
 def _named(child: Any, prefix: str, what: str) -> Iterator[Tuple[str, np.ndarray]]:
-    if isinstance(child, LSTM):
+    if not isinstance(child, Module):  # an LSTM or a QuantizedLSTM
         items = child.named_parameters() if what == "params" else child.grads.items()
         for name, a in items:
             yield prefix + name, a

@@ -12,6 +12,7 @@ at each step, the products summed exactly in int32, and scaled back. ``q(x)`` eq
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -26,16 +27,23 @@ SCHEMES = ("int8",)
 _MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 
 
-def quantize(model: Any, scheme: str = "int8") -> "QuantizedLSTM":
-    """A copy of ``model`` (an :class:`lstmcpp.LSTM`) whose matrices are stored in ``scheme``.
+def quantize(model: Any, scheme: str = "int8") -> Any:
+    """A copy of ``model`` whose LSTM matrices are stored in ``scheme``: for an
+    :class:`lstmcpp.LSTM` a :class:`QuantizedLSTM`; for a model of :mod:`lstmcpp.models`
+    (``CharLM``, ``Forecaster``, ``AttentionClassifier``) the same class with its LSTM quantized,
+    whose inference methods (``evaluate``, ``generate``, ``forecast``, ``predict``) run on it.
 
     Raises ValueError for an unknown scheme or weights holding NaN or Inf, and TypeError for a
     model it cannot quantize.
     """
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"scheme: expected one of {list(SCHEMES)}, got {scheme!r}")
+    if hasattr(model, "children") and isinstance(getattr(model, "lstm", None), LSTM):
+        quantized = copy.deepcopy(model)
+        quantized.lstm = quantized.children["lstm"] = quantize(model.lstm, scheme)
+        return quantized
     if not isinstance(model, LSTM):
-        raise TypeError(f"model: expected an lstmcpp.LSTM, got {type(model).__name__}")
+        raise TypeError(f"model: expected an lstmcpp.LSTM or a model of lstmcpp.models, got {type(model).__name__}")
     state = model.state_dict()
     for name, array in state.items():
         if not np.isfinite(array).all():
@@ -127,8 +135,25 @@ class QuantizedLSTM(LayerArguments):
             require_finite(y=y, h_n=h_n, c_n=c_n)
         return self._outputs(y, h_n, c_n, unbatched)
 
+    def forward(self, *args: Any, **kwargs: Any):
+        raise TypeError("a QuantizedLSTM runs inference only (call it); train the float model, then quantize it")
+
+    forward_tokens = backward = forward
+
     # ------------------------------------------------------------------------------------------
     # what it holds
+
+    def named_parameters(self):
+        """Its stored arrays (``<name>.q`` int8 and ``<name>.scale`` for each matrix), read-only views."""
+        for name, a in self._arrays.items():
+            view = a.view()
+            view.flags.writeable = False
+            yield name, view
+
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        """None: a quantized model does not train."""
+        return {}
 
     @property
     def nbytes(self) -> int:
