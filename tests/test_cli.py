@@ -11,7 +11,7 @@ def run_cli(*args, cwd=None):
 
 
 def test_cli_help_for_every_command():
-    for command in ["demo", "train-charlm", "generate", "forecast", "check", "bench", "info"]:
+    for command in ["demo", "train-charlm", "generate", "forecast", "quantize", "check", "bench", "info"]:
         out = run_cli(command, "--help")
         assert out.returncode == 0 and "usage" in out.stdout, (command, out.stderr)
 
@@ -28,6 +28,12 @@ def test_cli_demo_train_and_generate(tmp_path):
     out = run_cli("train-charlm", str(text), "--seconds", "2", "--hidden", "16", "--embedding", "4", "--batch", "4",
                   "--seq-len", "20", "--out", str(tmp_path / "mine.npz"), "--prompt", "hello", "--no-progress")
     assert out.returncode == 0 and (tmp_path / "mine.npz").exists(), out.stderr
+    out = run_cli("quantize", str(tmp_path / "mine.npz"), "--scheme", "int8", "-o", str(tmp_path / "mine_int8.npz"),
+                  "--data", str(text))
+    assert out.returncode == 0, out.stderr
+    assert "LSTM matrices:" in out.stdout and "held-out loss" in out.stdout and "faster" in out.stdout, out.stdout
+    gen = run_cli("generate", str(tmp_path / "mine_int8.npz"), "--prompt", "hello", "-n", "20", "--seed", "1")
+    assert gen.returncode == 0 and gen.stdout.startswith("hello"), gen.stderr
 
 
 def test_cli_forecast_writes_a_plot(tmp_path):
@@ -49,3 +55,14 @@ def test_check_command_runs():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "matches the NumPy reference" in out.stdout
+
+
+def test_cli_quantize_an_lstm_and_refuse_other_models(tmp_path):
+    import lstmcpp
+
+    lstmcpp.save(lstmcpp.LSTM(8, 16, seed=0), tmp_path / "lstm.npz")
+    out = run_cli("quantize", str(tmp_path / "lstm.npz"), "-o", str(tmp_path / "q.npz"))
+    assert out.returncode == 0 and "RMS difference" in out.stdout, out.stderr
+    assert type(lstmcpp.load(tmp_path / "q.npz")) is lstmcpp.QuantizedLSTM
+    out = run_cli("quantize", str(tmp_path / "q.npz"), "-o", str(tmp_path / "qq.npz"))
+    assert out.returncode == 2 and "model:" in out.stderr

@@ -1,4 +1,4 @@
-"""The command line: ``python -m lstmcpp {demo,train-charlm,generate,forecast,check,bench,info} --help``."""
+"""The command line: ``python -m lstmcpp {demo,train-charlm,generate,forecast,quantize,check,bench,info} --help``."""
 
 from __future__ import annotations
 
@@ -146,6 +146,33 @@ def forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def quantize(args: argparse.Namespace) -> int:
+    """Quantize a saved model; report size, speed and loss before and after; save it."""
+    import lstmcpp
+    from lstmcpp.tasks import quantize_report
+
+    model = lstmcpp.load(args.model)
+    text = None
+    if args.data:
+        with open(args.data, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    try:
+        quantized, r = quantize_report(model, args.scheme, text)
+    except (TypeError, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"{args.model}: {type(model).__name__}, quantized to {r.scheme}")
+    print(f"  LSTM matrices: {r.float_bytes:,} bytes -> {r.quantized_bytes:,} ({r.quantized_bytes / r.float_bytes:.2f}x)")
+    print(f"  {r.what}:")
+    print(f"    time {r.float_seconds * 1e3:.1f} ms -> {r.quantized_seconds * 1e3:.1f} ms "
+          f"({r.float_seconds / r.quantized_seconds:.2f}x faster)")
+    change = f"{100 * r.loss_change:+.2f}%" if r.float_loss else f"{r.quantized_loss:.2e}"
+    print(f"    loss {r.float_loss:.4f} -> {r.quantized_loss:.4f} ({change})")
+    lstmcpp.save(quantized, args.out)
+    print(f"saved {args.out}")
+    return 0
+
+
 def info(args: argparse.Namespace) -> int:
     import lstmcpp
 
@@ -235,6 +262,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="threads for every implementation (default 2)")
     p.add_argument("--case", action="append", help="run only this case (repeatable), e.g. 'stream H256'")
     p.set_defaults(run=bench)
+    p = sub.add_parser("quantize", help="quantize a saved model; print its size, speed and loss before and after")
+    p.add_argument("model", help="a model saved by lstmcpp (an LSTM or a CharLM from demo or train-charlm)")
+    p.add_argument("--scheme", default="int8", choices=["int8"], help="the weight format (default int8)")
+    p.add_argument("-o", "--out", required=True, help="where to save the quantized model")
+    p.add_argument("--data", help="a CharLM's text to measure the held-out loss on (default: the demo's text)")
+    p.set_defaults(run=quantize)
+
     p = sub.add_parser("info", help="version, instruction set in use, threads, BLAS")
     p.set_defaults(run=info)
     args = parser.parse_args(argv)

@@ -180,3 +180,68 @@ def forecast_one_step(series: np.ndarray, *, window: int = 30, hidden_size: int 
         progress=progress, unit="windows", log=None)
     predicted = np.array([series[t - 1] + model.forecast(changes[: t - 1], 1)[0] for t in range(split, len(series))])
     return ForecastRun(model, split, predicted, series[split:], series[split - 1 : -1])
+
+
+# ------------------------------------------------------------------------------------------------
+# quantizing a saved model
+
+
+@dataclasses.dataclass
+class QuantizeReport:
+    scheme: str
+    float_bytes: int        # the LSTM's matrices in float32
+    quantized_bytes: int    # the same matrices in the scheme, scales included
+    float_seconds: float    # the measurement below, float model
+    quantized_seconds: float
+    what: str               # what was timed, and what the losses are
+    float_loss: float
+    quantized_loss: float
+
+    @property
+    def loss_change(self) -> float:
+        """Relative change of the loss (0.01: 1% higher), or the absolute change when the float loss is 0."""
+        return (self.quantized_loss - self.float_loss) / (self.float_loss or 1.0)
+
+
+def charlm_held_out_loss(lm: CharLM, text: str, batch: int = 32, seq_len: int = 100) -> float:
+    """Nats per character on the held-out end of ``text`` (the part :func:`train_charlm` keeps out)."""
+    ids = lm.encode(text)
+    held = ids[-held_out_size(len(text), batch, seq_len):]
+    lm.reset_state()
+    total = count = 0
+    for chunk in lm.batches(held, batch, seq_len, seed=0)():
+        loss, n = lm.evaluate(chunk)
+        total, count = total + loss, count + n
+    lm.reset_state()
+    return total / count
+
+
+def quantize_report(model, scheme: str, text: Optional[str] = None, seed: int = 0):
+    """``lstmcpp.quantize(model, scheme)`` and what it changed: the size of the LSTM's matrices, the
+    time and the loss of the model's own measurement before and after. A CharLM is measured on the
+    held-out end of ``text`` (default: the demo's text, the standard library's source); an LSTM on
+    a random sequence (time of a call; loss: the RMS difference from the float model's output)."""
+    from .quantize import quantize
+
+    quantized = quantize(model, scheme)
+    lstm, qlstm = (model.lstm, quantized.lstm) if hasattr(model, "lstm") else (model, quantized)
+    float_bytes = 4 * sum(p.size for n, p in lstm.state_dict().items() if n.startswith(("weight_ih", "weight_hh", "weight_hr")))
+    if isinstance(model, CharLM):
+        text = stdlib_text(4_000_000) if text is None else text
+        losses, seconds = {}, {}
+        for label, m in (("float", model), ("quantized", quantized)):
+            start = time.perf_counter()
+            losses[label] = charlm_held_out_loss(m, text)
+            seconds[label] = time.perf_counter() - start
+        what = f"held-out loss (nats/char) on the last {held_out_size(len(text), 32, 100):,} characters"
+    elif isinstance(model, LSTM):
+        x = np.random.default_rng(seed).standard_normal((100, 1, model.input_size)).astype(model.dtype)
+        y = model(x)[0]
+        seconds = {"float": median_time(lambda: model(x), 20), "quantized": median_time(lambda: quantized(x), 20)}
+        losses = {"float": 0.0, "quantized": float(np.sqrt(np.mean((quantized(x)[0] - y) ** 2)))}
+        what = "one call on a random sequence (T=100, B=1); loss: RMS difference from the float output"
+    else:
+        raise TypeError(f"model: quantize_report measures an LSTM or a CharLM, got {type(model).__name__}")
+    report = QuantizeReport(scheme, float_bytes, qlstm.nbytes, seconds["float"], seconds["quantized"], what,
+                            losses["float"], losses["quantized"])
+    return quantized, report
