@@ -218,8 +218,8 @@ def test_arrays_with_wrong_shapes_or_values_are_refused():
     bad = dict(arrays, **{"weight_hh_l0.q": arrays["weight_hh_l0.q"][:, :2].copy()})
     with pytest.raises(ValueError, match=r"arrays\['weight_hh_l0.q'\]: expected shape \(16, 4\), got \(16, 2\)"):
         lstmcpp.QuantizedLSTM(config["lstm"], bad)
-    bad = dict(arrays, **{"weight_ih_l0.q": np.full((16, 3), -128, np.int8)})
-    with pytest.raises(ValueError, match=r"must be in \[-127, 127\]"):
+    bad = dict(arrays, **{"weight_ih_l0.q": np.full((16, 3), 1, np.int16)})
+    with pytest.raises(TypeError, match=r"arrays\['weight_ih_l0.q'\]: expected dtype int8, got int16"):
         lstmcpp.QuantizedLSTM(config["lstm"], bad)
 
 
@@ -308,3 +308,30 @@ def test_quantized_models_keep_their_class_and_inference(tmp_path, index):
     np.testing.assert_array_equal(infer(loaded), infer(q))
     with pytest.raises(TypeError, match="runs inference only"):
         q.lstm.forward(np.zeros((2, 1, q.lstm.input_size), np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# PyTorch's dynamic-quantized LSTM
+
+
+@pytest.mark.parametrize("config", [dict(), dict(num_layers=2, bidirectional=True, batch_first=True), dict(num_layers=3)])
+def test_from_torch_keeps_a_dynamic_quantized_lstms_int8_weights(config):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    peer = torch.nn.LSTM(6, 9, **config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated
+        quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(peer), {torch.nn.LSTM}, dtype=torch.qint8)[0]
+    q = lstmcpp.LSTM.from_torch(quantized)
+    assert type(q) is lstmcpp.QuantizedLSTM and q.scheme == "int8" and q.batch_first == peer.batch_first
+    # its weights are torch's integers times torch's scale, exactly
+    packed = quantized._all_weight_values[0].param.__getstate__()[0][4][0]
+    w, _ = torch.ops.quantized.linear_unpack(packed)
+    np.testing.assert_array_equal(q.dequantize().state_dict()["weight_ih_l0"], w.dequantize().numpy())
+    x = np.random.default_rng(0).standard_normal((5, 4, 6) if peer.batch_first else (4, 5, 6)).astype(np.float32)
+    with torch.inference_mode():
+        theirs = quantized(torch.from_numpy(x))[0].numpy()
+    y, _ = q(x)
+    # the same weights; the activations are rounded differently (ours per row, theirs per tensor)
+    assert rel_err(y, theirs) < 0.05
+    assert rel_err(y, q.dequantize()(x)[0]) < 0.03

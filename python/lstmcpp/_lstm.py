@@ -257,8 +257,15 @@ class LSTM(LayerArguments):
         return model
 
     @classmethod
-    def from_torch(cls, module: Any, *, dtype: Any = None) -> "LSTM":
-        """A copy of a ``torch.nn.LSTM`` (configuration and weights; dtype by default its own)."""
+    def from_torch(cls, module: Any, *, dtype: Any = None):
+        """A copy of a ``torch.nn.LSTM`` (configuration and weights; dtype by default its own). Given
+        PyTorch's dynamic-quantized LSTM (``torch.ao.nn.quantized.dynamic.LSTM``), an int8
+        :class:`lstmcpp.QuantizedLSTM` that keeps its int8 weights."""
+        if interop.is_torch_quantized(module):
+            from .quantize import QuantizedLSTM  # the quantized layer builds on this module
+
+            arguments, arrays = interop.read_torch_quantized(module)
+            return QuantizedLSTM(arguments, arrays, "int8")
         return cls._from_converted(interop.read_torch(module, dtype))
 
     def to_torch(self):

@@ -5,7 +5,7 @@ format and runs exactly as :class:`lstmcpp.LSTM` does for inference: same call, 
 features. Biases and peepholes stay float32, and so does all of the gate math and the cell state.
 
 ``"int8"``: every row of every matrix has its own symmetric scale (``W[n] ~ q[n] * s[n]``, ``q``
-in [-127, 127]); the activations entering a product are quantized the same way for each batch row
+in [-127, 127] as quantize rounds them; any int8 value, as PyTorch's quantized LSTM stores them); the activations entering a product are quantized the same way for each batch row
 at each step, the products summed exactly in int32, and scaled back. ``q(x)`` equals
 ``q.dequantize()(x)`` up to that rounding of the activations.
 """
@@ -113,8 +113,6 @@ class QuantizedLSTM(LayerArguments):
                 raise ValueError(f"arrays[{name!r}]: expected shape {shape_text(dims)}, got {shape_text(a.shape)}")
             if a.dtype != dtype:
                 raise TypeError(f"arrays[{name!r}]: expected dtype {np.dtype(dtype)}, got {a.dtype}")
-            if dtype == np.int8 and a.size and np.abs(a.astype(np.int16)).max() > 127:
-                raise ValueError(f"arrays[{name!r}]: int8 weights must be in [-127, 127]")
             if dtype == np.float32 and not np.isfinite(a).all():
                 raise ValueError(f"arrays[{name!r}]: holds NaN or Inf")
             checked[name] = np.ascontiguousarray(a).copy()

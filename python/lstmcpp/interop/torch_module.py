@@ -25,6 +25,45 @@ def read_torch(module: Any, dtype: Any = None) -> Converted:
     return arguments, {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
 
+def is_torch_quantized(module: Any) -> bool:
+    """Whether ``module`` is PyTorch's dynamic-quantized LSTM (``torch.ao.nn.quantized.dynamic.LSTM``)."""
+    kind = type(module)
+    return kind.__name__ == "LSTM" and kind.__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+def read_torch_quantized(module: Any) -> Converted:
+    """The arguments and arrays of an lstmcpp ``QuantizedLSTM`` ("int8") with the int8 weights of
+    PyTorch's dynamic-quantized LSTM: its integers as they are, each row with its tensor's scale
+    (or its channel's), its biases in float32."""
+    torch = require("torch")
+    if not is_torch_quantized(module):
+        raise TypeError(f"module: expected torch.ao.nn.quantized.dynamic.LSTM, got {type(module).__name__}")
+    if module.dtype != torch.qint8:
+        raise ValueError(f"module: only int8 weights (torch.qint8) can be kept, got {module.dtype}")
+    if getattr(module, "proj_size", 0):
+        raise ValueError("module: a projection (proj_size) is not supported by PyTorch's dynamic LSTM")
+    arguments = dict(input_size=module.input_size, hidden_size=module.hidden_size, num_layers=module.num_layers,
+                     bias=module.bias, batch_first=module.batch_first, bidirectional=module.bidirectional, dtype="float32")
+    D = 2 if module.bidirectional else 1
+    arrays = {}
+    for k, weights in enumerate(module._all_weight_values):
+        sfx = f"_l{k // D}" + ("_reverse" if k % D else "")
+        packed = weights.param.__getstate__()[0][4]  # (packed W_ih, packed W_hh), as torch stores them
+        for name, params in zip(("ih", "hh"), packed):
+            w, b = torch.ops.quantized.linear_unpack(params)
+            if w.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                zero_points, scales = [w.q_zero_point()], np.full(w.shape[0], w.q_scale(), np.float32)
+            else:
+                zero_points, scales = w.q_per_channel_zero_points().tolist(), w.q_per_channel_scales().numpy().astype(np.float32)
+            if any(zero_points):
+                raise ValueError(f"module: weight_{name}{sfx} has a nonzero zero point; only symmetric int8 can be kept")
+            arrays[f"weight_{name}{sfx}.q"] = w.int_repr().numpy().astype(np.int8)
+            arrays[f"weight_{name}{sfx}.scale"] = scales
+            if module.bias:
+                arrays[f"bias_{name}{sfx}"] = (b.detach().numpy() if b is not None else np.zeros(w.shape[0])).astype(np.float32)
+    return arguments, arrays
+
+
 def write_torch(model: Any):
     """A ``torch.nn.LSTM`` with ``model``'s configuration and weights (same dtype)."""
     torch = require("torch")
