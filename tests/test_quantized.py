@@ -335,3 +335,42 @@ def test_from_torch_keeps_a_dynamic_quantized_lstms_int8_weights(config):
     # the same weights; the activations are rounded differently (ours per row, theirs per tensor)
     assert rel_err(y, theirs) < 0.05
     assert rel_err(y, q.dequantize()(x)[0]) < 0.03
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX Runtime's DynamicQuantizeLSTM
+
+
+@pytest.mark.parametrize("config", [dict(), dict(num_layers=2, bidirectional=True, peepholes=True)])
+def test_load_onnx_keeps_onnxruntimes_int8_weights(tmp_path, config):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = lstmcpp.LSTM(6, 8, seed=0, **config)
+    model.export_onnx(tmp_path / "lstm.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(tmp_path / "lstm.onnx"), str(tmp_path / "int8.onnx"), weight_type=QuantType.QInt8)
+    q = lstmcpp.load_onnx(tmp_path / "int8.onnx")
+    assert type(q) is lstmcpp.QuantizedLSTM and q.get_config()["num_layers"] == model.num_layers
+    # the first layer's W: ONNX Runtime's integers (D, I, 4H) in gate order i, o, f, c, times its scale
+    graph = onnx.load(tmp_path / "int8.onnx").graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    node = next(n for n in graph.node if n.op_type == "DynamicQuantizeLSTM")
+    W = inits[node.input[1]][0].T.astype(np.float32) * inits[node.input[8]][0]
+    H = 8
+    ours_from_onnx = [0, 2, 3, 1]
+    W = np.concatenate([W[k * H : (k + 1) * H] for k in ours_from_onnx])
+    np.testing.assert_array_equal(q.dequantize().state_dict()["weight_ih_l0"], W)
+    # on the same weights, our output is as close to the float model's as ONNX Runtime's is (it
+    # rounds each step's activations per tensor, with an 8-bit zero point; we per row, symmetric)
+    x = np.random.default_rng(0).standard_normal((7, 3, 6)).astype(np.float32)
+    DL = model.num_layers * model.num_directions
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    zeros = np.zeros((DL, 3, 8), np.float32)
+    theirs = session.run(None, {"x": x, "lengths": np.full(3, 7, np.int32), "h0": zeros, "c0": zeros})[0]
+    y32 = model(x)[0]
+    assert rel_err(q(x)[0], y32) <= rel_err(theirs, y32)
+    assert rel_err(q(x)[0], y32) < 0.05

@@ -279,9 +279,15 @@ class LSTM(LayerArguments):
         return cls._from_converted(interop.read_keras(layer, dtype))
 
     @classmethod
-    def from_onnx(cls, path_or_model: Any, *, dtype: Any = "float32") -> "LSTM":
+    def from_onnx(cls, path_or_model: Any, *, dtype: Any = "float32"):
         """The LSTM of an ONNX model's ``LSTM`` node(s) (a path, bytes or an ``onnx.ModelProto``);
-        see :func:`lstmcpp.interop.read_onnx`."""
+        see :func:`lstmcpp.interop.read_onnx`. For ONNX Runtime's ``DynamicQuantizeLSTM`` nodes,
+        an int8 :class:`lstmcpp.QuantizedLSTM` that keeps their int8 weights."""
+        if interop.onnx_is_quantized(path_or_model):
+            from .quantize import QuantizedLSTM  # the quantized layer builds on this module
+
+            arguments, arrays = interop.read_onnx_quantized(path_or_model)
+            return QuantizedLSTM(arguments, arrays, "int8")
         return cls._from_converted(interop.read_onnx(path_or_model, dtype))
 
     def export_onnx(self, path: Any = None, *, opset: int = 14, lengths: bool = True):

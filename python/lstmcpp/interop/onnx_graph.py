@@ -15,39 +15,54 @@ def _attributes(node: Any) -> Dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: Any = "float32") -> Converted:
-    """The arguments and state dict of an lstmcpp LSTM equal to the ``LSTM`` node(s) of an ONNX model.
-
-    One node gives one layer; several nodes (as :func:`write_onnx` writes them) are stacked in
-    graph order. Weights (W, R, B, P) must be initializers. ``direction`` forward or
-    bidirectional and ``layout`` 0 or 1 are honoured (a reverse-only node is refused, as is a
-    node with custom activations, ``input_forget=1`` or ``clip``: ONNX's clip bounds the
-    gates' inputs, which lstmcpp does not do). ``sequence_lens`` and the initial state are run-
-    time inputs: pass them as ``lengths=`` and ``state=``.
-    """
+def _load_model(path_or_model: Union[str, "os.PathLike[str]", bytes, Any]):
     onnx = require("onnx")
-    from onnx import numpy_helper
-
     if isinstance(path_or_model, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(path_or_model))
-    elif isinstance(path_or_model, (str, os.PathLike)):
+        return onnx.load_from_string(bytes(path_or_model))
+    if isinstance(path_or_model, (str, os.PathLike)):
         try:
-            model = onnx.load(os.fspath(path_or_model))
+            return onnx.load(os.fspath(path_or_model))
         except Exception as e:  # protobuf's DecodeError and friends
             raise ValueError(f"{os.fspath(path_or_model)}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    elif hasattr(path_or_model, "graph"):
-        model = path_or_model
-    else:
-        raise TypeError(f"path_or_model: expected a path, bytes or an onnx.ModelProto, got {type(path_or_model).__name__}")
-    graph = model.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    nodes = [n for n in graph.node if n.op_type == "LSTM"]
-    if not nodes:
-        raise ValueError("the ONNX model has no LSTM node")
+    if hasattr(path_or_model, "graph"):
+        return path_or_model
+    raise TypeError(f"path_or_model: expected a path, bytes or an onnx.ModelProto, got {type(path_or_model).__name__}")
 
+
+QUANTIZED_LSTM = "DynamicQuantizeLSTM"  # ONNX Runtime's int8 LSTM (com.microsoft), as its quantize_dynamic writes it
+
+
+def onnx_is_quantized(path_or_model: Union[str, "os.PathLike[str]", bytes, Any]) -> bool:
+    """Whether the model's LSTM nodes are ONNX Runtime's ``DynamicQuantizeLSTM``."""
+    return any(n.op_type == QUANTIZED_LSTM for n in _load_model(path_or_model).graph.node)
+
+
+def _per_row(scale: np.ndarray, zero_point: np.ndarray, D: int, G: int, where: str, what: str) -> np.ndarray:
+    """A DynamicQuantizeLSTM matrix's scales (per direction, or per column of W^T) as (D, G)."""
+    if np.any(np.asarray(zero_point) != 0):
+        raise ValueError(f"{where}: {what} has a nonzero zero point; only symmetric int8 weights can be kept")
+    scale = np.asarray(scale, np.float32)
+    if scale.shape in ((D,), (D, 1)):
+        return np.repeat(scale.reshape(D, 1), G, axis=1)
+    if scale.shape == (D, G):
+        return scale
+    raise ValueError(f"{where}: {what} scale has shape {scale.shape}; expected ({D},) or ({D}, {G})")
+
+
+def _read_layers(path_or_model, quantized: bool):
+    """The LSTM nodes' weights, one dict per layer: W (D,4H,I) and R (D,4H,H) in ONNX's gate order
+    (as (int8, scales (D,4H)) pairs when ``quantized``), B (D,8H), P (D,3H) or None."""
+    from onnx import numpy_helper
+
+    graph = _load_model(path_or_model).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    kind = QUANTIZED_LSTM if quantized else "LSTM"
+    nodes = [n for n in graph.node if n.op_type == kind]
+    if not nodes:
+        raise ValueError(f"the ONNX model has no {kind} node")
     layers = []
     for k, node in enumerate(nodes):
-        where = f"LSTM node {k} ({node.name or 'unnamed'})"
+        where = f"{kind} node {k} ({node.name or 'unnamed'})"
         attrs = _attributes(node)
         direction = attrs.get("direction", b"forward")
         direction = direction.decode() if isinstance(direction, bytes) else direction
@@ -63,11 +78,15 @@ def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: 
             refused.append("direction='reverse'")
         if refused:
             raise ValueError(f"{where}: lstmcpp cannot honour " + ", ".join(refused))
-        inputs = list(node.input) + [""] * (8 - len(node.input))
-        for slot, what in [(1, "W"), (2, "R")]:
+        inputs = list(node.input) + [""] * (12 - len(node.input))
+        weight_slots = [(1, "W"), (2, "R")] + ([(8, "W_scale"), (9, "W_zero_point"), (10, "R_scale"), (11, "R_zero_point")]
+                                              if quantized else [])
+        for slot, what in weight_slots:
             if inputs[slot] not in inits:
                 raise ValueError(f"{where}: its {what} must be an initializer (a weight stored in the file)")
         W, R = inits[inputs[1]], inits[inputs[2]]
+        if quantized:  # W (D,I,4H), R (D,H,4H): the transposes of the LSTM operator's
+            W, R = W.transpose(0, 2, 1), R.transpose(0, 2, 1)
         B = inits.get(inputs[3]) if inputs[3] else None
         P = inits.get(inputs[7]) if inputs[7] else None
         if inputs[3] and B is None or inputs[7] and P is None:
@@ -78,6 +97,9 @@ def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: 
             raise ValueError(f"{where}: inconsistent shapes W {W.shape}, R {R.shape}" + (f", B {B.shape}" if B is not None else "") + (f", P {P.shape}" if P is not None else ""))
         if attrs.get("hidden_size", H) != H:
             raise ValueError(f"{where}: hidden_size={attrs['hidden_size']} but W has {H} units")
+        if quantized:
+            W = (W.astype(np.int8), _per_row(inits[inputs[8]], inits[inputs[9]], D, G, where, "W"))
+            R = (R.astype(np.int8), _per_row(inits[inputs[10]], inits[inputs[11]], D, G, where, "R"))
         layers.append(dict(W=W, R=R, B=B, P=P, D=D, H=H, I=I, layout=attrs.get("layout", 0), where=where))
 
     first = layers[0]
@@ -86,6 +108,12 @@ def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: 
         if layer["D"] != D or layer["H"] != H or layer["I"] != D * H:
             raise ValueError(f"{layer['where']}: cannot be stacked on the previous node (expected {D} direction(s), "
                              f"hidden_size {H}, input size {D * H}; got {layer['D']}, {layer['H']}, {layer['I']})")
+    return layers
+
+
+def _converted(layers, dtype: Any, quantized: bool) -> Converted:
+    first = layers[0]
+    D, H = first["D"], first["H"]
     has_bias = any(layer["B"] is not None for layer in layers)
     peepholes = any(layer["P"] is not None for layer in layers)
     arguments = dict(input_size=first["I"], hidden_size=H, num_layers=len(layers), bias=has_bias, bidirectional=D == 2,
@@ -94,17 +122,41 @@ def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: 
     for k, layer in enumerate(layers):
         for d in range(D):
             sfx = f"_l{k}" + ("_reverse" if d else "")
-            state["weight_ih" + sfx] = blocks(layer["W"][d], OURS_FROM_ONNX, H)
-            state["weight_hh" + sfx] = blocks(layer["R"][d], OURS_FROM_ONNX, H)
+            for name, matrix in (("weight_ih", layer["W"]), ("weight_hh", layer["R"])):
+                if quantized:
+                    state[name + sfx + ".q"] = blocks(matrix[0][d], OURS_FROM_ONNX, H)
+                    state[name + sfx + ".scale"] = blocks(matrix[1][d], OURS_FROM_ONNX, H)
+                else:
+                    state[name + sfx] = blocks(matrix[d], OURS_FROM_ONNX, H)
             if has_bias:
                 B = layer["B"] if layer["B"] is not None else np.zeros((D, 8 * H))
-                state["bias_ih" + sfx] = blocks(B[d, : 4 * H], OURS_FROM_ONNX, H)
-                state["bias_hh" + sfx] = blocks(B[d, 4 * H :], OURS_FROM_ONNX, H)
+                state["bias_ih" + sfx] = blocks(B[d, : 4 * H], OURS_FROM_ONNX, H).astype(np.float32 if quantized else B.dtype)
+                state["bias_hh" + sfx] = blocks(B[d, 4 * H :], OURS_FROM_ONNX, H).astype(np.float32 if quantized else B.dtype)
             if peepholes:
                 P = layer["P"] if layer["P"] is not None else np.zeros((D, 3 * H))
                 p_i, p_o, p_f = P[d].reshape(3, H)  # ONNX's order i, o, f; ours i, f, o
-                state["weight_peephole" + sfx] = np.stack([p_i, p_f, p_o])
+                state["weight_peephole" + sfx] = np.stack([p_i, p_f, p_o]).astype(np.float32 if quantized else P.dtype)
     return arguments, state
+
+
+def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: Any = "float32") -> Converted:
+    """The arguments and state dict of an lstmcpp LSTM equal to the ``LSTM`` node(s) of an ONNX model.
+
+    One node gives one layer; several nodes (as :func:`write_onnx` writes them) are stacked in
+    graph order. Weights (W, R, B, P) must be initializers. ``direction`` forward or
+    bidirectional and ``layout`` 0 or 1 are honoured (a reverse-only node is refused, as is a
+    node with custom activations, ``input_forget=1`` or ``clip``: ONNX's clip bounds the
+    gates' inputs, which lstmcpp does not do). ``sequence_lens`` and the initial state are run-
+    time inputs: pass them as ``lengths=`` and ``state=``.
+    """
+    return _converted(_read_layers(path_or_model, quantized=False), dtype, quantized=False)
+
+
+def read_onnx_quantized(path_or_model: Union[str, "os.PathLike[str]", bytes, Any]) -> Converted:
+    """The arguments and arrays of an lstmcpp int8 ``QuantizedLSTM`` with the int8 weights of ONNX
+    Runtime's ``DynamicQuantizeLSTM`` node(s) (as its ``quantize_dynamic`` writes them): their
+    integers as they are, each row with its scale; symmetric weights only (zero points 0)."""
+    return _converted(_read_layers(path_or_model, quantized=True), "float32", quantized=True)
 
 
 def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14,
