@@ -215,37 +215,28 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             py::arg("dc_n") = py::none());
 }
 
-void bind_quantized_model(py::module_& m) {
-    using Q = lstmcpp::QuantizedModel;
-    using Int8Array = py::array_t<int8_t, py::array::c_style>;
-    py::class_<Q>(m, "QuantizedModelF32", "The C++ LSTM with int8 matrices, for inference.")
-        .def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
-                         bool bidirectional, bool peepholes, double cell_clip, double proj_clip) {
-                 Config c;
-                 c.input_size = input_size;
-                 c.hidden_size = hidden_size;
-                 c.num_layers = num_layers;
-                 c.proj_size = proj_size;
-                 c.bias = bias;
-                 c.bidirectional = bidirectional;
-                 c.peepholes = peepholes;
-                 c.cell_clip = cell_clip;
-                 c.proj_clip = proj_clip;
-                 return new Q(c);
-             }),
-             py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1, py::arg("proj_size") = 0,
-             py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("peepholes") = false,
-             py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0)
-        .def("set_matrix",
-             [](Q& self, int64_t cell, const std::string& name, py::handle q_obj, py::handle scales_obj) {
-                 if (!Int8Array::check_(q_obj)) throw py::type_error(name + ": expected a C-contiguous int8 array");
-                 const Int8Array q = py::reinterpret_borrow<Int8Array>(q_obj);
-                 const Array<float> scales = ready<float>(scales_obj, "scales");
-                 if (q.ndim() != 2) throw py::value_error(name + ": expected a 2-D array, got " + shape_of(q));
-                 require_shape(scales, {q.shape(0)}, "scales");
-                 self.set_matrix(cell, name, q.data(), scales.data(), q.shape(0), q.shape(1));
-             },
-             py::arg("cell"), py::arg("name"), py::arg("q"), py::arg("scales"))
+// A quantized model's class, but for how its matrices are given (set_matrix: per format).
+template <class Storage>
+py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m, const char* name, const char* doc) {
+    using Q = lstmcpp::QuantizedModel<Storage>;
+    py::class_<Q> cls(m, name, doc);
+    cls.def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
+                        bool bidirectional, bool peepholes, double cell_clip, double proj_clip) {
+                Config c;
+                c.input_size = input_size;
+                c.hidden_size = hidden_size;
+                c.num_layers = num_layers;
+                c.proj_size = proj_size;
+                c.bias = bias;
+                c.bidirectional = bidirectional;
+                c.peepholes = peepholes;
+                c.cell_clip = cell_clip;
+                c.proj_clip = proj_clip;
+                return new Q(c);
+            }),
+            py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1, py::arg("proj_size") = 0,
+            py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("peepholes") = false,
+            py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0)
         .def("set_vector",
              [](Q& self, int64_t cell, const std::string& name, py::handle values_obj) {
                  const Array<float> values = ready<float>(values_obj, name.c_str());
@@ -270,6 +261,37 @@ void bind_quantized_model(py::module_& m) {
             },
             py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("lengths") = py::none(),
             py::arg("embedding") = py::none());
+    return cls;
+}
+
+template <class T>
+using Exact = py::array_t<T, py::array::c_style>;
+
+void bind_quantized_models(py::module_& m) {
+    using Int8Array = Exact<int8_t>;
+    bind_quantized_model<lstmcpp::Int8Weights>(m, "QuantizedModelInt8", "The C++ LSTM with int8 matrices, for inference.")
+        .def("set_matrix",
+             [](lstmcpp::QuantizedModel<lstmcpp::Int8Weights>& self, int64_t cell, const std::string& name,
+                py::handle q_obj, py::handle scales_obj) {
+                 if (!Int8Array::check_(q_obj)) throw py::type_error(name + ": expected a C-contiguous int8 array");
+                 const Int8Array q = py::reinterpret_borrow<Int8Array>(q_obj);
+                 const Array<float> scales = ready<float>(scales_obj, "scales");
+                 if (q.ndim() != 2) throw py::value_error(name + ": expected a 2-D array, got " + shape_of(q));
+                 require_shape(scales, {q.shape(0)}, "scales");
+                 self.matrix(cell, name, q.shape(0), q.shape(1)).assign(q.data(), scales.data(), q.shape(0), q.shape(1));
+             },
+             py::arg("cell"), py::arg("name"), py::arg("q"), py::arg("scales"));
+    bind_quantized_model<lstmcpp::Bf16Weights>(m, "QuantizedModelBf16", "The C++ LSTM with bfloat16 matrices, for inference.")
+        .def("set_matrix",
+             [](lstmcpp::QuantizedModel<lstmcpp::Bf16Weights>& self, int64_t cell, const std::string& name,
+                py::handle bits_obj) {
+                 if (!Exact<uint16_t>::check_(bits_obj))
+                     throw py::type_error(name + ": expected a C-contiguous uint16 array of bfloat16 bits");
+                 const Exact<uint16_t> bits = py::reinterpret_borrow<Exact<uint16_t>>(bits_obj);
+                 if (bits.ndim() != 2) throw py::value_error(name + ": expected a 2-D array, got " + shape_of(bits));
+                 self.matrix(cell, name, bits.shape(0), bits.shape(1)).assign(bits.data(), bits.shape(0), bits.shape(1));
+             },
+             py::arg("cell"), py::arg("name"), py::arg("bits"));
 
     // The int8 kernels alone (for testing their integers against the NumPy reference).
     m.def("quantize_rows_f32", [](const Array<float>& a) {
@@ -280,8 +302,8 @@ void bind_quantized_model(py::module_& m) {
         lstmcpp::kernels_f32().quantize_rows(q.mutable_data(), Kp, scale.mutable_data(), a.data(), K, M, K);
         return py::make_tuple(q, scale);
     }, py::arg("a"), "The float32 kernels' activation quantization: (q (M, K rounded up to 16) int16, scales (M)).");
-    m.def("gemm_nt_s8_f32", [](const py::array_t<int16_t, py::array::c_style>& q, const Array<float>& a_scale,
-                               const Int8Array& w, const Array<float>& w_scale, int64_t K) {
+    m.def("gemm_nt_s8_f32", [](const Exact<int16_t>& q, const Array<float>& a_scale, const Int8Array& w,
+                               const Array<float>& w_scale, int64_t K) {
         const int64_t Kp = (K + 15) / 16 * 16;
         if (q.ndim() != 2 || q.shape(1) != Kp) throw py::value_error("q: expected shape (M, " + std::to_string(Kp) + "), got " + shape_of(q));
         if (w.ndim() != 2 || w.shape(1) != Kp) throw py::value_error("w: expected shape (N, " + std::to_string(Kp) + "), got " + shape_of(w));
@@ -388,7 +410,7 @@ PYBIND11_MODULE(_core, m) {
     });
     bind_model<float>(m, "ModelF32", "CacheF32");
     bind_model<double>(m, "ModelF64", "CacheF64");
-    bind_quantized_model(m);
+    bind_quantized_models(m);
 
     m.def("matmul_f32", &matmul<float>, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false, py::arg("out") = py::none(), py::arg("accumulate") = false);

@@ -71,14 +71,21 @@ def test_int8_products_are_exact_integers(isa, M, N, K):
 # the layer
 
 
-def quantized_pair(name, seed=1, I=7, H=13):
+SCHEMES = ["int8", "bf16"]
+# how far each format's layer may be from the NumPy reference of its arithmetic: bf16 is float32
+# arithmetic (rounding only); int8 rounds activations, and the float32 gate math against NumPy's
+# can move one to the next integer, so its bound is a few quantization steps
+REFERENCE_TOL = {"int8": 2e-3, "bf16": 1e-4}
+
+
+def quantized_pair(name, seed=1, I=7, H=13, scheme="int8"):
     model = lstmcpp.LSTM(I, H, **{"seed": seed, **GRID[name]})
     scale_weights(model, 3.0)  # engage the clips
-    return model, lstmcpp.quantize(model, "int8")
+    return model, lstmcpp.quantize(model, scheme)
 
 
-def int8_reference(q, x, state, lengths):
-    """The NumPy reference of the quantized arithmetic, in float32 as the core runs, time-major."""
+def quantized_reference(q, x, state, lengths):
+    """The NumPy reference of the quantized arithmetic, in float32 as the core runs."""
     unbatched = np.ndim(x) == 2
     x3 = np.asarray(x, np.float32)
     x3 = x3[:, None] if unbatched else (x3.transpose(1, 0, 2) if q.batch_first else x3)
@@ -95,17 +102,36 @@ def int8_reference(q, x, state, lengths):
     return (y.transpose(1, 0, 2) if q.batch_first else y), h, c
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("name", GRID)
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_quantized_lstm_matches_the_int8_reference(isa, name, with_lengths):
-    model, q = quantized_pair(name)
+def test_quantized_lstm_matches_the_reference_of_its_format(isa, name, with_lengths, scheme):
+    model, q = quantized_pair(name, scheme=scheme)
     x, state, lengths = make_inputs(model, with_lengths=with_lengths)
     y, (h, c) = q(x, state, lengths=lengths)
-    y_ref, h_ref, c_ref = int8_reference(q, x, state, lengths)
-    # float32 gate math against NumPy's: a last-bit difference in a state can move one activation
-    # to the next integer, so the bound is a few quantization steps, not float32 rounding
+    y_ref, h_ref, c_ref = quantized_reference(q, x, state, lengths)
     for got, want in [(y, y_ref), (h, h_ref), (c, c_ref)]:
-        assert rel_err(got, want, floor=1e-2) < 2e-3
+        assert rel_err(got, want, floor=1e-2) < REFERENCE_TOL[scheme]
+
+
+@pytest.mark.parametrize("name", ["plain", "everything"])
+def test_bf16_equals_its_dequantized_model_to_float32_rounding(isa, products, name):
+    model, q = quantized_pair(name, scheme="bf16")
+    x, state, lengths = make_inputs(model, T=12, B=9)
+    y, (h, c) = q(x, state, lengths=lengths)
+    y_f, (h_f, c_f) = q.dequantize()(x, state, lengths=lengths)
+    for got, want in [(y, y_f), (h, h_f), (c, c_f)]:
+        assert rel_err(got, want, floor=1e-2) < 1e-5
+
+
+def test_bfloat16_rounding_is_to_nearest_even():
+    w = np.array([1.0, 1.00390625, 1.01171875, 1.0 + 2**-8 + 2**-20, -2.5, 3.0e38], np.float32)
+    bits = reference.to_bfloat16(w).bits
+    decoded = reference.Bfloat16Rows(bits).dequantize()
+    # 1 + 2^-8 lies halfway between 1 and 1 + 2^-7 and goes to the even one (1); 1 + 3*2^-8 lies
+    # halfway between 1 + 2^-7 and 1 + 2^-6 and goes to 1 + 2^-6; just past halfway rounds up
+    np.testing.assert_array_equal(decoded[:4], np.float32([1.0, 1.0, 1.015625, 1.0078125]))
+    assert decoded[4] == -2.5 and abs(decoded[5] - 3.0e38) / 3.0e38 < 2**-8
 
 
 @pytest.mark.parametrize("name", ["plain", "peepholes", "stacked"])
@@ -125,7 +151,7 @@ def test_unbatched_input_and_the_streaming_shape():
     model, q = quantized_pair("two_layers")
     x = np.random.default_rng(0).standard_normal((6, 7)).astype(np.float32)
     y, (h, c) = q(x)
-    y_ref, h_ref, c_ref = int8_reference(q, x, None, None)
+    y_ref, h_ref, c_ref = quantized_reference(q, x, None, None)
     assert y.shape == (6, 13) and h.shape == (2, 13)
     assert rel_err(y, y_ref, floor=1e-2) < 2e-3
     # one step at a time with the state carried equals the whole sequence
@@ -136,8 +162,9 @@ def test_unbatched_input_and_the_streaming_shape():
     np.testing.assert_allclose(np.concatenate(ys), y, rtol=0, atol=1e-6)
 
 
-def test_results_do_not_depend_on_the_thread_count(isa):
-    model, q = quantized_pair("everything", I=29, H=53)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_results_do_not_depend_on_the_thread_count(isa, scheme):
+    model, q = quantized_pair("everything", I=29, H=53, scheme=scheme)
     x, state, lengths = make_inputs(model, T=12, B=19)
     one, two = on_one_and_two_threads(lambda: [np.array(a) for a in (q(x, state, lengths=lengths)[0],)], isa)
     assert_bitwise_equal(one, two)
@@ -156,24 +183,28 @@ def test_dequantize_decodes_every_row():
 
 def test_size():
     model = lstmcpp.LSTM(512, 512, seed=0)
+    matrices = [p for n, p in model.state_dict().items() if n.startswith("weight")]
+    float_bytes = 4 * sum(p.size for p in matrices)
     q = lstmcpp.quantize(model, "int8")
-    float_bytes = 4 * sum(p.size for n, p in model.state_dict().items() if n.startswith("weight"))
-    assert q.nbytes == sum(p.size + 4 * p.shape[0] for n, p in model.state_dict().items() if n.startswith("weight"))
+    assert q.nbytes == sum(p.size + 4 * p.shape[0] for p in matrices)
     assert q.nbytes <= 0.27 * float_bytes
     assert "scheme='int8'" in repr(q) and f"nbytes={q.nbytes:,}" in repr(q)
+    b = lstmcpp.quantize(model, "bf16")
+    assert b.nbytes == 2 * sum(p.size for p in matrices) and b.nbytes <= 0.52 * float_bytes
 
 
 # ------------------------------------------------------------------------------------------------
 # files and pickling
 
 
-def test_file_and_pickle_round_trips_are_bit_exact(tmp_path):
-    model, q = quantized_pair("everything")
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_file_and_pickle_round_trips_are_bit_exact(tmp_path, scheme):
+    model, q = quantized_pair("everything", scheme=scheme)
     x, state, lengths = make_inputs(model)
     y, _ = q(x, state, lengths=lengths)
     lstmcpp.save(q, tmp_path / "q.npz")
     for loaded in (lstmcpp.load(tmp_path / "q.npz"), pickle.loads(pickle.dumps(q))):
-        assert type(loaded) is lstmcpp.QuantizedLSTM and loaded.scheme == "int8"
+        assert type(loaded) is lstmcpp.QuantizedLSTM and loaded.scheme == scheme
         assert loaded.get_config() == q.get_config() and loaded.nbytes == q.nbytes
         np.testing.assert_array_equal(loaded(x, state, lengths=lengths)[0], y)
 
@@ -184,7 +215,7 @@ def test_file_and_pickle_round_trips_are_bit_exact(tmp_path):
 
 def test_quantize_refuses_what_it_cannot_do():
     model = lstmcpp.LSTM(3, 4)
-    with pytest.raises(ValueError, match=r"scheme: expected one of \['int8'\], got 'int4'"):
+    with pytest.raises(ValueError, match=r"scheme: expected one of \['int8', 'bf16'\], got 'int4'"):
         lstmcpp.quantize(model, "int4")
     with pytest.raises(TypeError, match="model: expected an lstmcpp.LSTM or a model of lstmcpp.models, got dict"):
         lstmcpp.quantize({}, "int8")
@@ -202,9 +233,10 @@ def test_quantize_refuses_what_it_cannot_do():
     lambda m: m(np.zeros((5, 2, 3)), (np.zeros((1, 2, 4)), np.zeros((1, 3, 4)))),  # state's batch
     lambda m: m(np.zeros((5, 2, 3)), np.zeros((1, 2, 4))),              # state not a pair
 ])
-def test_bad_input_raises_what_lstm_raises(call):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_bad_input_raises_what_lstm_raises(call, scheme):
     model = lstmcpp.LSTM(3, 4, seed=0)
-    q = lstmcpp.quantize(model, "int8")
+    q = lstmcpp.quantize(model, scheme)
     with pytest.raises((ValueError, TypeError)) as expected:
         call(model)
     with pytest.raises(type(expected.value)) as got:

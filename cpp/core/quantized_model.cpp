@@ -7,7 +7,8 @@
 
 namespace lstmcpp {
 
-QuantizedModel::QuantizedModel(const Config& config) : config_(config) {
+template <class Storage>
+QuantizedModel<Storage>::QuantizedModel(const Config& config) : config_(config) {
     config_.validate();
     cells_.resize(config_.num_layers * config_.directions());
     zero_peepholes_.assign(3 * config_.hidden_size, 0.0f);
@@ -19,13 +20,13 @@ std::string dims(int64_t N, int64_t K) { return "(" + std::to_string(N) + ", " +
 
 }  // namespace
 
-void QuantizedModel::set_matrix(int64_t cell, const std::string& name, const int8_t* q, const float* scales,
-                                int64_t N, int64_t K) {
+template <class Storage>
+Storage& QuantizedModel<Storage>::matrix(int64_t cell, const std::string& name, int64_t N, int64_t K) {
     const Config& c = config_;
     if (cell < 0 || cell >= static_cast<int64_t>(cells_.size()))
         throw std::invalid_argument("cell: expected 0.." + std::to_string(cells_.size() - 1) + ", got " + std::to_string(cell));
     const int64_t layer = cell / c.directions(), H = c.hidden_size, P = c.output_size(), G = c.gates() * H;
-    Int8Weights* target;
+    Storage* target;
     int64_t rows, cols;
     if (name == "weight_ih") {
         target = &cells_[cell].weight_ih, rows = G, cols = c.layer_input_size(layer);
@@ -37,10 +38,11 @@ void QuantizedModel::set_matrix(int64_t cell, const std::string& name, const int
         throw std::invalid_argument(name + ": not a quantized matrix of this model");
     }
     if (N != rows || K != cols) throw std::invalid_argument(name + ": expected shape " + dims(rows, cols) + ", got " + dims(N, K));
-    target->assign(q, scales, N, K);
+    return *target;
 }
 
-void QuantizedModel::set_vector(int64_t cell, const std::string& name, const float* values, int64_t n) {
+template <class Storage>
+void QuantizedModel<Storage>::set_vector(int64_t cell, const std::string& name, const float* values, int64_t n) {
     const Config& c = config_;
     if (cell < 0 || cell >= static_cast<int64_t>(cells_.size()))
         throw std::invalid_argument("cell: expected 0.." + std::to_string(cells_.size() - 1) + ", got " + std::to_string(cell));
@@ -58,7 +60,8 @@ void QuantizedModel::set_vector(int64_t cell, const std::string& name, const flo
     target->assign(values, values + n);
 }
 
-void QuantizedModel::forward(float* y, float* h_n, float* c_n, const float* x, const float* h0, const float* c0,
+template <class Storage>
+void QuantizedModel<Storage>::forward(float* y, float* h_n, float* c_n, const float* x, const float* h0, const float* c0,
                              const int32_t* lengths, int64_t steps, int64_t batch,
                              const TokenInput<float>* tokens) const {
     const Config& c = config_;
@@ -71,17 +74,21 @@ void QuantizedModel::forward(float* y, float* h_n, float* c_n, const float* x, c
         cell.H = c.hidden_size;
         cell.peephole = w.weight_peephole.empty() ? zero_peepholes_.data() : w.weight_peephole.data();
         cell.cell_clip = clip_or_inf<float>(c.cell_clip);
-        return CellWeights<float, LstmCell<float>, Int8Matrix>{
+        return CellWeights<float, LstmCell<float>, typename Storage::Matrix>{
             w.weight_ih.view(), w.weight_hh.view(), w.bias_ih.empty() ? nullptr : w.bias_ih.data(),
             w.bias_hh.empty() ? nullptr : w.bias_hh.data(), w.weight_hr.view(), cell};
     };
     forward_layers<float>(c, weights_of, 0, y, h_n, c_n, nullptr, x, h0, c0, lengths, {}, steps, batch, tokens);
 }
 
-int64_t QuantizedModel::nbytes() const {
+template <class Storage>
+int64_t QuantizedModel<Storage>::nbytes() const {
     int64_t total = 0;
     for (const Cell& cell : cells_) total += cell.weight_ih.nbytes() + cell.weight_hh.nbytes() + cell.weight_hr.nbytes();
     return total;
 }
+
+template class QuantizedModel<Int8Weights>;
+template class QuantizedModel<Bf16Weights>;
 
 }  // namespace lstmcpp

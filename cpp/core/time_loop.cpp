@@ -352,6 +352,7 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
 LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, DenseMatrix<float>)
 LSTMCPP_INSTANTIATE_FORWARD(double, LstmCell<double>, DenseMatrix<double>)
 LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, Int8Matrix)
+LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, Bf16Matrix)
 LSTMCPP_INSTANTIATE_BACKWARD(float, LstmCell<float>)
 LSTMCPP_INSTANTIATE_BACKWARD(double, LstmCell<double>)
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "core/aligned.h"
+#include "weights/bf16.h"
 #include "weights/dense.h"
 #include "weights/int8.h"
 
@@ -28,7 +29,7 @@ struct CellCache {
 };
 
 // One cell's parameters as the time loop reads them: the matrices in a weight format (weights/:
-// DenseMatrix, Int8Matrix), the biases, and the cell type's own parameters.
+// DenseMatrix, Int8Matrix, Bf16Matrix), the biases, and the cell type's own parameters.
 template <class T, class Cell, class Matrix = DenseMatrix<T>>
 struct CellWeights {
     Matrix weight_ih;     // (G,I)

@@ -44,6 +44,10 @@ struct Kernels {
     void (*gemm_nt_s8)(float* C, int64_t ldc, const int16_t* A, int64_t lda, const float* a_scale,
                        const int8_t* W, int64_t ldw, const float* w_scale, int64_t M, int64_t N, int64_t K,
                        float beta);
+    // The bf16 weight format (weights/bf16.h), float32 only: C (M,N) = beta*C + A (M,K) W (N,K)^T
+    // with W's bfloat16 values widened to float32 (exactly) and every product and sum in float32.
+    void (*gemm_nt_bf16)(float* C, int64_t ldc, const float* A, int64_t lda, const uint16_t* W, int64_t ldw,
+                         int64_t M, int64_t N, int64_t K, float beta);
     // Elementwise sigmoid and tanh over n values (exposed so their error can be measured), and
     // exp (for the softmax of the training loss). y may be x.
     void (*sigmoid)(T* y, const T* x, int64_t n);

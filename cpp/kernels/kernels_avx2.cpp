@@ -21,6 +21,16 @@ struct Vec8 {
     static void store_masked(float* p, mask m, reg v) { _mm256_maskstore_ps(p, m, v); }
     static reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    static reg widen_bf16(const uint16_t* p) {
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+    }
+    static reg widen_bf16_masked(const uint16_t* p, mask m) {  // lane by lane: a masked 16-bit load AVX2 lacks
+        alignas(32) int32_t on[8];
+        alignas(16) uint16_t values[8] = {0};
+        _mm256_store_si256(reinterpret_cast<__m256i*>(on), m);
+        for (int k = 0; k < 8; ++k) values[k] = on[k] ? p[k] : uint16_t(0);
+        return widen_bf16(values);
+    }
     static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
     static reg set1(float v) { return _mm256_set1_ps(v); }
     static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
@@ -161,6 +171,7 @@ const Kernels<float>& kernels_f32_avx2() {
     static const Kernels<float> table = [] {
         Kernels<float> k = avx2::make_kernels<float>("avx2");
         k.gemm_nt = avx2::gemm_nt_tiles<avx2::Vec8, 2>;
+        k.gemm_nt_bf16 = avx2::gemm_nt_tiles<avx2::Vec8, 2, avx2::Bf16<avx2::Vec8>>;
         k.gemm_nn = avx2::gemm_nn_tiles<avx2::Vec8, 2>;
         k.panel_width = avx2::kPanel;
         k.gemm_packed = avx2::gemm_packed_tiles<avx2::Vec8, 6>;

@@ -22,6 +22,12 @@ struct Vec16 {
     static void store_masked(float* p, mask m, reg v) { _mm512_mask_storeu_ps(p, m, v); }
     static reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static reg widen_bf16(const uint16_t* p) {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+    }
+    static reg widen_bf16_masked(const uint16_t* p, mask m) {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    }
     static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
     static reg set1(float v) { return _mm512_set1_ps(v); }
     static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
@@ -77,6 +83,7 @@ const Kernels<float>& kernels_f32_avx512() {
     static const Kernels<float> table = [] {
         Kernels<float> k = avx512::make_kernels<float>("avx512");
         k.gemm_nt = avx512::gemm_nt_tiles<avx512::Vec16, 4>;
+        k.gemm_nt_bf16 = avx512::gemm_nt_tiles<avx512::Vec16, 4, avx512::Bf16<avx512::Vec16>>;
         k.gemm_nn = avx512::gemm_nn_tiles<avx512::Vec16, 4>;
         k.panel_width = avx512::kPanel;
         k.gemm_packed = avx512::gemm_packed_tiles<avx512::Vec16, 8>;

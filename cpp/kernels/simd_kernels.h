@@ -8,6 +8,7 @@
 //   scale2n(p, n) = p * 2^n (n integral, in [-126, 127]), reciprocal(d) ~ 1/d
 //   keep_inside(v, x, limit): v where |x| < limit, else 0 (NaN x: 0)
 //   sum4(a, b, c, d) -> __m128 of the four horizontal sums; sum1(a) -> lane 0 of sum4(a, ...)
+//   widen_bf16(p), widen_bf16_masked(p, mask): `lanes` bfloat16 values as float32
 // What differs in more than width and intrinsics (the tile heights, which depend on the number
 // of registers) stays in the instruction set's own file.
 
@@ -114,9 +115,25 @@ void elementwise_v(float* y, const float* x, int64_t n) {
 // ---------------------------------------------------------------------------------------------
 // The small-batch products.
 
+// How the row-dot tiles read a weight: float32 as it is (Load = V), or bfloat16 widened to float32
+// (Load = Bf16<V>: the 16 bits become a float's high half, exactly).
+template <class V>
+struct Bf16 {
+    using weight = uint16_t;
+    static typename V::reg load(const uint16_t* p) { return V::widen_bf16(p); }
+    static typename V::reg load_masked(const uint16_t* p, typename V::mask m) { return V::widen_bf16_masked(p, m); }
+};
+
+template <class V>
+struct F32 {
+    using weight = float;
+    static typename V::reg load(const float* p) { return V::load(p); }
+    static typename V::reg load_masked(const float* p, typename V::mask m) { return V::load_masked(p, m); }
+};
+
 // C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R = 4 (or 1) rows of W.
-template <class V, int MB, int R>
-inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* W,
+template <class V, int MB, int R, class Load = F32<V>>
+inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const typename Load::weight* W,
                     int64_t ldw, int64_t K, float beta) {
     typename V::reg acc[MB][R];
     for (int b = 0; b < MB; ++b)
@@ -124,7 +141,7 @@ inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const fl
     int64_t k = 0;
     for (; k + V::lanes <= K; k += V::lanes) {
         typename V::reg w[R];
-        for (int r = 0; r < R; ++r) w[r] = V::load(W + r * ldw + k);
+        for (int r = 0; r < R; ++r) w[r] = Load::load(W + r * ldw + k);
         for (int b = 0; b < MB; ++b) {
             const typename V::reg a = V::load(A + b * lda + k);
             for (int r = 0; r < R; ++r) acc[b][r] = V::fmadd(w[r], a, acc[b][r]);
@@ -133,7 +150,7 @@ inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const fl
     if (k < K) {
         const typename V::mask mask = V::tail_mask(K - k);
         typename V::reg w[R];
-        for (int r = 0; r < R; ++r) w[r] = V::load_masked(W + r * ldw + k, mask);
+        for (int r = 0; r < R; ++r) w[r] = Load::load_masked(W + r * ldw + k, mask);
         for (int b = 0; b < MB; ++b) {
             const typename V::reg a = V::load_masked(A + b * lda + k, mask);
             for (int r = 0; r < R; ++r) acc[b][r] = V::fmadd(w[r], a, acc[b][r]);
@@ -151,20 +168,20 @@ inline void nt_tile(float* C, int64_t ldc, const float* A, int64_t lda, const fl
     }
 }
 
-template <class V, int MB>
-void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+template <class V, int MB, class Load = F32<V>>
+void nt_rows(float* C, int64_t ldc, const float* A, int64_t lda, const typename Load::weight* W, int64_t ldw,
              int64_t N, int64_t K, float beta) {
     int64_t n = 0;
-    for (; n + 4 <= N; n += 4) nt_tile<V, MB, 4>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
-    for (; n < N; ++n) nt_tile<V, MB, 1>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+    for (; n + 4 <= N; n += 4) nt_tile<V, MB, 4, Load>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
+    for (; n < N; ++n) nt_tile<V, MB, 1, Load>(C + n, ldc, A, lda, W + n * ldw, ldw, K, beta);
 }
 
-// C (M,N) = beta*C + A (M,K) W (N,K)^T, RowTile rows of A at a time.
-template <class V, int RowTile>
-void gemm_nt_tiles(float* C, int64_t ldc, const float* A, int64_t lda, const float* W, int64_t ldw,
+// C (M,N) = beta*C + A (M,K) W (N,K)^T, RowTile rows of A at a time; W float32 or (Load = Bf16<V>) bfloat16.
+template <class V, int RowTile, class Load = F32<V>>
+void gemm_nt_tiles(float* C, int64_t ldc, const float* A, int64_t lda, const typename Load::weight* W, int64_t ldw,
                    int64_t M, int64_t N, int64_t K, float beta) {
     in_row_blocks<RowTile>(M, [&](auto block, int64_t m) {
-        nt_rows<V, decltype(block)::value>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
+        nt_rows<V, decltype(block)::value, Load>(C + m * ldc, ldc, A + m * lda, lda, W, ldw, N, K, beta);
     });
 }
 

@@ -57,6 +57,7 @@ struct Int8Matrix {
 
 // A matrix's stored form: what Int8Matrix points into.
 struct Int8Weights {
+    using Matrix = Int8Matrix;
     AlignedVector<int8_t> data;  // (N, ld)
     AlignedVector<float> scales; // (N)
     int64_t rows = 0, cols = 0, ld = 0;

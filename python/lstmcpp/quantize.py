@@ -4,6 +4,9 @@ A :class:`QuantizedLSTM` keeps its matrices (``W_ih``, ``W_hh``, ``W_hr``) in a 
 format and runs exactly as :class:`lstmcpp.LSTM` does for inference: same call, same shapes, same
 features. Biases and peepholes stay float32, and so does all of the gate math and the cell state.
 
+``"bf16"``: every weight rounded to bfloat16 (nearest, ties to even), all arithmetic float32:
+``q(x)`` equals ``q.dequantize()(x)`` up to float32 summation order.
+
 ``"int8"``: every row of every matrix has its own symmetric scale (``W[n] ~ q[n] * s[n]``, ``q``
 in [-127, 127] as quantize rounds them; any int8 value, as PyTorch's quantized LSTM stores them); the activations entering a product are quantized the same way for each batch row
 at each step, the products summed exactly in int32, and scaled back. ``q(x)`` equals
@@ -13,6 +16,7 @@ at each step, the products summed exactly in int32, and scaled back. ``q(x)`` eq
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -23,8 +27,35 @@ from ._lstm import LSTM
 
 __all__ = ["quantize", "QuantizedLSTM", "SCHEMES"]
 
-SCHEMES = ("int8",)
 _MATRICES = ("weight_ih", "weight_hh", "weight_hr")
+
+
+class _Format:
+    """How a scheme stores a matrix (N,K): its arrays' suffixes, shapes and dtypes, how to make
+    them from float32 weights, the reference's object for them, and the core's model class."""
+
+    def __init__(self, arrays, encode, rows, core):
+        self.arrays = arrays  # suffix -> (shape from (N,K), dtype)
+        self.encode, self.rows, self.core = encode, rows, core
+
+    def store(self, name: str, w: np.ndarray) -> Dict[str, np.ndarray]:
+        rows = self.encode(w)
+        return {f"{name}.{suffix}": getattr(rows, field) for suffix, field in zip(self.arrays, self.rows_fields)}
+
+    @property
+    def rows_fields(self):
+        return [f.name for f in dataclasses.fields(self.rows)]
+
+    def decode(self, arrays: Dict[str, np.ndarray], name: str):
+        return self.rows(*(arrays[f"{name}.{suffix}"] for suffix in self.arrays))
+
+
+_FORMATS = {
+    "int8": _Format({"q": (lambda s: s, np.int8), "scale": (lambda s: s[:1], np.float32)},
+                    reference.quantize_rows_int8, reference.QuantizedRows, "QuantizedModelInt8"),
+    "bf16": _Format({"bf16": (lambda s: s, np.uint16)}, reference.to_bfloat16, reference.Bfloat16Rows, "QuantizedModelBf16"),
+}
+SCHEMES = tuple(_FORMATS)
 
 
 def quantize(model: Any, scheme: str = "int8") -> Any:
@@ -51,8 +82,7 @@ def quantize(model: Any, scheme: str = "int8") -> Any:
     arrays: Dict[str, np.ndarray] = {}
     for name, array in state.items():
         if name.split("_l")[0] in _MATRICES:
-            rows = reference.quantize_rows_int8(array)
-            arrays[name + ".q"], arrays[name + ".scale"] = rows.q, rows.scale
+            arrays.update(_FORMATS[scheme].store(name, array))
         else:
             arrays[name] = array.astype(np.float32)
     config = model.get_config()
@@ -78,8 +108,9 @@ class QuantizedLSTM(LayerArguments):
                           "proj_size", "peepholes", "cell_clip", "proj_clip", "dtype", "check_finite",
                           "num_directions", "output_size"):
             setattr(self, attribute, getattr(shape, attribute))
+        self._format = _FORMATS[scheme]
         self._arrays = self._checked(arrays, shape)
-        self._core = _core.QuantizedModelF32(
+        self._core = getattr(_core, self._format.core)(
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias, self.bidirectional,
             self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0,
         )
@@ -88,18 +119,17 @@ class QuantizedLSTM(LayerArguments):
             base, layer, direction = _parse(name)
             cell = layer * D + direction
             if base in _MATRICES:
-                self._core.set_matrix(cell, base, self._arrays[name + ".q"], self._arrays[name + ".scale"])
+                self._core.set_matrix(cell, base, *(self._arrays[f"{name}.{suffix}"] for suffix in self._format.arrays))
             else:
                 self._core.set_vector(cell, base, self._arrays[name].reshape(-1))
 
-    @staticmethod
-    def _checked(arrays: Dict[str, np.ndarray], shape: LSTM) -> Dict[str, np.ndarray]:
+    def _checked(self, arrays: Dict[str, np.ndarray], shape: LSTM) -> Dict[str, np.ndarray]:
         """The arrays a model of ``shape``'s configuration needs, each checked, as contiguous copies."""
         expected: Dict[str, Tuple[Tuple[int, ...], Any]] = {}
         for name, p in shape.state_dict().items():
             if name.split("_l")[0] in _MATRICES:
-                expected[name + ".q"] = (p.shape, np.int8)
-                expected[name + ".scale"] = (p.shape[:1], np.float32)
+                for suffix, (dims, dtype) in self._format.arrays.items():
+                    expected[f"{name}.{suffix}"] = (dims(p.shape), dtype)
             else:
                 expected[name] = (p.shape, np.float32)
         missing = sorted(set(expected) - set(arrays))
@@ -164,22 +194,20 @@ class QuantizedLSTM(LayerArguments):
         state = {}
         for name in model.state_dict():
             if name.split("_l")[0] in _MATRICES:
-                state[name] = reference.QuantizedRows(self._arrays[name + ".q"], self._arrays[name + ".scale"]).dequantize()
+                state[name] = self._format.decode(self._arrays, name).dequantize()
             else:
                 state[name] = self._arrays[name]
         model.load_state_dict(state)
         return model
 
     def quantized_params(self) -> Dict[str, Any]:
-        """The parameters as :func:`lstmcpp.reference.forward` takes them: each matrix a
-        :class:`lstmcpp.reference.QuantizedRows`, the rest float32 arrays (copies)."""
+        """The parameters as :func:`lstmcpp.reference.forward` takes them: each matrix in its
+        format's reference object (:class:`lstmcpp.reference.QuantizedRows`, ``Bfloat16Rows``), the
+        rest float32 arrays (copies)."""
+        arrays = {k: a.copy() for k, a in self._arrays.items()}
         params: Dict[str, Any] = {}
-        for name, a in self._arrays.items():
-            if name.endswith(".q"):
-                base = name[:-2]
-                params[base] = reference.QuantizedRows(a.copy(), self._arrays[base + ".scale"].copy())
-            elif not name.endswith(".scale"):
-                params[name] = a.copy()
+        for name in LSTM(**self._config).state_dict():
+            params[name] = self._format.decode(arrays, name) if name.split("_l")[0] in _MATRICES else arrays[name]
         return params
 
     def get_config(self) -> Dict[str, Any]:
@@ -202,7 +230,7 @@ class QuantizedLSTM(LayerArguments):
         self.__init__(state["config"], state["arrays"], state["scheme"])
 
     def __repr__(self) -> str:
-        float_bytes = sum(4 * a.size for n, a in self._arrays.items() if n.endswith(".q"))
+        float_bytes = 4 * sum(p.size for n, p in LSTM(**self._config).state_dict().items() if n.split("_l")[0] in _MATRICES)
         shape = repr(LSTM(**self._config)).replace("LSTM(", "", 1).rstrip(")")
         return (f"QuantizedLSTM({shape}, scheme={self.scheme!r}, nbytes={self.nbytes:,} "
                 f"({self.nbytes / float_bytes:.2f}x float32))")

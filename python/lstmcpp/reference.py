@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Config", "param_shapes", "init_params", "forward", "backward", "sigmoid", "QuantizedRows",
-           "quantize_rows_int8", "quantize_activations_int8", "int8_product"]
+           "quantize_rows_int8", "quantize_activations_int8", "int8_product", "Bfloat16Rows", "to_bfloat16"]
 
 Params = Dict[str, Any]  # name -> array, or QuantizedRows for a matrix in the int8 format
 
@@ -155,9 +155,33 @@ def int8_product(a: np.ndarray, w: QuantizedRows) -> np.ndarray:
     return sums.astype(np.float32) * (scale[:, None] * w.scale[None, :])
 
 
+# ----------------------------------------------------------------------------------------------
+# the bf16 weight format: weights rounded to bfloat16, every product and sum in float32
+
+
+@dataclass(frozen=True)
+class Bfloat16Rows:
+    """A matrix (N,K) in the bf16 format: the high 16 bits of each float32 weight, rounded."""
+
+    bits: np.ndarray  # (N,K) uint16
+
+    def dequantize(self) -> np.ndarray:
+        return (self.bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def to_bfloat16(w: np.ndarray) -> Bfloat16Rows:
+    """Round float32 ``w`` to bfloat16, to nearest, ties to even (finite values)."""
+    bits = np.asarray(w, np.float32).view(np.uint32).astype(np.uint64)
+    return Bfloat16Rows(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16))
+
+
 def _product(a: np.ndarray, w) -> np.ndarray:
-    """``a @ w^T`` for a float matrix or one in the int8 format."""
-    return int8_product(a, w) if isinstance(w, QuantizedRows) else a @ w.T
+    """``a @ w^T`` for a float matrix or one in the int8 or bf16 format."""
+    if isinstance(w, QuantizedRows):
+        return int8_product(a, w)
+    if isinstance(w, Bfloat16Rows):
+        return np.asarray(a, np.float32) @ w.dequantize().T
+    return a @ w.T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,8 +281,8 @@ def forward(
 
     Returns ``y (T,B,D*P), (h_n (D*L,B,P), c_n (D*L,B,H)), cache``. ``dropout_masks`` holds,
     for each layer but the last, a ``(T,B,D*P)`` array multiplied into that layer's output. A
-    matrix given as :class:`QuantizedRows` is multiplied in the int8 format (forward only; run
-    it in float32, as the core does).
+    matrix given as :class:`QuantizedRows` or :class:`Bfloat16Rows` is multiplied in the int8 or
+    bf16 format (forward only; run it in float32, as the core does).
     """
     T, B, _ = x.shape
     L, D, H, P = config.num_layers, config.directions, config.hidden_size, config.output_size
