@@ -433,6 +433,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_pack_min_rows", &lstmcpp::set_pack_min_rows, py::arg("rows"),
           "Testing switch: the fewest rows (steps x batch) whose per-step products pack their weights (default 128).");
     m.def("isa_in_use", &lstmcpp::isa_in_use);
+    m.def("scheme_kernels", [] {
+        const auto& K = lstmcpp::kernels_f32();
+        py::dict out;
+        out["float32"] = std::string(K.name) + ": row-dot and packed tiles";
+        out["int8"] = K.int8_products;
+        out["bf16"] = K.bf16_products;
+        return out;
+    }, "What runs the per-step products of each weight format, with the float32 kernels in use.");
     m.def("isa_supported", [](const std::string& name) { return lstmcpp::isa_supported(name.c_str()); });
     m.def("set_isa", [](const std::string& name) { return lstmcpp::set_isa(name.c_str()); });
     m.def("blas_config", [] { return std::string(lstmcpp::blas_config()); });

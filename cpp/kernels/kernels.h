@@ -11,6 +11,9 @@ namespace lstmcpp {
 template <class T>
 struct Kernels {
     const char* name;
+    // What runs for each weight format, in words (info() reports them).
+    const char* int8_products;
+    const char* bf16_products;
     // gates (4H): pre-activations in, activated i,f,g,o out. c (H): new cell state.
     // m (H): o*tanh(c). c_prev (H): cell state entering the step.
     void (*gates_forward)(T* gates, T* c, T* m, const T* c_prev, const T* peephole,

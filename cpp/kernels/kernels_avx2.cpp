@@ -181,6 +181,8 @@ const Kernels<float>& kernels_f32_avx2() {
         k.tanh = avx2::elementwise_v<avx2::Vec8, avx2::tanh_v<avx2::Vec8>>;
         k.exp = avx2::elementwise_v<avx2::Vec8, avx2::exp_v<avx2::Vec8>>;
         k.quantize_rows = avx2::quantize_rows;
+        k.int8_products = "avx2: int8 widened to int16, pairs summed by vpmaddwd";
+        k.bf16_products = "avx2: bf16 widened to float32, fma";
         k.gemm_nt_s8 = avx2::gemm_nt_s8;
         return k;
     }();

@@ -287,7 +287,8 @@ static void gemm_nt_bf16_generic(float* __restrict C, int64_t ldc, const float* 
 template <class T>
 static Kernels<T> make_kernels(const char* name) {
     constexpr int kPanel = 64 / sizeof(T);  // a cache line of each packed row
-    Kernels<T> k{name, gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
+    Kernels<T> k{name, "portable: int32 sums of int16 x int8", "portable: bf16 widened to float32",
+                 gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
                  gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,
                  nullptr, nullptr, nullptr, sigmoid_all<T>, tanh_all<T>, exp_all<T>};
     if constexpr (sizeof(T) == sizeof(float)) {

@@ -46,11 +46,13 @@ def get_num_threads() -> int:
 
 
 def info() -> Dict[str, Any]:
-    """Version, float32 kernels in use (and those this CPU supports), threads and BLAS."""
+    """Version, float32 kernels in use (and those this CPU supports), what runs each weight
+    format's products, threads and BLAS."""
     return {
         "version": __version__,
         "isa": _core.isa_in_use(),
         "isa_supported": [n for n in ("portable", "avx2", "avx512") if _core.isa_supported(n)],
+        "schemes": _core.scheme_kernels(),
         "threads": _core.get_num_threads(),
         "blas": _core.blas_config(),
     }
