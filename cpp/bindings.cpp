@@ -70,6 +70,22 @@ const T* data_or_null(const std::optional<Array<T>>& a) {
     return a ? a->data() : nullptr;
 }
 
+// The models' constructors' arguments, as the core's Config (which checks them when a model is made).
+Config make_config(int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
+                   bool bidirectional, bool peepholes, double cell_clip, double proj_clip) {
+    Config c;
+    c.input_size = input_size;
+    c.hidden_size = hidden_size;
+    c.num_layers = num_layers;
+    c.proj_size = proj_size;
+    c.bias = bias;
+    c.bidirectional = bidirectional;
+    c.peepholes = peepholes;
+    c.cell_clip = cell_clip;
+    c.proj_clip = proj_clip;
+    return c;
+}
+
 // A forward call's inputs, checked against the model's configuration: x (T,B,I), or with an
 // embedding (V,I) token ids (T,B) into it; h0 (D*L,B,P), c0 (D*L,B,H) and lengths (B) or None.
 template <class T>
@@ -126,17 +142,8 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
         .def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers,
                          int64_t proj_size, bool bias, bool bidirectional, bool peepholes,
                          double cell_clip, double proj_clip) {
-                 Config c;
-                 c.input_size = input_size;
-                 c.hidden_size = hidden_size;
-                 c.num_layers = num_layers;
-                 c.proj_size = proj_size;
-                 c.bias = bias;
-                 c.bidirectional = bidirectional;
-                 c.peepholes = peepholes;
-                 c.cell_clip = cell_clip;
-                 c.proj_clip = proj_clip;
-                 return new M(c);
+                 return new M(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional,
+                                          peepholes, cell_clip, proj_clip));
              }),
              py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1,
              py::arg("proj_size") = 0, py::arg("bias") = true, py::arg("bidirectional") = false,
@@ -222,17 +229,8 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
     py::class_<Q> cls(m, name, doc);
     cls.def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
                         bool bidirectional, bool peepholes, double cell_clip, double proj_clip) {
-                Config c;
-                c.input_size = input_size;
-                c.hidden_size = hidden_size;
-                c.num_layers = num_layers;
-                c.proj_size = proj_size;
-                c.bias = bias;
-                c.bidirectional = bidirectional;
-                c.peepholes = peepholes;
-                c.cell_clip = cell_clip;
-                c.proj_clip = proj_clip;
-                return new Q(c);
+                return new Q(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional, peepholes,
+                                         cell_clip, proj_clip));
             }),
             py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1, py::arg("proj_size") = 0,
             py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("peepholes") = false,
