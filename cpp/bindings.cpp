@@ -290,6 +290,23 @@ void bind_quantized_models(py::module_& m) {
                  self.matrix(cell, name, bits.shape(0), bits.shape(1)).assign(bits.data(), bits.shape(0), bits.shape(1));
              },
              py::arg("cell"), py::arg("name"), py::arg("bits"));
+    bind_quantized_model<lstmcpp::CodebookWeights>(m, "QuantizedModelCodebook",
+                                                   "The C++ LSTM with codebook matrices, for inference.")
+        .def("set_matrix",
+             [](lstmcpp::QuantizedModel<lstmcpp::CodebookWeights>& self, int64_t cell, const std::string& name,
+                py::handle idx_obj, py::handle books_obj, int64_t rows_per_book) {
+                 if (!Exact<uint8_t>::check_(idx_obj))
+                     throw py::type_error(name + ": expected a C-contiguous uint8 array of indices");
+                 const Exact<uint8_t> idx = py::reinterpret_borrow<Exact<uint8_t>>(idx_obj);
+                 const Array<float> books = ready<float>(books_obj, "books");
+                 if (idx.ndim() != 2) throw py::value_error(name + ": expected a 2-D array, got " + shape_of(idx));
+                 if (books.ndim() != 2 || rows_per_book < 1 || idx.shape(0) % rows_per_book != 0)
+                     throw py::value_error("books: expected shape (rows / rows_per_book, 16 or 256), got " + shape_of(books));
+                 require_shape(books, {idx.shape(0) / rows_per_book, books.shape(1)}, "books");
+                 self.matrix(cell, name, idx.shape(0), idx.shape(1))
+                     .assign(idx.data(), books.data(), idx.shape(0), idx.shape(1), rows_per_book, books.shape(1));
+             },
+             py::arg("cell"), py::arg("name"), py::arg("indices"), py::arg("books"), py::arg("rows_per_book"));
 
     // The int8 kernels alone (for testing their integers against the NumPy reference).
     m.def("quantize_rows_f32", [](const Array<float>& a) {
@@ -437,6 +454,8 @@ PYBIND11_MODULE(_core, m) {
         out["float32"] = std::string(K.name) + ": row-dot and packed tiles";
         out["int8"] = K.int8_products;
         out["bf16"] = K.bf16_products;
+        out["codebook4"] = K.codebook_products;
+        out["codebook8"] = K.codebook_products;
         return out;
     }, "What runs the per-step products of each weight format, with the float32 kernels in use.");
     m.def("isa_supported", [](const std::string& name) { return lstmcpp::isa_supported(name.c_str()); });

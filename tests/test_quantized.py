@@ -71,11 +71,12 @@ def test_int8_products_are_exact_integers(isa, M, N, K):
 # the layer
 
 
-SCHEMES = ["int8", "bf16"]
+SCHEMES = ["int8", "bf16", "codebook4", "codebook8"]
+FLOAT_SCHEMES = ["bf16", "codebook4", "codebook8"]  # float32 arithmetic on decoded weights
 # how far each format's layer may be from the NumPy reference of its arithmetic: bf16 is float32
 # arithmetic (rounding only); int8 rounds activations, and the float32 gate math against NumPy's
 # can move one to the next integer, so its bound is a few quantization steps
-REFERENCE_TOL = {"int8": 2e-3, "bf16": 1e-4}
+REFERENCE_TOL = {"int8": 2e-3, "bf16": 1e-4, "codebook4": 1e-4, "codebook8": 1e-4}
 
 
 def quantized_pair(name, seed=1, I=7, H=13, scheme="int8"):
@@ -114,9 +115,10 @@ def test_quantized_lstm_matches_the_reference_of_its_format(isa, name, with_leng
         assert rel_err(got, want, floor=1e-2) < REFERENCE_TOL[scheme]
 
 
+@pytest.mark.parametrize("scheme", FLOAT_SCHEMES)
 @pytest.mark.parametrize("name", ["plain", "everything"])
-def test_bf16_equals_its_dequantized_model_to_float32_rounding(isa, products, name):
-    model, q = quantized_pair(name, scheme="bf16")
+def test_float_formats_equal_their_dequantized_model_to_float32_rounding(isa, products, name, scheme):
+    model, q = quantized_pair(name, scheme=scheme)
     x, state, lengths = make_inputs(model, T=12, B=9)
     y, (h, c) = q(x, state, lengths=lengths)
     y_f, (h_f, c_f) = q.dequantize()(x, state, lengths=lengths)
@@ -193,6 +195,30 @@ def test_size():
     assert b.nbytes == 2 * sum(p.size for p in matrices) and b.nbytes <= 0.52 * float_bytes
 
 
+def codebook_nbytes(shapes, scheme):
+    """What the codebook formats store for matrices of these shapes: the indices (whole 8-byte
+    groups a row) and the books."""
+    total = 0
+    for name, (N, K) in shapes:
+        if scheme == "codebook4":
+            total += N * (((K + 1) // 2 + 7) // 8 * 8) + N * 16 * 4
+        else:
+            total += N * ((K + 7) // 8 * 8) + (1 if name.startswith("weight_hr") else 4) * 256 * 4
+    return total
+
+
+@pytest.mark.parametrize("scheme", ["codebook4", "codebook8"])
+def test_codebook_sizes(scheme):
+    model = lstmcpp.LSTM(24, 40, proj_size=16, seed=0)
+    shapes = [(n, p.shape) for n, p in model.state_dict().items() if n.startswith("weight")]
+    assert lstmcpp.quantize(model, scheme).nbytes == codebook_nbytes(shapes, scheme)
+    # at H = 512 (too slow to quantize in a test: k-means over 1M weights), against float32
+    H = 512
+    big = [("weight_ih_l0", (4 * H, H)), ("weight_hh_l0", (4 * H, H))]
+    goal = {"codebook4": 0.17, "codebook8": 0.27}[scheme]
+    assert codebook_nbytes(big, scheme) <= goal * 4 * sum(N * K for _, (N, K) in big)
+
+
 # ------------------------------------------------------------------------------------------------
 # files and pickling
 
@@ -215,7 +241,7 @@ def test_file_and_pickle_round_trips_are_bit_exact(tmp_path, scheme):
 
 def test_quantize_refuses_what_it_cannot_do():
     model = lstmcpp.LSTM(3, 4)
-    with pytest.raises(ValueError, match=r"scheme: expected one of \['int8', 'bf16'\], got 'int4'"):
+    with pytest.raises(ValueError, match=r"scheme: expected one of \['int8', 'bf16', 'codebook4', 'codebook8'\], got 'int4'"):
         lstmcpp.quantize(model, "int4")
     with pytest.raises(TypeError, match="model: expected an lstmcpp.LSTM or a model of lstmcpp.models, got dict"):
         lstmcpp.quantize({}, "int8")
@@ -406,3 +432,41 @@ def test_load_onnx_keeps_onnxruntimes_int8_weights(tmp_path, config):
     y32 = model(x)[0]
     assert rel_err(q(x)[0], y32) <= rel_err(theirs, y32)
     assert rel_err(q(x)[0], y32) < 0.05
+
+
+# ------------------------------------------------------------------------------------------------
+# the codebooks
+
+
+def test_kmeans_is_seeded_and_beats_an_even_grid():
+    values = np.random.default_rng(0).standard_normal(3000) ** 3  # heavy tails: an even grid wastes levels
+    centers, index = reference.kmeans_1d(values, 16, seed=5)
+    again, index_again = reference.kmeans_1d(values, 16, seed=5)
+    np.testing.assert_array_equal(centers, again)
+    np.testing.assert_array_equal(index, index_again)
+    assert centers.shape == (16,) and (np.diff(centers) >= 0).all() and index.max() < 16
+    grid = np.linspace(values.min(), values.max(), 16)
+    on_grid = grid[np.abs(values[:, None] - grid[None, :]).argmin(axis=1)]
+    assert np.mean((centers[index] - values) ** 2) < 0.5 * np.mean((on_grid - values) ** 2)
+
+
+@pytest.mark.parametrize("scheme,size", [("codebook4", 16), ("codebook8", 256)])
+def test_codebooks_hold_every_weight_of_their_rows(scheme, size):
+    model = lstmcpp.LSTM(20, 24, proj_size=10, seed=0)
+    q = lstmcpp.quantize(model, scheme, seed=3)
+    params = q.quantized_params()
+    for name, w in model.state_dict().items():
+        if not name.startswith("weight") or name.startswith("weight_peephole"):
+            continue
+        rows = params[name]
+        assert rows.books.shape[1] == size and rows.indices.max() < size
+        per_book = rows.rows_per_book
+        assert per_book == (1 if size == 16 else (w.shape[0] if name.startswith("weight_hr") else w.shape[0] // 4))
+        # every weight was replaced by the nearest value of its book
+        decoded = rows.dequantize()
+        for b in range(rows.books.shape[0]):
+            block = slice(b * per_book, (b + 1) * per_book)
+            nearest = np.abs(w[block][..., None] - rows.books[b]).min(axis=-1)
+            np.testing.assert_allclose(np.abs(decoded[block] - w[block]), nearest, rtol=0, atol=1e-7)
+    same = lstmcpp.quantize(model, scheme, seed=3).quantized_params()
+    np.testing.assert_array_equal(same["weight_hh_l0"].books, params["weight_hh_l0"].books)

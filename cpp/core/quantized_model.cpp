@@ -66,7 +66,7 @@ void QuantizedModel<Storage>::forward(float* y, float* h_n, float* c_n, const fl
                              const TokenInput<float>* tokens) const {
     const Config& c = config_;
     for (const Cell& cell : cells_)
-        if (cell.weight_ih.data.empty() || cell.weight_hh.data.empty() || (c.proj_size > 0 && cell.weight_hr.data.empty()))
+        if (cell.weight_ih.empty() || cell.weight_hh.empty() || (c.proj_size > 0 && cell.weight_hr.empty()))
             throw std::logic_error("lstmcpp: a quantized model's matrix was never set");
     auto weights_of = [this, &c](int64_t layer, int64_t direction) {
         const Cell& w = cells_[layer * c.directions() + direction];
@@ -90,5 +90,6 @@ int64_t QuantizedModel<Storage>::nbytes() const {
 
 template class QuantizedModel<Int8Weights>;
 template class QuantizedModel<Bf16Weights>;
+template class QuantizedModel<CodebookWeights>;
 
 }  // namespace lstmcpp

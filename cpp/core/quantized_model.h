@@ -1,4 +1,4 @@
-// An LSTM whose matrices (W_ih, W_hh, W_hr) are stored in a quantized weight format (int8, bf16),
+// An LSTM whose matrices (W_ih, W_hh, W_hr) are stored in a quantized weight format (int8, bf16, codebook),
 // for inference (SPEC §5). Biases, peepholes and the whole of the gate math stay float32. Its forward is the
 // float model's layer loop and time loop (core/layers.h), over the format's products.
 #pragma once
@@ -11,11 +11,12 @@
 #include "core/config.h"
 #include "core/model.h"
 #include "weights/bf16.h"
+#include "weights/codebook.h"
 #include "weights/int8.h"
 
 namespace lstmcpp {
 
-// Storage: a weight format's stored matrix (Int8Weights, Bf16Weights), whose view() is the
+// Storage: a weight format's stored matrix (Int8Weights, Bf16Weights, CodebookWeights), whose view() is the
 // Matrix the time loop multiplies by.
 template <class Storage>
 class QuantizedModel {
@@ -51,5 +52,6 @@ private:
 
 extern template class QuantizedModel<Int8Weights>;
 extern template class QuantizedModel<Bf16Weights>;
+extern template class QuantizedModel<CodebookWeights>;
 
 }  // namespace lstmcpp

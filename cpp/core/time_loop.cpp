@@ -353,6 +353,7 @@ LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, DenseMatrix<float>)
 LSTMCPP_INSTANTIATE_FORWARD(double, LstmCell<double>, DenseMatrix<double>)
 LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, Int8Matrix)
 LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, Bf16Matrix)
+LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, CodebookMatrix)
 LSTMCPP_INSTANTIATE_BACKWARD(float, LstmCell<float>)
 LSTMCPP_INSTANTIATE_BACKWARD(double, LstmCell<double>)
 

@@ -13,6 +13,7 @@
 
 #include "core/aligned.h"
 #include "weights/bf16.h"
+#include "weights/codebook.h"
 #include "weights/dense.h"
 #include "weights/int8.h"
 
@@ -29,7 +30,7 @@ struct CellCache {
 };
 
 // One cell's parameters as the time loop reads them: the matrices in a weight format (weights/:
-// DenseMatrix, Int8Matrix, Bf16Matrix), the biases, and the cell type's own parameters.
+// DenseMatrix, Int8Matrix, Bf16Matrix, CodebookMatrix), the biases, and the cell type's own parameters.
 template <class T, class Cell, class Matrix = DenseMatrix<T>>
 struct CellWeights {
     Matrix weight_ih;     // (G,I)

@@ -5,6 +5,18 @@
 
 namespace lstmcpp {
 
+// A codebook matrix as the kernels read it (weights/codebook.h): row n's weight k is
+// books[(n / rows_per_book) * book_size + index(n, k)], its index a nibble of indices[n * ld + k / 2]
+// (the low one for even k) when bits is 4, the byte indices[n * ld + k] when 8.
+struct CodebookView {
+    const uint8_t* indices;
+    int64_t ld;
+    int bits;             // 4 or 8
+    const float* books;
+    int64_t rows_per_book;
+    int64_t book_size;    // 16 or 256
+};
+
 // gates_forward / gates_backward: the fused elementwise work of one batch row at one step, for hidden units j in [j0, j1).
 // Gate rows are laid out (4H) as i, f, g, o; peephole (3,H) rows i, f, o (zeros when unused);
 // cell_clip is +inf when unused. All pointers are to the row's first element (j = 0).
@@ -14,6 +26,7 @@ struct Kernels {
     // What runs for each weight format, in words (info() reports them).
     const char* int8_products;
     const char* bf16_products;
+    const char* codebook_products;
     // gates (4H): pre-activations in, activated i,f,g,o out. c (H): new cell state.
     // m (H): o*tanh(c). c_prev (H): cell state entering the step.
     void (*gates_forward)(T* gates, T* c, T* m, const T* c_prev, const T* peephole,
@@ -51,6 +64,10 @@ struct Kernels {
     // with W's bfloat16 values widened to float32 (exactly) and every product and sum in float32.
     void (*gemm_nt_bf16)(float* C, int64_t ldc, const float* A, int64_t lda, const uint16_t* W, int64_t ldw,
                          int64_t M, int64_t N, int64_t K, float beta);
+    // The codebook weight formats: C (M,N) = beta*C + A (M,K) W (N,K)^T for rows first_row ..
+    // first_row + N of a codebook matrix, decoded as they are read; all arithmetic float32.
+    void (*gemm_nt_codebook)(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W,
+                             int64_t first_row, int64_t M, int64_t N, int64_t K, float beta);
     // Elementwise sigmoid and tanh over n values (exposed so their error can be measured), and
     // exp (for the softmax of the training loss). y may be x.
     void (*sigmoid)(T* y, const T* x, int64_t n);

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/kernels.h"
 
@@ -165,6 +166,70 @@ void gemm_nt_s8(float* C, int64_t ldc, const int16_t* A, int64_t lda, const floa
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Codebooks (weights/codebook.h): the weights decoded in registers as they are read. A 16-value
+// book is two registers (values 0-7 and 8-15), looked up by vpermps and chosen by the index's
+// bit 3; a 256-value book is gathered.
+
+template <int Bits>
+struct CodebookRow {
+    __m256 lo, hi;        // Bits 4: the book in registers
+    const float* book;    // Bits 8: gathered from
+    const uint8_t* indices;
+
+    CodebookRow(const CodebookView& W, int64_t n) : indices(W.indices + n * W.ld) {
+        book = W.books + (n / W.rows_per_book) * W.book_size;
+        if constexpr (Bits == 4) {
+            lo = _mm256_loadu_ps(book);
+            hi = _mm256_loadu_ps(book + 8);
+        }
+    }
+    // weights k .. k+7 (k a multiple of 8; past K the padding decodes to a value the masked
+    // activations multiply by 0)
+    __m256 decode(int64_t k) const {
+        if constexpr (Bits == 4) {
+            uint32_t packed;
+            std::memcpy(&packed, indices + k / 2, sizeof packed);
+            __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(packed)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+            v = _mm256_and_si256(v, _mm256_set1_epi32(15));
+            return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, v), _mm256_permutevar8x32_ps(hi, v),
+                                    _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)));
+        } else {
+            const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + k)));
+            return _mm256_i32gather_ps(book, v, 4);
+        }
+    }
+};
+
+template <int Bits, int MB>
+inline void codebook_rows(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
+                          int64_t N, int64_t K, float beta) {
+    for (int64_t n = 0; n < N; ++n) {
+        const CodebookRow<Bits> row(W, first_row + n);
+        __m256 acc[MB];
+        for (int b = 0; b < MB; ++b) acc[b] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k += 8) {
+            const __m256 w = row.decode(k);
+            const __m256i mask = Vec8::tail_mask(K - k);
+            for (int b = 0; b < MB; ++b) acc[b] = _mm256_fmadd_ps(w, _mm256_maskload_ps(A + b * lda + k, mask), acc[b]);
+        }
+        for (int b = 0; b < MB; ++b) {
+            const float s = Vec8::sum1(acc[b]);
+            C[b * ldc + n] = beta != 0.0f ? C[b * ldc + n] + s : s;
+        }
+    }
+}
+
+void gemm_nt_codebook(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
+                      int64_t M, int64_t N, int64_t K, float beta) {
+    // Up to four rows of A share each decoded vector of weights.
+    in_row_blocks<4>(M, [&](auto block, int64_t m) {
+        constexpr int MB = decltype(block)::value;
+        if (W.bits == 4) codebook_rows<4, MB>(C + m * ldc, ldc, A + m * lda, lda, W, first_row, N, K, beta);
+        else codebook_rows<8, MB>(C + m * ldc, ldc, A + m * lda, lda, W, first_row, N, K, beta);
+    });
+}
+
 }  // namespace avx2
 
 const Kernels<float>& kernels_f32_avx2() {
@@ -183,6 +248,8 @@ const Kernels<float>& kernels_f32_avx2() {
         k.quantize_rows = avx2::quantize_rows;
         k.int8_products = "avx2: int8 widened to int16, pairs summed by vpmaddwd";
         k.bf16_products = "avx2: bf16 widened to float32, fma";
+        k.gemm_nt_codebook = avx2::gemm_nt_codebook;
+        k.codebook_products = "avx2: 16-value books in registers (vpermps), 256-value books gathered; fma";
         k.gemm_nt_s8 = avx2::gemm_nt_s8;
         return k;
     }();

@@ -86,6 +86,7 @@ const Kernels<float>& kernels_f32_avx512() {
         k.gemm_nt_bf16 = avx512::gemm_nt_tiles<avx512::Vec16, 4, avx512::Bf16<avx512::Vec16>>;
         k.int8_products = "portable body compiled for avx512 (no VNNI kernel yet)";
         k.bf16_products = "avx512: bf16 widened to float32, fma";
+        k.codebook_products = "portable body compiled for avx512 (no vector codebook kernel yet)";
         k.gemm_nn = avx512::gemm_nn_tiles<avx512::Vec16, 4>;
         k.panel_width = avx512::kPanel;
         k.gemm_packed = avx512::gemm_packed_tiles<avx512::Vec16, 8>;

@@ -284,17 +284,41 @@ static void gemm_nt_bf16_generic(float* __restrict C, int64_t ldc, const float* 
         }
 }
 
+static inline float codebook_weight(const CodebookView& W, int64_t n, int64_t k) {
+    const uint8_t* row = W.indices + n * W.ld;
+    const int index = W.bits == 4 ? (row[k >> 1] >> ((k & 1) * 4)) & 15 : row[k];
+    return W.books[(n / W.rows_per_book) * W.book_size + index];
+}
+
+static void gemm_nt_codebook_generic(float* __restrict C, int64_t ldc, const float* __restrict A, int64_t lda,
+                                     const CodebookView& W, int64_t first_row, int64_t M, int64_t N, int64_t K,
+                                     float beta) {
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            float acc[16] = {0};  // as dot_row: 16 partial sums
+            int64_t k = 0;
+            for (; k + 16 <= K; k += 16)
+                for (int l = 0; l < 16; ++l) acc[l] += codebook_weight(W, first_row + n, k + l) * A[m * lda + k + l];
+            float sum = 0;
+            for (; k < K; ++k) sum += codebook_weight(W, first_row + n, k) * A[m * lda + k];
+            for (int l = 0; l < 16; ++l) sum += acc[l];
+            C[m * ldc + n] = beta == 0.0f ? sum : C[m * ldc + n] + sum;
+        }
+}
+
 template <class T>
 static Kernels<T> make_kernels(const char* name) {
     constexpr int kPanel = 64 / sizeof(T);  // a cache line of each packed row
     Kernels<T> k{name, "portable: int32 sums of int16 x int8", "portable: bf16 widened to float32",
+                 "portable: each index looked up",
                  gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
                  gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,
-                 nullptr, nullptr, nullptr, sigmoid_all<T>, tanh_all<T>, exp_all<T>};
+                 nullptr, nullptr, nullptr, nullptr, sigmoid_all<T>, tanh_all<T>, exp_all<T>};
     if constexpr (sizeof(T) == sizeof(float)) {
         k.quantize_rows = quantize_rows_generic;
         k.gemm_nt_s8 = gemm_nt_s8_generic;
         k.gemm_nt_bf16 = gemm_nt_bf16_generic;
+        k.gemm_nt_codebook = gemm_nt_codebook_generic;
     }
     return k;
 }

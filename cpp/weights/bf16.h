@@ -54,6 +54,7 @@ struct Bf16Weights {
     AlignedVector<uint16_t> data;
     int64_t rows = 0, cols = 0;
 
+    bool empty() const { return data.empty(); }
     Bf16Matrix view() const { return {data.empty() ? nullptr : data.data(), rows, cols}; }
     void assign(const uint16_t* bits, int64_t N, int64_t K) {
         rows = N;

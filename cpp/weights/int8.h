@@ -62,6 +62,7 @@ struct Int8Weights {
     AlignedVector<float> scales; // (N)
     int64_t rows = 0, cols = 0, ld = 0;
 
+    bool empty() const { return data.empty(); }
     Int8Matrix view() const { return {data.empty() ? nullptr : data.data(), scales.data(), rows, cols, ld}; }
     // q (N,K) row-major int8 and scales (N): copies them, padding each row to a multiple of 16.
     void assign(const int8_t* q, const float* s, int64_t N, int64_t K);

@@ -264,7 +264,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.set_defaults(run=bench)
     p = sub.add_parser("quantize", help="quantize a saved model; print its size, speed and loss before and after")
     p.add_argument("model", help="a model saved by lstmcpp (an LSTM or a CharLM from demo or train-charlm)")
-    p.add_argument("--scheme", default="int8", choices=["int8", "bf16"], help="the weight format (default int8)")
+    p.add_argument("--scheme", default="int8", choices=["int8", "bf16", "codebook4", "codebook8"],
+                   help="the weight format (default int8)")
     p.add_argument("-o", "--out", required=True, help="where to save the quantized model")
     p.add_argument("--data", help="a CharLM's text to measure the held-out loss on (default: the demo's text)")
     p.set_defaults(run=quantize)

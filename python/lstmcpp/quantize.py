@@ -7,6 +7,11 @@ features. Biases and peepholes stay float32, and so does all of the gate math an
 ``"bf16"``: every weight rounded to bfloat16 (nearest, ties to even), all arithmetic float32:
 ``q(x)`` equals ``q.dequantize()(x)`` up to float32 summation order.
 
+``"codebook4"`` / ``"codebook8"``: every weight stored as the index of its value in a codebook
+fitted by k-means (k-means++ start, seeded): 16 values for each row, 4-bit indices; or 256
+values for each gate block of a matrix (and for all of ``W_hr``), 8-bit indices. All arithmetic
+float32: ``q(x)`` equals ``q.dequantize()(x)`` up to float32 summation order.
+
 ``"int8"``: every row of every matrix has its own symmetric scale (``W[n] ~ q[n] * s[n]``, ``q``
 in [-127, 127] as quantize rounds them; any int8 value, as PyTorch's quantized LSTM stores them); the activations entering a product are quantized the same way for each batch row
 at each step, the products summed exactly in int32, and scaled back. ``q(x)`` equals
@@ -30,40 +35,52 @@ __all__ = ["quantize", "QuantizedLSTM", "SCHEMES"]
 _MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 
 
+@dataclasses.dataclass
 class _Format:
-    """How a scheme stores a matrix (N,K): its arrays' suffixes, shapes and dtypes, how to make
-    them from float32 weights, the reference's object for them, and the core's model class."""
+    """How a scheme stores a matrix (N,K) named ``name``: its arrays (suffix -> (shape, dtype)),
+    how to make its reference object (whose fields are those arrays, in order) from float32
+    weights, and the core's model class."""
 
-    def __init__(self, arrays, encode, rows, core):
-        self.arrays = arrays  # suffix -> (shape from (N,K), dtype)
-        self.encode, self.rows, self.core = encode, rows, core
+    arrays: Dict[str, Any]                 # suffix -> (dims(shape, name) -> shape, dtype)
+    encode: Any                            # (w, name, seed) -> QuantizedRows | Bfloat16Rows | CodebookRows
+    rows: Any                              # the reference's class, built from the arrays
+    core: str                              # the _core class
+    extra: Any = None                      # (arrays) -> more arguments of the core's set_matrix
 
-    def store(self, name: str, w: np.ndarray) -> Dict[str, np.ndarray]:
-        rows = self.encode(w)
-        return {f"{name}.{suffix}": getattr(rows, field) for suffix, field in zip(self.arrays, self.rows_fields)}
-
-    @property
-    def rows_fields(self):
-        return [f.name for f in dataclasses.fields(self.rows)]
+    def store(self, name: str, w: np.ndarray, seed: int) -> Dict[str, np.ndarray]:
+        rows = self.encode(w, name, seed)
+        return {f"{name}.{suffix}": getattr(rows, f.name) for suffix, f in zip(self.arrays, dataclasses.fields(rows))}
 
     def decode(self, arrays: Dict[str, np.ndarray], name: str):
         return self.rows(*(arrays[f"{name}.{suffix}"] for suffix in self.arrays))
 
 
 _FORMATS = {
-    "int8": _Format({"q": (lambda s: s, np.int8), "scale": (lambda s: s[:1], np.float32)},
-                    reference.quantize_rows_int8, reference.QuantizedRows, "QuantizedModelInt8"),
-    "bf16": _Format({"bf16": (lambda s: s, np.uint16)}, reference.to_bfloat16, reference.Bfloat16Rows, "QuantizedModelBf16"),
+    "int8": _Format({"q": (lambda s, n: s, np.int8), "scale": (lambda s, n: s[:1], np.float32)},
+                    lambda w, name, seed: reference.quantize_rows_int8(w), reference.QuantizedRows, "QuantizedModelInt8"),
+    "bf16": _Format({"bf16": (lambda s, n: s, np.uint16)}, lambda w, name, seed: reference.to_bfloat16(w),
+                    reference.Bfloat16Rows, "QuantizedModelBf16"),
+    # 16 values for each row, 4-bit indices
+    "codebook4": _Format({"idx": (lambda s, n: s, np.uint8), "book": (lambda s, n: (s[0], 16), np.float32)},
+                         lambda w, name, seed: reference.codebook_rows(w, 16, 1, seed), reference.CodebookRows,
+                         "QuantizedModelCodebook", lambda idx, book: (idx.shape[0] // book.shape[0],)),
+    # 256 values for each gate block (and for all of W_hr), 8-bit indices
+    "codebook8": _Format({"idx": (lambda s, n: s, np.uint8),
+                          "book": (lambda s, n: (1 if n.startswith("weight_hr") else 4, 256), np.float32)},
+                         lambda w, name, seed: reference.codebook_rows(
+                             w, 256, w.shape[0] if name.startswith("weight_hr") else w.shape[0] // 4, seed),
+                         reference.CodebookRows, "QuantizedModelCodebook", lambda idx, book: (idx.shape[0] // book.shape[0],)),
 }
 SCHEMES = tuple(_FORMATS)
 
 
-def quantize(model: Any, scheme: str = "int8") -> Any:
+def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
     """A copy of ``model`` whose LSTM matrices are stored in ``scheme``: for an
     :class:`lstmcpp.LSTM` a :class:`QuantizedLSTM`; for a model of :mod:`lstmcpp.models`
     (``CharLM``, ``Forecaster``, ``AttentionClassifier``) the same class with its LSTM quantized,
     whose inference methods (``evaluate``, ``generate``, ``forecast``, ``predict``) run on it.
 
+    ``seed`` seeds the codebooks' k-means (the same model and seed give the same codebooks).
     Raises ValueError for an unknown scheme or weights holding NaN or Inf, and TypeError for a
     model it cannot quantize.
     """
@@ -71,7 +88,7 @@ def quantize(model: Any, scheme: str = "int8") -> Any:
         raise ValueError(f"scheme: expected one of {list(SCHEMES)}, got {scheme!r}")
     if hasattr(model, "children") and isinstance(getattr(model, "lstm", None), LSTM):
         quantized = copy.deepcopy(model)
-        quantized.lstm = quantized.children["lstm"] = quantize(model.lstm, scheme)
+        quantized.lstm = quantized.children["lstm"] = quantize(model.lstm, scheme, seed=seed)
         return quantized
     if not isinstance(model, LSTM):
         raise TypeError(f"model: expected an lstmcpp.LSTM or a model of lstmcpp.models, got {type(model).__name__}")
@@ -80,9 +97,9 @@ def quantize(model: Any, scheme: str = "int8") -> Any:
         if not np.isfinite(array).all():
             raise ValueError(f"model: {name} holds NaN or Inf; it cannot be quantized")
     arrays: Dict[str, np.ndarray] = {}
-    for name, array in state.items():
+    for k, (name, array) in enumerate(state.items()):
         if name.split("_l")[0] in _MATRICES:
-            arrays.update(_FORMATS[scheme].store(name, array))
+            arrays.update(_FORMATS[scheme].store(name, array, seed * 1009 + k))
         else:
             arrays[name] = array.astype(np.float32)
     config = model.get_config()
@@ -119,7 +136,9 @@ class QuantizedLSTM(LayerArguments):
             base, layer, direction = _parse(name)
             cell = layer * D + direction
             if base in _MATRICES:
-                self._core.set_matrix(cell, base, *(self._arrays[f"{name}.{suffix}"] for suffix in self._format.arrays))
+                stored = [self._arrays[f"{name}.{suffix}"] for suffix in self._format.arrays]
+                extra = self._format.extra(*stored) if self._format.extra else ()
+                self._core.set_matrix(cell, base, *stored, *extra)
             else:
                 self._core.set_vector(cell, base, self._arrays[name].reshape(-1))
 
@@ -129,7 +148,7 @@ class QuantizedLSTM(LayerArguments):
         for name, p in shape.state_dict().items():
             if name.split("_l")[0] in _MATRICES:
                 for suffix, (dims, dtype) in self._format.arrays.items():
-                    expected[f"{name}.{suffix}"] = (dims(p.shape), dtype)
+                    expected[f"{name}.{suffix}"] = (tuple(dims(p.shape, name)), dtype)
             else:
                 expected[name] = (p.shape, np.float32)
         missing = sorted(set(expected) - set(arrays))

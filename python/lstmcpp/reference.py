@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Config", "param_shapes", "init_params", "forward", "backward", "sigmoid", "QuantizedRows",
-           "quantize_rows_int8", "quantize_activations_int8", "int8_product", "Bfloat16Rows", "to_bfloat16"]
+           "quantize_rows_int8", "quantize_activations_int8", "int8_product", "Bfloat16Rows", "to_bfloat16",
+           "CodebookRows", "codebook_rows", "kmeans_1d"]
 
 Params = Dict[str, Any]  # name -> array, or QuantizedRows for a matrix in the int8 format
 
@@ -175,11 +176,77 @@ def to_bfloat16(w: np.ndarray) -> Bfloat16Rows:
     return Bfloat16Rows(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16))
 
 
+# ----------------------------------------------------------------------------------------------
+# the codebook weight formats: each weight the index of its value in a book fitted by k-means
+
+
+@dataclass(frozen=True)
+class CodebookRows:
+    """A matrix (N,K) in a codebook format: row n's weight k is ``books[n // rows_per_book][indices[n, k]]``."""
+
+    indices: np.ndarray  # (N,K) uint8
+    books: np.ndarray    # (N // rows_per_book, 16 or 256) float32
+
+    @property
+    def rows_per_book(self) -> int:
+        return self.indices.shape[0] // self.books.shape[0]
+
+    def dequantize(self) -> np.ndarray:
+        book_of_row = np.arange(self.indices.shape[0]) // self.rows_per_book
+        return self.books[book_of_row[:, None], self.indices]
+
+
+def kmeans_1d(values: np.ndarray, k: int, seed: int, iterations: int = 30):
+    """``k`` centers for 1-D ``values`` by Lloyd's iterations from a k-means++ start (seeded, so
+    the same values and seed give the same result): ``(centers (k,) float32 ascending, index of
+    each value's center (n,) uint8)``."""
+    x = np.asarray(values, np.float64).ravel()
+    rng = np.random.default_rng(seed)
+    centers = [x[rng.integers(len(x))]]
+    d2 = (x - centers[0]) ** 2  # each value's squared distance to its nearest center so far
+    for _ in range(1, k):  # k-means++: each next center drawn with probability ~ squared distance
+        total = d2.sum()
+        centers.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
+        d2 = np.minimum(d2, (x - centers[-1]) ** 2)
+    centers = np.sort(np.array(centers))
+    assignment = None
+    for _ in range(iterations):
+        new = _nearest(x, centers)
+        if assignment is not None and np.array_equal(new, assignment):
+            break
+        assignment = new
+        counts = np.bincount(assignment, minlength=k)
+        sums = np.bincount(assignment, weights=x, minlength=k)
+        centers = np.where(counts > 0, sums / np.maximum(counts, 1), centers)  # an empty center stays
+        order = np.argsort(centers, kind="stable")
+        centers = centers[order]
+    return centers.astype(np.float32), _nearest(x, centers).astype(np.uint8)
+
+
+def _nearest(x: np.ndarray, sorted_centers: np.ndarray) -> np.ndarray:
+    """The index of the nearest of ``sorted_centers`` (ascending) to each value (ties: the lower)."""
+    cut = np.searchsorted((sorted_centers[1:] + sorted_centers[:-1]) / 2, x, side="left")
+    return cut.astype(np.int64)
+
+
+def codebook_rows(w: np.ndarray, book_size: int, rows_per_book: int, seed: int) -> CodebookRows:
+    """``w`` (N,K) in a codebook format: a book of ``book_size`` values for each ``rows_per_book`` rows."""
+    w = np.asarray(w, np.float32)
+    N = w.shape[0]
+    books, indices = [], np.empty(w.shape, np.uint8)
+    for b in range(N // rows_per_book):
+        rows = slice(b * rows_per_book, (b + 1) * rows_per_book)
+        centers, assignment = kmeans_1d(w[rows], book_size, seed=seed * 1_000_003 + b)
+        books.append(centers)
+        indices[rows] = assignment.reshape(w[rows].shape)
+    return CodebookRows(indices, np.stack(books))
+
+
 def _product(a: np.ndarray, w) -> np.ndarray:
-    """``a @ w^T`` for a float matrix or one in the int8 or bf16 format."""
+    """``a @ w^T`` for a float matrix or one in the int8, bf16 or a codebook format."""
     if isinstance(w, QuantizedRows):
         return int8_product(a, w)
-    if isinstance(w, Bfloat16Rows):
+    if isinstance(w, (Bfloat16Rows, CodebookRows)):
         return np.asarray(a, np.float32) @ w.dequantize().T
     return a @ w.T
 
@@ -281,8 +348,8 @@ def forward(
 
     Returns ``y (T,B,D*P), (h_n (D*L,B,P), c_n (D*L,B,H)), cache``. ``dropout_masks`` holds,
     for each layer but the last, a ``(T,B,D*P)`` array multiplied into that layer's output. A
-    matrix given as :class:`QuantizedRows` or :class:`Bfloat16Rows` is multiplied in the int8 or
-    bf16 format (forward only; run it in float32, as the core does).
+    matrix given as :class:`QuantizedRows`, :class:`Bfloat16Rows` or :class:`CodebookRows` is
+    multiplied in its format (forward only; run it in float32, as the core does).
     """
     T, B, _ = x.shape
     L, D, H, P = config.num_layers, config.directions, config.hidden_size, config.output_size

@@ -1,0 +1,73 @@
+// The codebook weight formats (SPEC §5, "codebook4", "codebook8"): every weight stored as the
+// index of its value in a codebook fitted by k-means (in Python, once): 16 values for each row,
+// 4-bit indices (codebook4); 256 values for each block of rows (a gate block, or all of W_hr),
+// 8-bit indices (codebook8). The per-step products decode the indices in registers; the product
+// of every row (the input projection) decodes the matrix once per call and runs the BLAS. All
+// arithmetic float32.
+#pragma once
+
+#include <cstdint>
+
+#include "core/aligned.h"
+#include "core/team.h"
+#include "kernels/kernels.h"
+
+namespace lstmcpp {
+
+struct CodebookMatrix;
+
+class CodebookStepProduct {
+public:
+    struct Prepared {  // the activations stay float32
+        const float* A;
+        int64_t lda;
+    };
+    static Prepared prepare(const Kernels<float>&, const float* A, int64_t lda, int64_t /*M*/, int64_t /*depth*/) {
+        return {A, lda};
+    }
+
+    CodebookStepProduct() = default;  // no rows: apply does nothing
+    CodebookStepProduct(const Kernels<float>& K, const CodebookMatrix& W, Range outputs) : K_(&K), W_(&W), rows_(outputs) {}
+
+    void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const;
+    void apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
+        apply(C, ldc, Prepared{A, lda}, M, beta);
+    }
+
+private:
+    const Kernels<float>* K_ = nullptr;
+    const CodebookMatrix* W_ = nullptr;
+    Range rows_{0, 0};
+};
+
+struct CodebookMatrix {
+    using Product = CodebookStepProduct;
+    CodebookView view;       // indices, codebooks and their layout (kernels.h)
+    int64_t rows = 0, cols = 0;
+
+    void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
+    CodebookStepProduct step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const {
+        return CodebookStepProduct(K, *this, outputs);
+    }
+};
+
+struct CodebookWeights {
+    using Matrix = CodebookMatrix;
+    AlignedVector<uint8_t> indices;  // (N, ld): two 4-bit indices a byte (low nibble first), or one 8-bit
+    AlignedVector<float> books;      // (N / rows_per_book, book_size)
+    int64_t rows = 0, cols = 0, ld = 0, rows_per_book = 1, book_size = 16;
+
+    bool empty() const { return indices.empty(); }
+    CodebookMatrix view() const {
+        return {{indices.empty() ? nullptr : indices.data(), ld, book_size == 16 ? 4 : 8, books.data(), rows_per_book,
+                 book_size},
+                rows, cols};
+    }
+    // idx (N,K) one index a byte, books (N / rows_per_book, book_size) with book_size 16 or 256.
+    void assign(const uint8_t* idx, const float* values, int64_t N, int64_t K, int64_t rows_per_book, int64_t book_size);
+    int64_t nbytes() const {
+        return rows * ld + static_cast<int64_t>(books.size() * sizeof(float));
+    }
+};
+
+}  // namespace lstmcpp
