@@ -31,7 +31,7 @@ def test_cli_demo_train_and_generate(tmp_path):
     out = run_cli("quantize", str(tmp_path / "mine.npz"), "--scheme", "int8", "-o", str(tmp_path / "mine_int8.npz"),
                   "--data", str(text))
     assert out.returncode == 0, out.stderr
-    assert "LSTM matrices:" in out.stdout and "held-out loss" in out.stdout and "faster" in out.stdout, out.stdout
+    assert "LSTM matrices:" in out.stdout and "held-out loss" in out.stdout and "speed" in out.stdout, out.stdout
     gen = run_cli("generate", str(tmp_path / "mine_int8.npz"), "--prompt", "hello", "-n", "20", "--seed", "1")
     assert gen.returncode == 0 and gen.stdout.startswith("hello"), gen.stderr
 

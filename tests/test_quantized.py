@@ -470,3 +470,67 @@ def test_codebooks_hold_every_weight_of_their_rows(scheme, size):
             np.testing.assert_allclose(np.abs(decoded[block] - w[block]), nearest, rtol=0, atol=1e-7)
     same = lstmcpp.quantize(model, scheme, seed=3).quantized_params()
     np.testing.assert_array_equal(same["weight_hh_l0"].books, params["weight_hh_l0"].books)
+
+
+# ------------------------------------------------------------------------------------------------
+# training the codebooks' values
+
+
+@pytest.mark.parametrize("scheme", ["codebook4", "codebook8"])
+def test_a_book_values_gradient_is_the_sum_of_its_weights_gradients(scheme):
+    model = lstmcpp.LSTM(6, 10, num_layers=2, peepholes=True, seed=0)
+    q = lstmcpp.quantize(model, scheme)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 3, 6)).astype(np.float32)
+    dy = rng.standard_normal((7, 3, 10)).astype(np.float32)
+    q.zero_grad()
+    y, _, cache = q.forward(x)
+    q.backward(cache, dy)
+    decoded = q.dequantize()
+    decoded.zero_grad()
+    _, _, decoded_cache = decoded.forward(x)
+    decoded.backward(decoded_cache, dy)
+    params = q.quantized_params()
+    for name, g in decoded.grads.items():
+        if name.startswith(("weight_ih", "weight_hh")):
+            rows = params[name]
+            expected = np.zeros_like(rows.books)
+            book_of_row = np.arange(rows.indices.shape[0]) // rows.rows_per_book
+            np.add.at(expected, (book_of_row[:, None], rows.indices), g)
+            np.testing.assert_array_equal(q.grads[name + ".book"], expected)
+        else:
+            np.testing.assert_array_equal(q.grads[name], g)
+    assert set(q.grads) == {n for n, _ in q.named_parameters()}
+
+
+def test_int8_and_bf16_have_nothing_to_train():
+    q = lstmcpp.quantize(lstmcpp.LSTM(3, 4, seed=0), "int8")
+    assert list(q.named_parameters()) == [] and q.grads == {}
+    with pytest.raises(TypeError, match="the codebook formats train their values"):
+        q.forward(np.zeros((2, 1, 3), np.float32))
+
+
+def test_fit_trains_a_codebook_charlms_values_and_keeps_its_indices():
+    from lstmcpp.models import CharLM
+    from lstmcpp.optim import Adam
+    from lstmcpp.train import fit
+
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    lm = CharLM.from_text(text, embedding_dim=8, hidden_size=24, seed=0)
+    ids = lm.encode(text)
+    q = lstmcpp.quantize(lm, "codebook4", seed=1)
+    indices = {k: v.copy() for k, v in q.lstm._arrays.items() if k.endswith(".idx")}
+    books = {k: v.copy() for k, v in q.lstm._arrays.items() if k.endswith(".book")}
+    batch = next(iter(q.batches(ids, 4, 20, seed=0)()))
+    q.reset_state()
+    before = q.evaluate(batch)[0]
+    fit(q, q.batches(ids, 4, 20, seed=0), epochs=3, optimizer=Adam(q, lr=1e-2), progress=False, log=None)
+    q.reset_state()
+    after = q.evaluate(batch)[0]
+    assert after < before
+    for k, v in indices.items():
+        np.testing.assert_array_equal(q.lstm._arrays[k], v)  # the indices stay
+    assert any(not np.array_equal(q.lstm._arrays[k], v) for k, v in books.items())  # the values trained
+    # inference (the C++ core) runs the trained books
+    x = np.random.default_rng(0).standard_normal((5, 2, 8)).astype(np.float32)
+    assert rel_err(q.lstm(x)[0], q.lstm.dequantize()(x)[0], floor=1e-2) < 1e-5

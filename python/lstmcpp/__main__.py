@@ -165,7 +165,7 @@ def quantize(args: argparse.Namespace) -> int:
     print(f"  LSTM matrices: {r.float_bytes:,} bytes -> {r.quantized_bytes:,} ({r.quantized_bytes / r.float_bytes:.2f}x)")
     print(f"  {r.what}:")
     print(f"    time {r.float_seconds * 1e3:.1f} ms -> {r.quantized_seconds * 1e3:.1f} ms "
-          f"({r.float_seconds / r.quantized_seconds:.2f}x faster)")
+          f"(speed {r.float_seconds / r.quantized_seconds:.2f}x)")
     change = f"{100 * r.loss_change:+.2f}%" if r.float_loss else f"{r.quantized_loss:.2e}"
     print(f"    loss {r.float_loss:.4f} -> {r.quantized_loss:.4f} ({change})")
     lstmcpp.save(quantized, args.out)

@@ -43,9 +43,12 @@ class _Saved(Module):
     def _to_native(self):
         config = self.get_config()
         scheme = getattr(self.lstm, "scheme", None)  # set when lstmcpp.quantize made this model
-        if scheme is not None:
+        state = self.state_dict()
+        if scheme is not None:  # its stored arrays, the indices too (its parameters are what trains)
             config = {**config, "quantized_lstm": scheme}
-        return config, {**self.state_dict(), **self._extra_arrays()}
+            state = {**{k: v for k, v in state.items() if not k.startswith("lstm.")},
+                     **{"lstm." + k: v for k, v in self.lstm._to_native()[1].items()}}
+        return config, {**state, **self._extra_arrays()}
 
     @classmethod
     def _from_native(cls, config: Dict[str, Any], arrays: Dict[str, np.ndarray]):

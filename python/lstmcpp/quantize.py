@@ -131,8 +131,18 @@ class QuantizedLSTM(LayerArguments):
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias, self.bidirectional,
             self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0,
         )
+        self._names = list(shape.state_dict())  # the float model's parameters, in its order
+        self._push_to_core()
+        # Codebook formats train (SPEC §5): their books, biases and peepholes are parameters, the
+        # indices fixed; a float32 LSTM decoded from them runs forward and backward.
+        self._trainable = scheme.startswith("codebook")
+        self._float: Optional[LSTM] = None
+        self._grads = {name: np.zeros_like(self._arrays[name]) for name in self._trainable_names()} if self._trainable else {}
+        self._stale_core = False  # the books changed (an optimizer step) since the core last read them
+
+    def _push_to_core(self) -> None:
         D = self.num_directions
-        for name in shape.state_dict():
+        for name in self._names:
             base, layer, direction = _parse(name)
             cell = layer * D + direction
             if base in _MATRICES:
@@ -141,6 +151,10 @@ class QuantizedLSTM(LayerArguments):
                 self._core.set_matrix(cell, base, *stored, *extra)
             else:
                 self._core.set_vector(cell, base, self._arrays[name].reshape(-1))
+
+    def _trainable_names(self):
+        """The books (``<matrix>.book``) and the float vectors, in the float model's order."""
+        return [name + ".book" if name.split("_l")[0] in _MATRICES else name for name in self._names]
 
     def _checked(self, arrays: Dict[str, np.ndarray], shape: LSTM) -> Dict[str, np.ndarray]:
         """The arrays a model of ``shape``'s configuration needs, each checked, as contiguous copies."""
@@ -177,30 +191,84 @@ class QuantizedLSTM(LayerArguments):
         lens = self._lengths(lengths, x3.shape[0], x3.shape[1], unbatched)
         if self.check_finite:
             require_finite(x=x3, h_0=h0, c_0=c0)
+        if self._stale_core:
+            self._push_to_core()
+            self._stale_core = False
         y, h_n, c_n = self._core.forward(x3, h0, c0, lens)
         if self.check_finite:
             require_finite(y=y, h_n=h_n, c_n=c_n)
         return self._outputs(y, h_n, c_n, unbatched)
 
-    def forward(self, *args: Any, **kwargs: Any):
-        raise TypeError("a QuantizedLSTM runs inference only (call it); train the float model, then quantize it")
+    # ------------------------------------------------------------------------------------------
+    # training (codebook formats): the values of the books train, the indices stay
 
-    forward_tokens = backward = forward
+    def _decoded(self) -> LSTM:
+        """The float32 LSTM with this model's current weights (made once, refreshed every call)."""
+        if not self._trainable:
+            raise TypeError(f"a QuantizedLSTM in {self.scheme} runs inference only (call it); train the float model, "
+                            "then quantize it (the codebook formats train their values)")
+        if self._float is None:
+            self._float = LSTM(**self._config)
+        self._float.load_state_dict(self.dequantize_state())
+        return self._float
+
+    def forward(self, x: Any, state: Any = None, *, lengths: Any = None, training: bool = True):
+        """As :meth:`lstmcpp.LSTM.forward` (codebook formats only): the decoded weights' forward."""
+        return self._decoded().forward(x, state, lengths=lengths, training=training)
+
+    def forward_tokens(self, ids: Any, embedding: Any, state: Any = None, *, lengths: Any = None, training: bool = True):
+        """As :meth:`lstmcpp.LSTM.forward_tokens` (codebook formats only)."""
+        return self._decoded().forward_tokens(ids, embedding, state, lengths=lengths, training=training)
+
+    def backward(self, cache: Any, dy: Any, dstate: Any = None):
+        """As :meth:`lstmcpp.LSTM.backward`; adds into :attr:`grads` each book value's gradient, the
+        sum of the gradients of the weights that index it (codebook formats only)."""
+        decoded = self._float
+        if not self._trainable or decoded is None:
+            self._decoded()  # raises for a format that does not train
+            raise ValueError("cache: run forward on this model first")
+        decoded.zero_grad()
+        dx, dstate_0 = decoded.backward(cache, dy, dstate)
+        for name, g in decoded.grads.items():
+            if name.split("_l")[0] in _MATRICES:
+                rows = self._format.decode(self._arrays, name)
+                book_of_row = np.arange(rows.indices.shape[0]) // rows.rows_per_book
+                np.add.at(self._grads[name + ".book"], (book_of_row[:, None], rows.indices), g)
+            else:
+                self._grads[name] += g
+        self._stale_core = True  # an optimizer step follows: the core reads the books anew before a call
+        return dx, dstate_0
+
+    def zero_grad(self) -> None:
+        for g in self._grads.values():
+            g[...] = 0
 
     # ------------------------------------------------------------------------------------------
     # what it holds
 
     def named_parameters(self):
-        """Its stored arrays (``<name>.q`` int8 and ``<name>.scale`` for each matrix), read-only views."""
-        for name, a in self._arrays.items():
-            view = a.view()
-            view.flags.writeable = False
-            yield name, view
+        """What trains: a codebook format's books (``<matrix>.book``), biases and peepholes, as the
+        live arrays an optimizer updates; nothing for int8 and bf16."""
+        for name in self._trainable_names() if self._trainable else []:
+            yield name, self._arrays[name]
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
 
     @property
     def grads(self) -> Dict[str, np.ndarray]:
-        """None: a quantized model does not train."""
-        return {}
+        """The gradients of :meth:`named_parameters`, keyed alike (empty for int8 and bf16)."""
+        return dict(self._grads)
+
+    def dequantize_state(self) -> Dict[str, np.ndarray]:
+        """The float32 state dict the stored weights decode to."""
+        state = {}
+        for name in self._names:
+            if name.split("_l")[0] in _MATRICES:
+                state[name] = self._format.decode(self._arrays, name).dequantize()
+            else:
+                state[name] = self._arrays[name]
+        return state
 
     @property
     def nbytes(self) -> int:
@@ -210,13 +278,7 @@ class QuantizedLSTM(LayerArguments):
     def dequantize(self) -> LSTM:
         """The float32 :class:`lstmcpp.LSTM` with the decoded weights (``q * scale`` per row)."""
         model = LSTM(**self._config)
-        state = {}
-        for name in model.state_dict():
-            if name.split("_l")[0] in _MATRICES:
-                state[name] = self._format.decode(self._arrays, name).dequantize()
-            else:
-                state[name] = self._arrays[name]
-        model.load_state_dict(state)
+        model.load_state_dict(self.dequantize_state())
         return model
 
     def quantized_params(self) -> Dict[str, Any]:
