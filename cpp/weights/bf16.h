@@ -9,43 +9,21 @@
 #include "core/aligned.h"
 #include "core/team.h"
 #include "kernels/kernels.h"
+#include "weights/float_rows_product.h"
 
 namespace lstmcpp {
 
-struct Bf16Matrix;
-
-class Bf16StepProduct {
-public:
-    struct Prepared {  // the activations stay float32
-        const float* A;
-        int64_t lda;
-    };
-    static Prepared prepare(const Kernels<float>&, const float* A, int64_t lda, int64_t /*M*/, int64_t /*depth*/) {
-        return {A, lda};
-    }
-
-    Bf16StepProduct() = default;  // no rows: apply does nothing
-    Bf16StepProduct(const Kernels<float>& K, const Bf16Matrix& W, Range outputs) : K_(&K), W_(&W), rows_(outputs) {}
-
-    void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const;
-    void apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
-        apply(C, ldc, Prepared{A, lda}, M, beta);
-    }
-
-private:
-    const Kernels<float>* K_ = nullptr;
-    const Bf16Matrix* W_ = nullptr;
-    Range rows_{0, 0};
-};
-
 struct Bf16Matrix {
-    using Product = Bf16StepProduct;
+    using Product = FloatRowsProduct<Bf16Matrix>;
     const uint16_t* data = nullptr;  // (N,K) bfloat16 bits, row-major
     int64_t rows = 0, cols = 0;      // N, K
 
     void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
-    Bf16StepProduct step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const {
-        return Bf16StepProduct(K, *this, outputs);
+    Product step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const { return Product(K, *this, outputs); }
+    // C (M, r) = beta*C + A (M,K) W[r, :]^T for the rows r of W
+    void apply_rows(const Kernels<float>& K, float* C, int64_t ldc, const float* A, int64_t lda, Range r, int64_t M,
+                    float beta) const {
+        K.gemm_nt_bf16(C, ldc, A, lda, data + r.begin * cols, cols, M, r.size(), cols, beta);
     }
 };
 

@@ -7,11 +7,6 @@
 
 namespace lstmcpp {
 
-void CodebookStepProduct::apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const {
-    if (rows_.size() <= 0) return;
-    K_->gemm_nt_codebook(C + rows_.begin, ldc, a.A, a.lda, W_->view, rows_.begin, M, rows_.size(), W_->cols, beta);
-}
-
 void CodebookMatrix::multiply_rows(float* out, const float* x, int64_t M, float beta) const {
     // The whole matrix as float32 in this thread's buffer (kept for the next call), then the BLAS.
     thread_local AlignedVector<float> decoded;

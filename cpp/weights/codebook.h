@@ -11,43 +11,21 @@
 #include "core/aligned.h"
 #include "core/team.h"
 #include "kernels/kernels.h"
+#include "weights/float_rows_product.h"
 
 namespace lstmcpp {
 
-struct CodebookMatrix;
-
-class CodebookStepProduct {
-public:
-    struct Prepared {  // the activations stay float32
-        const float* A;
-        int64_t lda;
-    };
-    static Prepared prepare(const Kernels<float>&, const float* A, int64_t lda, int64_t /*M*/, int64_t /*depth*/) {
-        return {A, lda};
-    }
-
-    CodebookStepProduct() = default;  // no rows: apply does nothing
-    CodebookStepProduct(const Kernels<float>& K, const CodebookMatrix& W, Range outputs) : K_(&K), W_(&W), rows_(outputs) {}
-
-    void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const;
-    void apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
-        apply(C, ldc, Prepared{A, lda}, M, beta);
-    }
-
-private:
-    const Kernels<float>* K_ = nullptr;
-    const CodebookMatrix* W_ = nullptr;
-    Range rows_{0, 0};
-};
-
 struct CodebookMatrix {
-    using Product = CodebookStepProduct;
+    using Product = FloatRowsProduct<CodebookMatrix>;
     CodebookView view;       // indices, codebooks and their layout (kernels.h)
     int64_t rows = 0, cols = 0;
 
     void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
-    CodebookStepProduct step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const {
-        return CodebookStepProduct(K, *this, outputs);
+    Product step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const { return Product(K, *this, outputs); }
+    // C (M, r) = beta*C + A (M,K) W[r, :]^T for the rows r of W, decoded as they are read
+    void apply_rows(const Kernels<float>& K, float* C, int64_t ldc, const float* A, int64_t lda, Range r, int64_t M,
+                    float beta) const {
+        K.gemm_nt_codebook(C, ldc, A, lda, view, r.begin, M, r.size(), cols, beta);
     }
 };
 
