@@ -265,6 +265,18 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
 template <class T>
 using Exact = py::array_t<T, py::array::c_style>;
 
+// out (M,N) = x (M,K) W^T by a quantized matrix's all-rows product.
+template <class Matrix>
+Array<float> multiply_rows(const Matrix& W, py::handle x_obj) {
+    const Array<float> x = ready<float>(x_obj, "x");
+    if (x.ndim() != 2 || x.shape(1) != W.cols)
+        throw py::value_error("x: expected shape (M, " + std::to_string(W.cols) + "), got " + shape_of(x));
+    Array<float> out({x.shape(0), W.rows});
+    py::gil_scoped_release release;
+    if (x.shape(0) > 0) W.multiply_rows(out.mutable_data(), x.data(), x.shape(0), 0.0f);
+    return out;
+}
+
 void bind_quantized_models(py::module_& m) {
     using Int8Array = Exact<int8_t>;
     bind_quantized_model<lstmcpp::Int8Weights>(m, "QuantizedModelInt8", "The C++ LSTM with int8 matrices, for inference.")
@@ -307,6 +319,33 @@ void bind_quantized_models(py::module_& m) {
                      .assign(idx.data(), books.data(), idx.shape(0), idx.shape(1), rows_per_book, books.shape(1));
              },
              py::arg("cell"), py::arg("name"), py::arg("indices"), py::arg("books"), py::arg("rows_per_book"));
+
+    // One matrix in a quantized format, for the layers around the LSTM (a model's large Linear):
+    // multiply(x) = x (M,K) W^T, as the format's all-rows product makes it.
+    py::class_<lstmcpp::Int8Weights>(m, "QuantizedMatrixInt8", "One int8 matrix (N,K): multiply(x) = x W^T.")
+        .def(py::init([](py::handle q_obj, py::handle scales_obj) {
+                 if (!Int8Array::check_(q_obj)) throw py::type_error("q: expected a C-contiguous int8 array");
+                 const Int8Array q = py::reinterpret_borrow<Int8Array>(q_obj);
+                 const Array<float> scales = ready<float>(scales_obj, "scales");
+                 if (q.ndim() != 2) throw py::value_error("q: expected a 2-D array, got " + shape_of(q));
+                 require_shape(scales, {q.shape(0)}, "scales");
+                 auto* w = new lstmcpp::Int8Weights();
+                 w->assign(q.data(), scales.data(), q.shape(0), q.shape(1));
+                 return w;
+             }),
+             py::arg("q"), py::arg("scales"))
+        .def("multiply", [](const lstmcpp::Int8Weights& w, py::handle x) { return multiply_rows(w.view(), x); }, py::arg("x"));
+    py::class_<lstmcpp::Bf16Weights>(m, "QuantizedMatrixBf16", "One bfloat16 matrix (N,K): multiply(x) = x W^T.")
+        .def(py::init([](py::handle bits_obj) {
+                 if (!Exact<uint16_t>::check_(bits_obj)) throw py::type_error("bits: expected a C-contiguous uint16 array");
+                 const Exact<uint16_t> bits = py::reinterpret_borrow<Exact<uint16_t>>(bits_obj);
+                 if (bits.ndim() != 2) throw py::value_error("bits: expected a 2-D array, got " + shape_of(bits));
+                 auto* w = new lstmcpp::Bf16Weights();
+                 w->assign(bits.data(), bits.shape(0), bits.shape(1));
+                 return w;
+             }),
+             py::arg("bits"))
+        .def("multiply", [](const lstmcpp::Bf16Weights& w, py::handle x) { return multiply_rows(w.view(), x); }, py::arg("x"));
 
     // The int8 kernels alone (for testing their integers against the NumPy reference).
     m.def("quantize_rows_f32", [](const Array<float>& a) {

@@ -534,3 +534,50 @@ def test_fit_trains_a_codebook_charlms_values_and_keeps_its_indices():
     # inference (the C++ core) runs the trained books
     x = np.random.default_rng(0).standard_normal((5, 2, 8)).astype(np.float32)
     assert rel_err(q.lstm(x)[0], q.lstm.dequantize()(x)[0], floor=1e-2) < 1e-5
+
+
+# ------------------------------------------------------------------------------------------------
+# the layers around the LSTM
+
+
+@pytest.mark.parametrize("scheme", ["int8", "bf16"])
+def test_quantized_linear_is_its_formats_product(scheme):
+    from lstmcpp import nn
+    from lstmcpp.quantize import QuantizedLinear
+
+    rng = np.random.default_rng(0)
+    linear = nn.Linear(70, 90, rng=rng)  # 6300 weights
+    layer = QuantizedLinear.of(linear, scheme)
+    x = rng.standard_normal((3, 5, 70)).astype(np.float32)
+    y, _ = layer.forward(x)
+    w = linear.params["weight"]
+    x2 = x.reshape(-1, 70)
+    if scheme == "int8":
+        product = reference.int8_product(x2, reference.quantize_rows_int8(w))
+    else:
+        product = x2 @ reference.to_bfloat16(w).dequantize().T
+    want = product.reshape(3, 5, 90) + linear.params["bias"]
+    assert y.shape == (3, 5, 90) and rel_err(y, want, floor=1e-2) < 1e-6
+    with pytest.raises(TypeError, match="runs inference only"):
+        layer.backward(None, y)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_charlms_large_head_is_quantized_with_its_lstm(tmp_path, scheme):
+    from lstmcpp.models import CharLM
+    from lstmcpp.quantize import QuantizedLinear
+
+    text = "".join(chr(ord("a") + k % 26) + " .,;"[k % 4] for k in range(2000))
+    lm = CharLM.from_text(text, embedding_dim=8, hidden_size=160, seed=0)  # head 160 x 30 = 4800 weights
+    q = lstmcpp.quantize(lm, scheme)
+    assert isinstance(q.head, QuantizedLinear) == (scheme in ("int8", "bf16"))  # a codebook model's head trains
+    batch = next(iter(lm.batches(lm.encode(text), 4, 20, seed=0)()))
+    lm.reset_state()
+    q.reset_state()
+    assert rel_err(q.evaluate(batch)[0], lm.evaluate(batch)[0]) < 0.01
+    lstmcpp.save(q, tmp_path / "q.npz")
+    loaded = lstmcpp.load(tmp_path / "q.npz")
+    assert type(loaded.head) is type(q.head)
+    loaded.reset_state()
+    q.reset_state()
+    assert loaded.evaluate(batch)[0] == q.evaluate(batch)[0]

@@ -41,29 +41,31 @@ class _Saved(Module):
         pass
 
     def _to_native(self):
-        config = self.get_config()
-        scheme = getattr(self.lstm, "scheme", None)  # set when lstmcpp.quantize made this model
-        state = self.state_dict()
-        if scheme is not None:  # its stored arrays, the indices too (its parameters are what trains)
-            config = {**config, "quantized_lstm": scheme}
-            state = {**{k: v for k, v in state.items() if not k.startswith("lstm.")},
-                     **{"lstm." + k: v for k, v in self.lstm._to_native()[1].items()}}
+        # A child that lstmcpp.quantize stored in a scheme keeps its own arrays (the indices too:
+        # its parameters are only what trains); the configuration names it and its scheme.
+        quantized = {name: child.scheme for name, child in self.children.items() if hasattr(child, "scheme")}
+        state = {k: v for k, v in self.state_dict().items() if k.split(".")[0] not in quantized}
+        for name in quantized:
+            state.update({f"{name}.{k}": v for k, v in self.children[name]._to_native()[1].items()})
+        config = {**self.get_config(), "quantized": quantized} if quantized else self.get_config()
         return config, {**state, **self._extra_arrays()}
 
     @classmethod
     def _from_native(cls, config: Dict[str, Any], arrays: Dict[str, np.ndarray]):
         config = dict(config)
-        scheme = config.pop("quantized_lstm", None)
+        quantized = config.pop("quantized", {})
         model = cls(**config)
-        if scheme is not None:
-            from .quantize import QuantizedLSTM
+        if quantized:
+            from .quantize import rebuild
 
-            lstm_arrays = {k[len("lstm."):]: v for k, v in arrays.items() if k.startswith("lstm.")}
-            model.lstm = model.children["lstm"] = QuantizedLSTM(model.lstm.get_config(), lstm_arrays, scheme)
-            arrays = {k: v for k, v in arrays.items() if not k.startswith("lstm.")}
-            own = {k for k, _ in model.named_parameters() if not k.startswith("lstm.")}
-            model_state = {k: v for k, v in arrays.items() if k in own}
-            _load_some(model, model_state)
+            for name, scheme in quantized.items():
+                prefix = name + "."
+                twin = rebuild(model.children[name], {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
+                               scheme)
+                setattr(model, name, twin)
+                model.children[name] = twin
+            own = {k for k, _ in model.named_parameters()}
+            _load_some(model, {k: v for k, v in arrays.items() if k in own and k.split(".")[0] not in quantized})
         else:
             extra = set(model._extra_arrays())
             model.load_state_dict({k: v for k, v in arrays.items() if k not in extra})

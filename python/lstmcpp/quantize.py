@@ -30,7 +30,7 @@ from . import _core, reference
 from ._args import LayerArguments, require_finite, shape_text
 from ._lstm import LSTM
 
-__all__ = ["quantize", "QuantizedLSTM", "SCHEMES"]
+__all__ = ["quantize", "QuantizedLSTM", "QuantizedLinear", "SCHEMES"]
 
 _MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 
@@ -77,8 +77,9 @@ SCHEMES = tuple(_FORMATS)
 def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
     """A copy of ``model`` whose LSTM matrices are stored in ``scheme``: for an
     :class:`lstmcpp.LSTM` a :class:`QuantizedLSTM`; for a model of :mod:`lstmcpp.models`
-    (``CharLM``, ``Forecaster``, ``AttentionClassifier``) the same class with its LSTM quantized,
-    whose inference methods (``evaluate``, ``generate``, ``forecast``, ``predict``) run on it.
+    (``CharLM``, ``Forecaster``, ``AttentionClassifier``) the same class with its LSTM quantized
+    (and, for int8 and bf16, its Linear layers of 4096 weights or more), whose inference methods
+    (``evaluate``, ``generate``, ``forecast``, ``predict``) run on it.
 
     ``seed`` seeds the codebooks' k-means (the same model and seed give the same codebooks).
     Raises ValueError for an unknown scheme or weights holding NaN or Inf, and TypeError for a
@@ -88,7 +89,15 @@ def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
         raise ValueError(f"scheme: expected one of {list(SCHEMES)}, got {scheme!r}")
     if hasattr(model, "children") and isinstance(getattr(model, "lstm", None), LSTM):
         quantized = copy.deepcopy(model)
-        quantized.lstm = quantized.children["lstm"] = quantize(model.lstm, scheme, seed=seed)
+        for name, child in model.children.items():
+            if isinstance(child, LSTM):
+                swapped = quantize(child, scheme, seed=seed)
+            elif _quantizes_linear(child, scheme):
+                swapped = QuantizedLinear.of(child, scheme)
+            else:
+                continue
+            setattr(quantized, name, swapped)
+            quantized.children[name] = swapped
         return quantized
     if not isinstance(model, LSTM):
         raise TypeError(f"model: expected an lstmcpp.LSTM or a model of lstmcpp.models, got {type(model).__name__}")
@@ -315,6 +324,76 @@ class QuantizedLSTM(LayerArguments):
         shape = repr(LSTM(**self._config)).replace("LSTM(", "", 1).rstrip(")")
         return (f"QuantizedLSTM({shape}, scheme={self.scheme!r}, nbytes={self.nbytes:,} "
                 f"({self.nbytes / float_bytes:.2f}x float32))")
+
+
+# ------------------------------------------------------------------------------------------------
+# the layers around the LSTM
+
+
+LINEAR_MIN_WEIGHTS = 4096  # a model's Linear layers this large or larger are quantized too
+
+
+def _quantizes_linear(child: Any, scheme: str) -> bool:
+    """Whether quantize(model, scheme) stores this child in the scheme: a Linear of
+    LINEAR_MIN_WEIGHTS weights or more, in int8 or bf16 (a codebook model's Linear layers stay
+    float32, as they train with its books)."""
+    from .nn import Linear
+
+    return isinstance(child, Linear) and scheme in ("int8", "bf16") and child.params["weight"].size >= LINEAR_MIN_WEIGHTS
+
+
+class QuantizedLinear:
+    """``y = x W^T + b`` with ``W (O, I)`` stored in a scheme (int8: its product is int8's, the
+    activations rounded per row; bf16), ``b`` float32; inference only. What :func:`quantize` puts
+    in place of a model's large :class:`lstmcpp.nn.Linear`."""
+
+    def __init__(self, arrays: Dict[str, np.ndarray], scheme: str):
+        if scheme not in ("int8", "bf16"):
+            raise ValueError(f"scheme: a Linear layer is quantized to int8 or bf16, got {scheme!r}")
+        self.scheme = scheme
+        self._arrays = {k: np.ascontiguousarray(v).copy() for k, v in arrays.items()}
+        if scheme == "int8":
+            self._matrix = _core.QuantizedMatrixInt8(self._arrays["weight.q"], self._arrays["weight.scale"])
+        else:
+            self._matrix = _core.QuantizedMatrixBf16(self._arrays["weight.bf16"])
+
+    @classmethod
+    def of(cls, linear: Any, scheme: str) -> "QuantizedLinear":
+        weight = linear.params["weight"]
+        if not np.isfinite(weight).all():
+            raise ValueError("model: a Linear layer's weight holds NaN or Inf; it cannot be quantized")
+        arrays = _FORMATS[scheme].store("weight", weight, 0)
+        if "bias" in linear.params:
+            arrays["bias"] = linear.params["bias"].astype(np.float32)
+        return cls(arrays, scheme)
+
+    def forward(self, x: np.ndarray, training: bool = False):
+        x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+        y = self._matrix.multiply(x2)
+        if "bias" in self._arrays:
+            y += self._arrays["bias"]
+        return y.reshape(x.shape[:-1] + (y.shape[-1],)), None
+
+    def backward(self, cache: Any, dy: np.ndarray):
+        raise TypeError(f"a Linear layer in {self.scheme} runs inference only; train the float model, then quantize it")
+
+    def named_parameters(self):
+        return iter(())  # nothing trains
+
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        return {}
+
+    def _to_native(self):
+        return {"scheme": self.scheme}, {k: a.copy() for k, a in self._arrays.items()}
+
+
+def rebuild(float_child: Any, arrays: Dict[str, np.ndarray], scheme: str) -> Any:
+    """The quantized twin of a model's child (its LSTM or a Linear) from its stored arrays (a
+    model's native file)."""
+    if isinstance(float_child, LSTM):
+        return QuantizedLSTM(float_child.get_config(), arrays, scheme)
+    return QuantizedLinear(arrays, scheme)
 
 
 def _parse(name: str) -> Tuple[str, int, int]:
