@@ -222,8 +222,9 @@ inline void codebook_rows(float* C, int64_t ldc, const float* A, int64_t lda, co
 
 void gemm_nt_codebook(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
                       int64_t M, int64_t N, int64_t K, float beta) {
-    // Up to four rows of A share each decoded vector of weights.
-    in_row_blocks<4>(M, [&](auto block, int64_t m) {
+    // Up to eight rows of A share each decoded vector of weights (8 accumulators, the book, the
+    // decoded weights and a row of A fit the 16 registers).
+    in_row_blocks<8>(M, [&](auto block, int64_t m) {
         constexpr int MB = decltype(block)::value;
         if (W.bits == 4) codebook_rows<4, MB>(C + m * ldc, ldc, A + m * lda, lda, W, first_row, N, K, beta);
         else codebook_rows<8, MB>(C + m * ldc, ldc, A + m * lda, lda, W, first_row, N, K, beta);
