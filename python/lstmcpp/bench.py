@@ -52,6 +52,10 @@ CASES = [
     Case("int8 stream H512", "infer", 100, 1, 512, goal=">= 1.5x best peer", scheme="int8"),
     Case("int8 batch", "infer", 50, 64, 512, goal=">= 1.2x best peer", scheme="int8", quick=False),
     Case("int8 projection", "infer", 100, 1, 512, proj_size=256, goal=">= 5x torch LSTM", scheme="int8"),
+    Case("bf16 stream H256", "infer", 200, 1, 256, goal=">= 1.8x best float32 peer", scheme="bf16"),
+    Case("bf16 stream H512", "infer", 100, 1, 512, goal=">= 1.6x best float32 peer", scheme="bf16"),
+    Case("codebook4 stream H256", "infer", 200, 1, 256, goal=">= 1.3x best peer", scheme="codebook4"),
+    Case("codebook4 stream H512", "infer", 100, 1, 512, goal=">= 1.3x best peer", scheme="codebook4", quick=False),
 ]
 
 
@@ -307,7 +311,7 @@ def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float 
         if not ort_peers:
             notes.append("onnxruntime skipped (" + ("not installed" if case.kind != "train" and not case.proj_size else "no training / projection") + ")")
         peers.update(ort_peers)
-        if case.scheme:
+        if case.scheme and case.scheme != "bf16":  # bf16, near-lossless, is measured against float32
             quantized = _quantized_peers(case, model, x, threads)
             if not quantized:
                 notes.append("no int8 peer (" + ("neither quantizes a projection" if case.proj_size else "not installed") + ")")
