@@ -4,18 +4,19 @@ A :class:`QuantizedLSTM` keeps its matrices (``W_ih``, ``W_hh``, ``W_hr``) in a 
 format and runs exactly as :class:`lstmcpp.LSTM` does for inference: same call, same shapes, same
 features. Biases and peepholes stay float32, and so does all of the gate math and the cell state.
 
+``"int8"``: every row of every matrix has its own symmetric scale (``W[n] ~ q[n] * s[n]``, ``q``
+in [-127, 127] as :func:`quantize` rounds them; any int8 value, as PyTorch's quantized LSTM
+stores them); the activations entering a product are quantized the same way for each batch row
+at each step, the products summed exactly in int32, and scaled back. ``q(x)`` equals
+``q.dequantize()(x)`` up to that rounding of the activations.
+
 ``"bf16"``: every weight rounded to bfloat16 (nearest, ties to even), all arithmetic float32:
 ``q(x)`` equals ``q.dequantize()(x)`` up to float32 summation order.
 
 ``"codebook4"`` / ``"codebook8"``: every weight stored as the index of its value in a codebook
 fitted by k-means (k-means++ start, seeded): 16 values for each row, 4-bit indices; or 256
 values for each gate block of a matrix (and for all of ``W_hr``), 8-bit indices. All arithmetic
-float32: ``q(x)`` equals ``q.dequantize()(x)`` up to float32 summation order.
-
-``"int8"``: every row of every matrix has its own symmetric scale (``W[n] ~ q[n] * s[n]``, ``q``
-in [-127, 127] as quantize rounds them; any int8 value, as PyTorch's quantized LSTM stores them); the activations entering a product are quantized the same way for each batch row
-at each step, the products summed exactly in int32, and scaled back. ``q(x)`` equals
-``q.dequantize()(x)`` up to that rounding of the activations.
+float32, as bf16. The codebooks' values train (see :meth:`QuantizedLSTM.backward`).
 """
 
 from __future__ import annotations
@@ -112,16 +113,18 @@ def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
         else:
             arrays[name] = array.astype(np.float32)
     config = model.get_config()
-    config.update(dtype="float32", dropout=0.0)
+    config.update(dtype="float32")
     return QuantizedLSTM(config, arrays, scheme)
 
 
 class QuantizedLSTM(LayerArguments):
-    """An LSTM whose matrices are quantized (see :func:`quantize`); inference only.
+    """An LSTM whose matrices are quantized (see :func:`quantize`).
 
     ``q(x, state=None, *, lengths=None)`` returns ``y, (h_n, c_n)`` exactly as
     :meth:`lstmcpp.LSTM.__call__` does (layers, bidirectional, projection, peepholes, clips,
-    lengths, ``batch_first``, unbatched input, initial state), in float32.
+    lengths, ``batch_first``, unbatched input, initial state), in float32. int8 and bf16 models
+    run inference only; the codebook formats also train (``forward``, ``backward``,
+    ``named_parameters``, ``grads``: their books' values, biases and peepholes).
     """
 
     def __init__(self, config: Dict[str, Any], arrays: Dict[str, np.ndarray], scheme: str = "int8"):
@@ -285,18 +288,18 @@ class QuantizedLSTM(LayerArguments):
         return int(self._core.nbytes)
 
     def dequantize(self) -> LSTM:
-        """The float32 :class:`lstmcpp.LSTM` with the decoded weights (``q * scale`` per row)."""
+        """The float32 :class:`lstmcpp.LSTM` with the decoded weights (each format's decoding)."""
         model = LSTM(**self._config)
         model.load_state_dict(self.dequantize_state())
         return model
 
     def quantized_params(self) -> Dict[str, Any]:
         """The parameters as :func:`lstmcpp.reference.forward` takes them: each matrix in its
-        format's reference object (:class:`lstmcpp.reference.QuantizedRows`, ``Bfloat16Rows``), the
-        rest float32 arrays (copies)."""
+        format's reference object (:class:`lstmcpp.reference.QuantizedRows`, ``Bfloat16Rows``,
+        ``CodebookRows``), the rest float32 arrays (copies)."""
         arrays = {k: a.copy() for k, a in self._arrays.items()}
         params: Dict[str, Any] = {}
-        for name in LSTM(**self._config).state_dict():
+        for name in self._names:
             params[name] = self._format.decode(arrays, name) if name.split("_l")[0] in _MATRICES else arrays[name]
         return params
 
@@ -320,7 +323,8 @@ class QuantizedLSTM(LayerArguments):
         self.__init__(state["config"], state["arrays"], state["scheme"])
 
     def __repr__(self) -> str:
-        float_bytes = 4 * sum(p.size for n, p in LSTM(**self._config).state_dict().items() if n.split("_l")[0] in _MATRICES)
+        first = next(iter(self._format.arrays))  # each format's first array is (N,K)
+        float_bytes = 4 * sum(self._arrays[f"{n}.{first}"].size for n in self._names if n.split("_l")[0] in _MATRICES)
         shape = repr(LSTM(**self._config)).replace("LSTM(", "", 1).rstrip(")")
         return (f"QuantizedLSTM({shape}, scheme={self.scheme!r}, nbytes={self.nbytes:,} "
                 f"({self.nbytes / float_bytes:.2f}x float32))")
