@@ -64,8 +64,7 @@ class _Saved(Module):
                                scheme)
                 setattr(model, name, twin)
                 model.children[name] = twin
-            own = {k for k, _ in model.named_parameters()}
-            _load_some(model, {k: v for k, v in arrays.items() if k in own and k.split(".")[0] not in quantized})
+            _load_some(model, arrays, skip=set(quantized))
         else:
             extra = set(model._extra_arrays())
             model.load_state_dict({k: v for k, v in arrays.items() if k not in extra})
@@ -74,14 +73,18 @@ class _Saved(Module):
         return model
 
 
-def _load_some(model: Module, state: Dict[str, np.ndarray]) -> None:
-    """Load the parameters of ``model`` named in ``state`` (a quantized LSTM's are loaded apart)."""
-    own = dict(model.named_parameters())
-    for name, a in state.items():
-        if own[name].shape != np.shape(a):
-            raise ValueError(f"state_dict[{name!r}]: expected shape {own[name].shape}, got {np.shape(a)}")
-    for name, a in state.items():
-        own[name][...] = a
+def _load_some(model: Module, arrays: Dict[str, np.ndarray], skip: set) -> None:
+    """Load every parameter of ``model`` but its children named in ``skip`` (quantized children,
+    made from their own arrays) from ``arrays``, all checked before any is copied."""
+    own = {k: p for k, p in model.named_parameters() if k.split(".")[0] not in skip}
+    missing = [k for k in own if k not in arrays]
+    if missing:
+        raise ValueError(f"state_dict: missing keys {missing}")
+    for name, p in own.items():
+        if p.shape != np.shape(arrays[name]):
+            raise ValueError(f"state_dict[{name!r}]: expected shape {p.shape}, got {np.shape(arrays[name])}")
+    for name, p in own.items():
+        p[...] = arrays[name]
 
 
 # ------------------------------------------------------------------------------------------------
