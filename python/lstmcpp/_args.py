@@ -129,3 +129,18 @@ class LayerArguments:
             return y[:, 0], (h_n[:, 0], c_n[:, 0])
         return (y.transpose(1, 0, 2) if self.batch_first else y), (h_n, c_n)
 
+
+    # streaming (SPEC §6): see lstmcpp.streams
+
+    def stream(self, batch: Optional[int] = None):
+        """A :class:`lstmcpp.streams.Stream`: one sequence (``batch`` of them in lockstep) advanced
+        one step per call, its state kept inside."""
+        from .streams import Stream
+
+        return Stream(self, batch)
+
+    def stream_pool(self, capacity: int):
+        """A :class:`lstmcpp.streams.StreamPool` of ``capacity`` independent sequences."""
+        from .streams import StreamPool
+
+        return StreamPool(self, capacity)

@@ -327,6 +327,11 @@ class LSTM(LayerArguments):
             require_finite(y=y, h_n=h_n, c_n=c_n)
         return self._outputs(y, h_n, c_n, unbatched)
 
+    def _run(self, x3: np.ndarray, h0: np.ndarray, c0: np.ndarray):
+        """The core's inference on ready arrays (x (T,B,I), h0, c0 of the model's dtype): (y, h_n, c_n)."""
+        y, h_n, c_n, _ = self._core.forward(x3, h0, c0)
+        return y, h_n, c_n
+
     def forward(self, x: Any, state: Optional[State] = None, *, lengths: Any = None, training: bool = True):
         """Forward pass that keeps what :meth:`backward` needs.
 

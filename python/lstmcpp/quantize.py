@@ -203,13 +203,17 @@ class QuantizedLSTM(LayerArguments):
         lens = self._lengths(lengths, x3.shape[0], x3.shape[1], unbatched)
         if self.check_finite:
             require_finite(x=x3, h_0=h0, c_0=c0)
-        if self._stale_core:
-            self._push_to_core()
-            self._stale_core = False
-        y, h_n, c_n = self._core.forward(x3, h0, c0, lens)
+        y, h_n, c_n = self._run(x3, h0, c0, lens)
         if self.check_finite:
             require_finite(y=y, h_n=h_n, c_n=c_n)
         return self._outputs(y, h_n, c_n, unbatched)
+
+    def _run(self, x3: np.ndarray, h0: Optional[np.ndarray], c0: Optional[np.ndarray], lengths: Any = None):
+        """The core's inference on ready arrays (x (T,B,I), h0, c0 float32 or None): (y, h_n, c_n)."""
+        if self._stale_core:  # the books trained since the core last read them
+            self._push_to_core()
+            self._stale_core = False
+        return self._core.forward(x3, h0, c0, lengths)
 
     # ------------------------------------------------------------------------------------------
     # training (codebook formats): the values of the books train, the indices stay

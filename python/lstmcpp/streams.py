@@ -1,0 +1,130 @@
+"""Streaming inference (SPEC §6): a sequence advanced one step per call with its state kept
+inside (``lstm.stream()``), and a pool of many such sequences advanced together in one batched
+step (``lstm.stream_pool(capacity)``). For :class:`lstmcpp.LSTM` and :class:`lstmcpp.QuantizedLSTM`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from ._args import as_real_array, check_int, shape_text
+
+__all__ = ["Stream", "StreamPool"]
+
+
+def _refuse_bidirectional(model: Any) -> None:
+    if model.bidirectional:
+        raise ValueError("a bidirectional model cannot stream: its reverse direction reads the sequence from its end")
+
+
+class Stream:
+    """One sequence (``batch=None``) or ``batch`` sequences in lockstep, advanced one step per
+    :meth:`step`; equal to running the whole sequence at once. Belongs to one thread at a time."""
+
+    def __init__(self, model: Any, batch: Optional[int] = None):
+        _refuse_bidirectional(model)
+        self._model = model
+        self._unbatched = batch is None
+        self._batch = 1 if batch is None else check_int("batch", batch, 1)
+        L, B = model.num_layers, self._batch
+        self._x = np.zeros((1, B, model.input_size), model.dtype)  # reused: each step's input goes here
+        self._h = np.zeros((L, B, model.output_size), model.dtype)
+        self._c = np.zeros((L, B, model.hidden_size), model.dtype)
+
+    def step(self, x_t: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Advance by one step: ``x_t`` is ``(I,)`` (``(B, I)`` for a batch); returns ``y_t``
+        ``(P,)`` (``(B, P)``), written into ``out`` when given. Bad input changes no state."""
+        m = self._model
+        expected = (m.input_size,) if self._unbatched else (self._batch, m.input_size)
+        a = x_t if type(x_t) is np.ndarray and x_t.dtype == m.dtype else as_real_array(x_t, "x_t", m.dtype)
+        if a.shape != expected:
+            raise ValueError(f"x_t: expected shape {shape_text(expected)}, got {shape_text(a.shape)}")
+        if out is not None:
+            want = (m.output_size,) if self._unbatched else (self._batch, m.output_size)
+            if not isinstance(out, np.ndarray) or out.shape != want or out.dtype != m.dtype:
+                raise ValueError(f"out: expected a {m.dtype} array of shape {shape_text(want)}, got "
+                                 f"{getattr(out, 'dtype', type(out).__name__)} {shape_text(np.shape(out))}")
+        self._x[0] = a
+        y, self._h, self._c = m._run(self._x, self._h, self._c)
+        result = y[0, 0] if self._unbatched else y[0]
+        if out is None:
+            return result
+        out[...] = result
+        return out
+
+    @property
+    def state(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Copies of ``(h (L,P), c (L,H))``, or ``(L,B,P)``, ``(L,B,H)`` for a batch."""
+        if self._unbatched:
+            return self._h[:, 0].copy(), self._c[:, 0].copy()
+        return self._h.copy(), self._c.copy()
+
+    def reset(self, state: Optional[Tuple[Any, Any]] = None) -> None:
+        """Start a new sequence: from zeros, or from ``state`` (shaped as :attr:`state`)."""
+        if state is None:
+            self._h[...] = 0
+            self._c[...] = 0
+            return
+        h, c = self._model._state(state, self._batch, self._unbatched)
+        self._h, self._c = np.array(h, copy=True), np.array(c, copy=True)
+
+
+class StreamPool:
+    """``capacity`` independent sequences, all starting from zeros; :meth:`step` advances the
+    listed ones in one batched step (their states gathered, stepped, scattered back). Calls from
+    several threads are serialised."""
+
+    def __init__(self, model: Any, capacity: int):
+        _refuse_bidirectional(model)
+        self._model = model
+        self.capacity = check_int("capacity", capacity, 1)
+        L = model.num_layers
+        self._h = np.zeros((L, self.capacity, model.output_size), model.dtype)
+        self._c = np.zeros((L, self.capacity, model.hidden_size), model.dtype)
+        self._lock = threading.Lock()
+
+    def _ids(self, ids: Any) -> np.ndarray:
+        a = np.asarray(ids)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"ids: expected integers, got dtype {a.dtype}")
+        if a.ndim != 1 or a.size == 0:
+            raise ValueError(f"ids: expected a 1-D array of at least one id, got shape {shape_text(a.shape)}")
+        if a.min() < 0 or a.max() >= self.capacity:
+            raise ValueError(f"ids: every id must be in 0..{self.capacity - 1}, got min {a.min()} and max {a.max()}")
+        if np.unique(a).size != a.size:
+            raise ValueError("ids: each id at most once a step (a stream advances by one step)")
+        return a.astype(np.intp)
+
+    def step(self, ids: Any, x: Any) -> np.ndarray:
+        """Advance streams ``ids`` ``(n,)`` by one step with inputs ``x`` ``(n, I)``; returns
+        ``y`` ``(n, P)``. Bad input changes no state."""
+        m = self._model
+        idx = self._ids(ids)
+        a = as_real_array(x, "x", m.dtype)
+        if a.shape != (idx.size, m.input_size):
+            raise ValueError(f"x: expected shape {shape_text((idx.size, m.input_size))}, got {shape_text(a.shape)}")
+        with self._lock:
+            y, h, c = m._run(a[None], np.ascontiguousarray(self._h[:, idx]), np.ascontiguousarray(self._c[:, idx]))
+            self._h[:, idx] = h
+            self._c[:, idx] = c
+        return y[0]
+
+    def reset(self, ids: Any = None) -> None:
+        """Zero the states of ``ids`` (every stream's when None)."""
+        with self._lock:
+            if ids is None:
+                self._h[...] = 0
+                self._c[...] = 0
+            else:
+                idx = self._ids(ids)
+                self._h[:, idx] = 0
+                self._c[:, idx] = 0
+
+    def state(self, ids: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """Copies of the states of ``ids``: ``(h (L,n,P), c (L,n,H))``."""
+        idx = self._ids(ids)
+        with self._lock:
+            return self._h[:, idx].copy(), self._c[:, idx].copy()

@@ -1,0 +1,115 @@
+"""Streams and stream pools (SPEC §6): one step at a time equals the whole sequence; bad input
+changes no state."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import lstmcpp
+
+from conftest import rel_err
+
+
+def models():
+    lstm = lstmcpp.LSTM(5, 12, num_layers=2, proj_size=7, peepholes=True, cell_clip=2.0, seed=0)
+    return [("float32", lstm), ("int8", lstmcpp.quantize(lstm, "int8")), ("codebook4", lstmcpp.quantize(lstm, "codebook4"))]
+
+
+@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("batch", [None, 3])
+def test_a_stream_equals_the_whole_sequence(index, batch):
+    _, model = models()[index]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 5) if batch is None else (9, batch, 5)).astype(np.float32)
+    y, (h, c) = model(x)
+    s = model.stream(batch)
+    out = np.empty(y.shape[1:], np.float32)
+    for t in range(9):
+        if t % 2:
+            got = s.step(x[t], out=out)
+            assert got is out  # written in place
+        else:
+            got = s.step(x[t])
+        assert rel_err(got, y[t]) < 1e-5
+    assert rel_err(s.state[0], h) < 1e-5 and rel_err(s.state[1], c) < 1e-5
+    s.reset()
+    assert not s.state[0].any() and rel_err(s.step(x[0]), y[0]) < 1e-5
+    s.reset((h, c))  # continue from a given state
+    np.testing.assert_array_equal(s.state[0], h)
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_a_pool_equals_separate_sequences(index):
+    _, model = models()[index]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 4, 5)).astype(np.float32)  # 4 streams of 6 steps
+    y, (h, c) = model(x)
+    pool = model.stream_pool(10)
+    slots = np.array([7, 2, 9, 0])
+    steps = np.zeros(4, int)
+    order = [[0, 1, 2, 3], [3, 1], [0, 2], [2, 0, 1, 3], [1], [3, 2, 0], [0, 1, 2, 3], [1, 2, 3], [0], [0, 1, 2, 3],
+             [0, 1, 2, 3], [3, 1, 2], [2, 3, 1, 0]]
+    for chosen in order:
+        chosen = [k for k in chosen if steps[k] < 6]
+        if not chosen:
+            continue
+        got = pool.step(slots[chosen], x[steps[chosen], chosen])
+        for row, k in enumerate(chosen):
+            assert rel_err(got[row], y[steps[k], k]) < 1e-5
+        steps[chosen] += 1
+    assert (steps == 6).all()
+    hs, cs = pool.state(slots)
+    assert rel_err(hs, h) < 1e-5 and rel_err(cs, c) < 1e-5
+    untouched = pool.state([1, 3])
+    assert not untouched[0].any() and not untouched[1].any()
+    pool.reset([7])
+    assert not pool.state([7])[0].any() and pool.state([2])[0].any()
+
+
+def test_bad_input_changes_no_state():
+    _, model = models()[0]
+    s = model.stream(2)
+    s.step(np.ones((2, 5), np.float32))
+    before = s.state
+    for bad, error in [(np.ones((3, 5)), ValueError), (np.ones(5), ValueError), (np.ones((2, 5), np.complex64), TypeError)]:
+        with pytest.raises(error, match="x_t"):
+            s.step(bad)
+    with pytest.raises(ValueError, match="out: expected a float32 array of shape"):
+        s.step(np.ones((2, 5)), out=np.empty((2, 3), np.float32))
+    for a, b in zip(s.state, before):
+        np.testing.assert_array_equal(a, b)
+    pool = model.stream_pool(4)
+    pool.step([1, 2], np.ones((2, 5)))
+    before = pool.state([0, 1, 2, 3])
+    for ids, x, error, words in [([1, 1], np.ones((2, 5)), ValueError, "each id at most once"),
+                                 ([4], np.ones((1, 5)), ValueError, r"in 0\.\.3"),
+                                 ([0.5], np.ones((1, 5)), TypeError, "integers"),
+                                 ([0, 1], np.ones((3, 5)), ValueError, r"x: expected shape \(2, 5\)")]:
+        with pytest.raises(error, match=words):
+            pool.step(ids, x)
+    for a, b in zip(pool.state([0, 1, 2, 3]), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="bidirectional model cannot stream"):
+        lstmcpp.LSTM(3, 4, bidirectional=True).stream()
+
+
+def test_a_pool_serves_several_threads():
+    _, model = models()[0]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20, 8, 5)).astype(np.float32)  # 8 streams, two threads with 4 each
+    y, _ = model(x)
+    pool = model.stream_pool(8)
+    results = {}
+
+    def serve(mine):
+        results[mine] = [pool.step(list(mine), x[t, list(mine)]) for t in range(20)]
+
+    threads = [threading.Thread(target=serve, args=(ids,)) for ids in [(0, 1, 2, 3), (4, 5, 6, 7)]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for mine, outs in results.items():
+        for t in range(20):
+            assert rel_err(outs[t], y[t, list(mine)]) < 1e-5
