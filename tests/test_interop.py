@@ -145,7 +145,7 @@ def ort():
 def test_export_onnx_runs_in_onnxruntime_with_the_same_outputs(ort, tmp_path, name):
     model = lstmcpp.LSTM(5, 6, seed=1, **ONNX_GRID[name])
     path = tmp_path / "m.onnx"
-    model.export_onnx(path)
+    model.export_onnx(path, lengths=True, state=True)
     x, lengths = inputs(model)
     DL = model.num_directions * model.num_layers
     rng = np.random.default_rng(1)
@@ -160,6 +160,20 @@ def test_export_onnx_runs_in_onnxruntime_with_the_same_outputs(ort, tmp_path, na
     assert loaded.get_config()["num_layers"] == model.num_layers and loaded.peepholes == model.peepholes
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("name", ["plain", "stacked_no_projection"])
+def test_the_default_export_takes_x_alone(ort, tmp_path, name):
+    config = {"plain": {}, "stacked_no_projection": dict(num_layers=2, bidirectional=True, batch_first=True)}[name]
+    model = lstmcpp.LSTM(5, 6, seed=2, **config)
+    model.export_onnx(tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    for T, B in [(3, 1), (7, 4)]:  # T and B are dynamic
+        x = np.random.default_rng(T).standard_normal((B, T, 5) if model.batch_first else (T, B, 5)).astype(np.float32)
+        y, h_n, c_n = session.run(None, {"x": x})
+        ours, (oh, oc) = model(x)
+        assert rel_err(y, ours) < 1e-5 and rel_err(h_n, oh) < 1e-5 and rel_err(c_n, oc) < 1e-5
 
 
 def test_load_onnx_of_a_foreign_single_node(ort):

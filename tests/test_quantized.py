@@ -321,7 +321,7 @@ def test_int8_error_is_no_larger_than_onnxruntimes_dynamic_int8():
     model, x, rmse, ours = float_and_int8_errors()
     with tempfile.TemporaryDirectory() as tmp:
         plain, int8 = os.path.join(tmp, "lstm.onnx"), os.path.join(tmp, "lstm_int8.onnx")
-        model.export_onnx(plain, lengths=False)
+        model.export_onnx(plain, state=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_dynamic(plain, int8, weight_type=QuantType.QInt8)
@@ -407,7 +407,7 @@ def test_load_onnx_keeps_onnxruntimes_int8_weights(tmp_path, config):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = lstmcpp.LSTM(6, 8, seed=0, **config)
-    model.export_onnx(tmp_path / "lstm.onnx")
+    model.export_onnx(tmp_path / "lstm.onnx", lengths=True, state=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_dynamic(str(tmp_path / "lstm.onnx"), str(tmp_path / "int8.onnx"), weight_type=QuantType.QInt8)

@@ -290,9 +290,10 @@ class LSTM(LayerArguments):
             return QuantizedLSTM(arguments, arrays, "int8")
         return cls._from_converted(interop.read_onnx(path_or_model, dtype))
 
-    def export_onnx(self, path: Any = None, *, opset: int = 14, lengths: bool = True):
-        """Write this model as an ONNX graph of ``LSTM`` nodes; see :func:`lstmcpp.interop.write_onnx`."""
-        return interop.write_onnx(self, path, opset=opset, lengths=lengths)
+    def export_onnx(self, path: Any = None, *, opset: int = 14, lengths: bool = False, state: bool = False):
+        """Write this model as an ONNX graph of ``LSTM`` nodes taking ``x`` (and ``lengths``, and the
+        initial state ``h0``, ``c0``, when asked); see :func:`lstmcpp.interop.write_onnx`."""
+        return interop.write_onnx(self, path, opset=opset, lengths=lengths, state=state)
 
     # ------------------------------------------------------------------------------------------
     # forward and backward

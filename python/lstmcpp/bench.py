@@ -111,7 +111,7 @@ def _quantized_peers(case, model, x, threads) -> Dict[str, Callable[[], object]]
         return peers
     with tempfile.TemporaryDirectory() as tmp:
         plain, quantized = os.path.join(tmp, "lstm.onnx"), os.path.join(tmp, "lstm_int8.onnx")
-        model.export_onnx(plain, lengths=False)
+        model.export_onnx(plain, state=True)
         quantize_dynamic(plain, quantized, weight_type=QuantType.QInt8)
         with open(quantized, "rb") as f:
             graph = f.read()
@@ -187,7 +187,7 @@ def _onnxruntime_peer(case, model, x, dy, threads) -> Dict[str, Callable[[], obj
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.export_onnx(lengths=False).SerializeToString(), options,
+    session = ort.InferenceSession(model.export_onnx(state=True).SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     zeros = np.zeros((1, case.B, case.H), np.float32)
     if case.kind == "infer":

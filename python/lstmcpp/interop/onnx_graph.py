@@ -160,12 +160,12 @@ def read_onnx_quantized(path_or_model: Union[str, "os.PathLike[str]", bytes, Any
 
 
 def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14,
-               lengths: bool = True):
+               lengths: bool = False, state: bool = False):
     """Write ``model`` as an ONNX graph: one ``LSTM`` node per layer (peepholes as P).
 
-    Graph inputs: ``x`` (shaped as lstmcpp takes it, ``batch_first`` honoured), ``lengths``
-    (int32, B; left out with ``lengths=False``) and ``h0``, ``c0`` (D*L,B,P/H); outputs ``y``,
-    ``h_n``, ``c_n`` as lstmcpp returns them. A one-layer model is one ``LSTM`` node and a Squeeze
+    Graph inputs: ``x`` (shaped as lstmcpp takes it, ``batch_first`` honoured; T and B dynamic),
+    and with ``lengths=True`` ``lengths`` (int32, B), with ``state=True`` ``h0``, ``c0``
+    (D*L,B,P/H); outputs ``y``, ``h_n``, ``c_n`` as lstmcpp returns them. A one-layer model is one ``LSTM`` node and a Squeeze
     (one direction) or a Transpose and Reshape (two). Projection and cell or projection clipping
     have no ONNX equivalent and are refused. Needs ``opset >= 13``.
     Returns the ``onnx.ModelProto`` (and writes it when ``path`` is given).
@@ -205,7 +205,9 @@ def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *,
             if model.peepholes:
                 p_i, p_f, p_o = sd["weight_peephole" + sfx]
                 P.append(np.concatenate([p_i, p_o, p_f]))
-        if L == 1:  # the whole state is this layer's
+        if not state:  # zeros, as the operator takes an absent initial state
+            h0, c0 = "", ""
+        elif L == 1:  # the whole state is this layer's
             h0, c0 = "h0", "c0"
         else:
             start, end = const(f"start_l{layer}", np.array([layer * D], np.int64)), const(f"end_l{layer}", np.array([(layer + 1) * D], np.int64))
@@ -240,8 +242,8 @@ def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *,
         nodes, "lstmcpp",
         [helper.make_tensor_value_info("x", elem, seq)]
         + ([helper.make_tensor_value_info("lengths", TensorProto.INT32, ["B"])] if lengths else [])
-        + [helper.make_tensor_value_info("h0", elem, [D * L, "B", H]),
-         helper.make_tensor_value_info("c0", elem, [D * L, "B", H])],
+        + ([helper.make_tensor_value_info("h0", elem, [D * L, "B", H]),
+            helper.make_tensor_value_info("c0", elem, [D * L, "B", H])] if state else []),
         [helper.make_tensor_value_info("y", elem, (["B", "T"] if model.batch_first else ["T", "B"]) + [D * H]),
          helper.make_tensor_value_info("h_n", elem, [D * L, "B", H]),
          helper.make_tensor_value_info("c_n", elem, [D * L, "B", H])],
