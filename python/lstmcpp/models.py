@@ -55,6 +55,7 @@ class _Saved(Module):
         config = dict(config)
         quantized = config.pop("quantized", {})
         model = cls(**config)
+        extra = set(model._extra_arrays())
         if quantized:
             from .quantize import rebuild
 
@@ -66,9 +67,7 @@ class _Saved(Module):
                 model.children[name] = twin
             _load_some(model, arrays, skip=set(quantized))
         else:
-            extra = set(model._extra_arrays())
             model.load_state_dict({k: v for k, v in arrays.items() if k not in extra})
-        extra = set(model._extra_arrays())
         model._load_extra_arrays({k: v for k, v in arrays.items() if k in extra})
         return model
 

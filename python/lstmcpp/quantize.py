@@ -56,6 +56,11 @@ class _Format:
         return self.rows(*(arrays[f"{name}.{suffix}"] for suffix in self.arrays))
 
 
+def _rows_per_book(indices: np.ndarray, books: np.ndarray) -> Tuple[int]:
+    """The codebook formats' set_matrix argument after their arrays."""
+    return (indices.shape[0] // books.shape[0],)
+
+
 _FORMATS = {
     "int8": _Format({"q": (lambda s, n: s, np.int8), "scale": (lambda s, n: s[:1], np.float32)},
                     lambda w, name, seed: reference.quantize_rows_int8(w), reference.QuantizedRows, "QuantizedModelInt8"),
@@ -64,13 +69,13 @@ _FORMATS = {
     # 16 values for each row, 4-bit indices
     "codebook4": _Format({"idx": (lambda s, n: s, np.uint8), "book": (lambda s, n: (s[0], 16), np.float32)},
                          lambda w, name, seed: reference.codebook_rows(w, 16, 1, seed), reference.CodebookRows,
-                         "QuantizedModelCodebook", lambda idx, book: (idx.shape[0] // book.shape[0],)),
+                         "QuantizedModelCodebook", _rows_per_book),
     # 256 values for each gate block (and for all of W_hr), 8-bit indices
     "codebook8": _Format({"idx": (lambda s, n: s, np.uint8),
                           "book": (lambda s, n: (1 if n.startswith("weight_hr") else 4, 256), np.float32)},
                          lambda w, name, seed: reference.codebook_rows(
                              w, 256, w.shape[0] if name.startswith("weight_hr") else w.shape[0] // 4, seed),
-                         reference.CodebookRows, "QuantizedModelCodebook", lambda idx, book: (idx.shape[0] // book.shape[0],)),
+                         reference.CodebookRows, "QuantizedModelCodebook", _rows_per_book),
 }
 SCHEMES = tuple(_FORMATS)
 
