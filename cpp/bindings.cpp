@@ -347,28 +347,42 @@ void bind_quantized_models(py::module_& m) {
              py::arg("bits"))
         .def("multiply", [](const lstmcpp::Bf16Weights& w, py::handle x) { return multiply_rows(w.view(), x); }, py::arg("x"));
 
-    // The int8 kernels alone (for testing their integers against the NumPy reference).
+    // The int8 kernels alone (for testing their integers against the NumPy reference), in the
+    // integers' own terms: q as int16 values (the kernels hold q + 128 as bytes), W row-major.
     m.def("quantize_rows_f32", [](const Array<float>& a) {
         if (a.ndim() != 2) throw py::value_error("a: expected a 2-D array, got " + shape_of(a));
         const int64_t M = a.shape(0), K = a.shape(1), Kp = (K + 15) / 16 * 16;
-        py::array_t<int16_t> q({M, Kp});
+        std::vector<uint8_t> bytes(M * Kp);
         Array<float> scale({M});
-        lstmcpp::kernels_f32().quantize_rows(q.mutable_data(), Kp, scale.mutable_data(), a.data(), K, M, K);
+        lstmcpp::kernels_f32().quantize_rows(bytes.data(), Kp, scale.mutable_data(), a.data(), K, M, K);
+        py::array_t<int16_t> q({M, Kp});
+        for (int64_t i = 0; i < M * Kp; ++i) q.mutable_data()[i] = static_cast<int16_t>(bytes[i] - 128);
         return py::make_tuple(q, scale);
     }, py::arg("a"), "The float32 kernels' activation quantization: (q (M, K rounded up to 16) int16, scales (M)).");
     m.def("gemm_nt_s8_f32", [](const Exact<int16_t>& q, const Array<float>& a_scale, const Int8Array& w,
-                               const Array<float>& w_scale, int64_t K) {
-        const int64_t Kp = (K + 15) / 16 * 16;
-        if (q.ndim() != 2 || q.shape(1) != Kp) throw py::value_error("q: expected shape (M, " + std::to_string(Kp) + "), got " + shape_of(q));
-        if (w.ndim() != 2 || w.shape(1) != Kp) throw py::value_error("w: expected shape (N, " + std::to_string(Kp) + "), got " + shape_of(w));
-        require_shape(a_scale, {q.shape(0)}, "a_scale");
-        require_shape(w_scale, {w.shape(0)}, "w_scale");
-        Array<float> C({q.shape(0), w.shape(0)});
-        lstmcpp::kernels_f32().gemm_nt_s8(C.mutable_data(), w.shape(0), q.data(), Kp, a_scale.data(), w.data(), Kp,
-                                          w_scale.data(), q.shape(0), w.shape(0), K, 0.0f);
+                               const Array<float>& w_scale, int64_t first_row, int64_t rows) {
+        if (q.ndim() != 2) throw py::value_error("q: expected a 2-D array, got " + shape_of(q));
+        if (w.ndim() != 2) throw py::value_error("w: expected a 2-D array, got " + shape_of(w));
+        const int64_t M = q.shape(0), N = w.shape(0), K = w.shape(1), Kp = (K + 15) / 16 * 16;
+        require_shape(q, {M, Kp}, "q");
+        require_shape(a_scale, {M}, "a_scale");
+        require_shape(w_scale, {N}, "w_scale");
+        if (first_row < 0 || rows < 0 || first_row + rows > N)
+            throw py::value_error("first_row, rows: expected a range inside the " + std::to_string(N) + " rows of w");
+        std::vector<uint8_t> bytes(M * Kp);
+        for (int64_t i = 0; i < M * Kp; ++i) {
+            if (q.data()[i] < -127 || q.data()[i] > 127) throw py::value_error("q: expected values in [-127, 127]");
+            bytes[i] = static_cast<uint8_t>(q.data()[i] + 128);
+        }
+        lstmcpp::Int8Weights weights;
+        weights.assign(w.data(), w_scale.data(), N, K);
+        Array<float> C({M, rows});
+        lstmcpp::kernels_f32().gemm_nt_s8(C.mutable_data(), rows, bytes.data(), Kp, a_scale.data(), weights.view().view,
+                                          first_row, M, rows, 0.0f);
         return C;
-    }, py::arg("q"), py::arg("a_scale"), py::arg("w"), py::arg("w_scale"), py::arg("K"),
-       "The float32 kernels' int8 product: C = (q w^T) * a_scale[m] * w_scale[n], rows zero-padded to 16.");
+    }, py::arg("q"), py::arg("a_scale"), py::arg("w"), py::arg("w_scale"), py::arg("first_row"), py::arg("rows"),
+       "The float32 kernels' int8 product of rows first_row ..+rows of w (N,K): C = (q w^T) * a_scale[m] * w_scale[n], "
+       "q (M, K rounded up to 16) in [-127, 127].");
 }
 
 // C (M,N) = op(A) op(B) (+ C when accumulate): the blocks around the LSTM (lstmcpp.nn) use our

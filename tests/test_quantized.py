@@ -50,21 +50,26 @@ def test_rows_holding_nan_or_inf_give_nan_scales_and_zeros(isa):
     assert not q[:2].any() and not q_ref[:2].any()
 
 
-@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 9, 33), (3, 64, 256), (5, 7, 500)])
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 9, 33), (3, 64, 256), (5, 7, 500), (6, 200, 19), (9, 33, 64)])
 def test_int8_products_are_exact_integers(isa, M, N, K):
+    """Every kernel's integer sums are exact, -128 weights (PyTorch's int8) and the largest sums
+    included, for every range of rows a thread may be given (ranges that start and end inside a
+    block of 16 rows, and row tiles of every height)."""
     rng = np.random.default_rng(M * N + K)
     Kp = (K + 15) // 16 * 16
     q = np.zeros((M, Kp), np.int16)
-    w = np.zeros((N, Kp), np.int8)
     q[:, :K] = rng.integers(-127, 128, (M, K))
-    w[:, :K] = rng.integers(-127, 128, (N, K))
-    q[0, :K], w[0, :K] = 127, -127  # the largest sums
-    exact = q[:, :K].astype(np.int64) @ w[:, :K].astype(np.int64).T
-    ones = np.ones(M, np.float32), np.ones(N, np.float32)
-    np.testing.assert_array_equal(_core.gemm_nt_s8_f32(q, ones[0], w, ones[1], K), exact.astype(np.float32))
+    w = rng.integers(-128, 128, (N, K)).astype(np.int8)
+    q[0, :K], w[0] = 127, -128  # the largest sums
+    exact = q[:, :K].astype(np.int64) @ w.astype(np.int64).T
     a_scale, w_scale = rng.random(M).astype(np.float32), rng.random(N).astype(np.float32)
-    scaled = _core.gemm_nt_s8_f32(q, a_scale, w, w_scale, K)
-    np.testing.assert_array_equal(scaled, exact.astype(np.float32) * (a_scale[:, None] * w_scale[None, :]))
+    ones = np.ones(M, np.float32), np.ones(N, np.float32)
+    np.testing.assert_array_equal(_core.gemm_nt_s8_f32(q, ones[0], w, ones[1], 0, N), exact.astype(np.float32))
+    scaled = exact.astype(np.float32) * (a_scale[:, None] * w_scale[None, :])
+    np.testing.assert_array_equal(_core.gemm_nt_s8_f32(q, a_scale, w, w_scale, 0, N), scaled)
+    for first, rows in {(N // 3, N - N // 3), (N // 5, (N + 1) // 2), (N - 1, 1), (0, 0)}:
+        part = _core.gemm_nt_s8_f32(q, a_scale, w, w_scale, first, rows)
+        np.testing.assert_array_equal(part, scaled[:, first:first + rows])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,14 +428,16 @@ def test_load_onnx_keeps_onnxruntimes_int8_weights(tmp_path, config):
     W = np.concatenate([W[k * H : (k + 1) * H] for k in ours_from_onnx])
     np.testing.assert_array_equal(q.dequantize().state_dict()["weight_ih_l0"], W)
     # on the same weights, our output is as close to the float model's as ONNX Runtime's is (it
-    # rounds each step's activations per tensor, with an 8-bit zero point; we per row, symmetric)
-    x = np.random.default_rng(0).standard_normal((7, 3, 6)).astype(np.float32)
+    # rounds each step's activations per tensor, with an 8-bit zero point; we per row, symmetric),
+    # in root-mean-square error over enough outputs for one unlucky element not to decide it
+    x = np.random.default_rng(0).standard_normal((30, 16, 6)).astype(np.float32)
     DL = model.num_layers * model.num_directions
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
-    zeros = np.zeros((DL, 3, 8), np.float32)
-    theirs = session.run(None, {"x": x, "lengths": np.full(3, 7, np.int32), "h0": zeros, "c0": zeros})[0]
+    zeros = np.zeros((DL, 16, 8), np.float32)
+    theirs = session.run(None, {"x": x, "lengths": np.full(16, 30, np.int32), "h0": zeros, "c0": zeros})[0]
     y32 = model(x)[0]
-    assert rel_err(q(x)[0], y32) <= rel_err(theirs, y32)
+    rms = lambda y: np.sqrt(np.mean((y.astype(np.float64) - y32) ** 2))  # noqa: E731
+    assert rms(q(x)[0]) <= rms(theirs)
     assert rel_err(q(x)[0], y32) < 0.05
 
 

@@ -14,13 +14,14 @@ namespace lstmcpp {
 
 const Kernels<float>& kernels_f32_portable();
 const Kernels<float>& kernels_f32_avx2();
-const Kernels<float>& kernels_f32_avx512();
+const Kernels<float>& kernels_f32_avx512(bool vnni);
 
 namespace {
 
 struct CpuFeatures {
     bool avx2 = false;    // AVX2 + FMA, with the OS saving YMM state
     bool avx512 = false;  // AVX-512 F/BW/DQ/VL, with the OS saving ZMM state
+    bool avx512_vnni = false;
 };
 
 CpuFeatures detect() {
@@ -41,6 +42,7 @@ CpuFeatures detect() {
          avx512vl = b & (1u << 31);
     f.avx2 = ymm_saved && avx2 && fma;
     f.avx512 = f.avx2 && zmm_saved && avx512f && avx512dq && avx512bw && avx512vl;
+    f.avx512_vnni = f.avx512 && (c & (1u << 11));
 #endif
     return f;
 }
@@ -51,7 +53,7 @@ const CpuFeatures& features() {
 }
 
 const Kernels<float>* table_for(const char* name) {
-    if (std::strcmp(name, "avx512") == 0) return features().avx512 ? &kernels_f32_avx512() : nullptr;
+    if (std::strcmp(name, "avx512") == 0) return features().avx512 ? &kernels_f32_avx512(features().avx512_vnni) : nullptr;
     if (std::strcmp(name, "avx2") == 0) return features().avx2 ? &kernels_f32_avx2() : nullptr;
     if (std::strcmp(name, "portable") == 0) return &kernels_f32_portable();
     return nullptr;
@@ -61,7 +63,7 @@ const Kernels<float>* best() {
     if (const char* forced = std::getenv("LSTMCPP_ISA"); forced && *forced) {
         if (const Kernels<float>* t = table_for(forced)) return t;
     }
-    if (features().avx512) return &kernels_f32_avx512();
+    if (features().avx512) return &kernels_f32_avx512(features().avx512_vnni);
     if (features().avx2) return &kernels_f32_avx2();
     return &kernels_f32_portable();
 }

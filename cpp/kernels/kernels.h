@@ -17,6 +17,19 @@ struct CodebookView {
     int64_t book_size;    // 16 or 256
 };
 
+// An int8 matrix as the kernels read it (weights/int8.h): rows in blocks of 16, each block's K
+// values in groups of 4, so one 64-byte vector holds 4 consecutive weights of 16 rows. Weight
+// (n, k) is data[(n / 16) * ld + (k / 4) * 64 + (n % 16) * 4 + k % 4], ld = groups * 64; every row
+// from N to the next multiple of 16 and every k from K to 4 * groups is zero. row_sums[n] is the sum
+// of row n's weights and scales[n] its scale (both padded with zeros to a multiple of 16 rows).
+struct Int8View {
+    const int8_t* data;
+    const int32_t* row_sums;
+    const float* scales;
+    int64_t groups;  // ceil(K / 4)
+    int64_t ld;      // 64 * groups
+};
+
 // gates_forward / gates_backward: the fused elementwise work of one batch row at one step, for hidden units j in [j0, j1).
 // Gate rows are laid out (4H) as i, f, g, o; peephole (3,H) rows i, f, o (zeros when unused);
 // cell_clip is +inf when unused. All pointers are to the row's first element (j = 0).
@@ -49,17 +62,17 @@ struct Kernels {
     void (*gemm_packed)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B_packed,
                         int64_t M, int64_t N, int64_t K, T beta);
     // The int8 weight format (weights/int8.h), float32 only (null in the float64 table):
-    // quantize_rows: row m of a (M,K) becomes q[m, 0..K) = round(a[m, :] * 127 / max|a[m, :]|), int16
-    // values in [-127, 127] (round half to even), zero from K to the next multiple of 16, and
-    // scale[m] = max|a[m, :]| / 127 (NaN when a row holds NaN or Inf, so the output is NaN too).
-    void (*quantize_rows)(int16_t* q, int64_t ldq, float* scale, const float* a, int64_t lda, int64_t M,
+    // quantize_rows: row m of a (M,K) becomes q[m, k] = round(a[m, k] * 127 / max|a[m, :]|) in
+    // [-127, 127] (round half to even), stored as the byte q + 128, then 128 (q = 0) from K to the
+    // next multiple of 16; scale[m] = max|a[m, :]| / 127 (NaN when a row holds NaN or Inf: its q
+    // are all 0, so the output is NaN too).
+    void (*quantize_rows)(uint8_t* q, int64_t ldq, float* scale, const float* a, int64_t lda, int64_t M,
                           int64_t K);
-    // C (M,N) = beta*C + (A (M,K) W (N,K)^T) * a_scale[m] * w_scale[n]: int16 activations from
-    // quantize_rows times int8 weights, summed exactly in int32, then scaled. Rows of A and W are
-    // zero-padded to a multiple of 16.
-    void (*gemm_nt_s8)(float* C, int64_t ldc, const int16_t* A, int64_t lda, const float* a_scale,
-                       const int8_t* W, int64_t ldw, const float* w_scale, int64_t M, int64_t N, int64_t K,
-                       float beta);
+    // C (M,N) = beta*C + (q (M,K) W[first_row ..+N]^T) * a_scale[m] * w_scale[n]: the bytes of
+    // quantize_rows (q + 128, read up to 4 * W.groups) times int8 weights, summed exactly in int32
+    // (sum (q + 128) w - 128 * row_sum: the zero-point correction), then scaled.
+    void (*gemm_nt_s8)(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale,
+                       const Int8View& W, int64_t first_row, int64_t M, int64_t N, float beta);
     // The bf16 weight format (weights/bf16.h), float32 only: C (M,N) = beta*C + A (M,K) W (N,K)^T
     // with W's bfloat16 values widened to float32 (exactly) and every product and sum in float32.
     void (*gemm_nt_bf16)(float* C, int64_t ldc, const float* A, int64_t lda, const uint16_t* W, int64_t ldw,

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/kernels.h"
@@ -80,13 +81,15 @@ struct Vec8 {
 constexpr int64_t kPanel = 2 * Vec8::lanes;
 
 // ---------------------------------------------------------------------------------------------
-// int8 (weights/int8.h): activations as int16 in [-127, 127], weights as int8 widened to int16
-// on load, multiplied in pairs by vpmaddwd into exact int32 sums (no saturation, so no reduced
-// range: 2 * 127 * 127 fits int16 products' pair sums in int32 many times over).
+// int8 (weights/int8.h). Activations arrive as bytes q + 128; AVX2 has no u8 x s8 product that
+// sums four without saturating, so each group of 4 is multiplied as |w| (u8, up to 128) times
+// q with w's sign (s8, |q| <= 127) by vpmaddubsw, whose pair sums (at most 2 * 128 * 127) fit
+// int16 exactly, and vpmaddwd by ones sums the pairs into int32: the exact sum of q * w.
 
-void quantize_rows(int16_t* q, int64_t ldq, float* scale, const float* a, int64_t lda, int64_t M, int64_t K) {
+void quantize_rows(uint8_t* q, int64_t ldq, float* scale, const float* a, int64_t lda, int64_t M, int64_t K) {
     const __m256 sign = _mm256_set1_ps(-0.0f), largest = _mm256_set1_ps(3.4028234663852886e38f);
     const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    const __m128i zero_point = _mm_set1_epi8(static_cast<char>(0x80));
     const int64_t Kp = padded16(K);
     for (int64_t m = 0; m < M; ++m) {
         const float* row = a + m * lda;
@@ -103,67 +106,89 @@ void quantize_rows(int16_t* q, int64_t ldq, float* scale, const float* a, int64_
         float inv;
         row_scale(finite ? _mm_cvtss_f32(m4) : __builtin_nanf(""), scale + m, &inv);
         const __m256 vinv = _mm256_set1_ps(inv);
-        int16_t* out = q + m * ldq;
+        uint8_t* out = q + m * ldq;
         for (int64_t k = 0; k < Kp; k += 16) {
             __m256 v0 = _mm256_mul_ps(_mm256_maskload_ps(row + k, Vec8::tail_mask(K - k)), vinv);
             __m256 v1 = _mm256_mul_ps(_mm256_maskload_ps(row + k + 8, Vec8::tail_mask(K - k - 8)), vinv);
             v0 = _mm256_max_ps(lo, _mm256_min_ps(hi, v0));
             v1 = _mm256_max_ps(lo, _mm256_min_ps(hi, v1));
             // cvtps rounds half to even (MXCSR's default); packs interleaves the 128-bit lanes
-            __m256i packed = _mm256_packs_epi32(_mm256_cvtps_epi32(v0), _mm256_cvtps_epi32(v1));
-            packed = _mm256_permute4x64_epi64(packed, 0xD8);
-            if (!finite) packed = _mm256_setzero_si256();
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), packed);
+            __m256i words = _mm256_packs_epi32(_mm256_cvtps_epi32(v0), _mm256_cvtps_epi32(v1));
+            words = _mm256_permute4x64_epi64(words, 0xD8);
+            __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+            if (!finite) bytes = _mm_setzero_si128();
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm_xor_si128(bytes, zero_point));
         }
     }
 }
 
-// C[b, 0..R) (+)= (A[b, :] . W[r, :]) * a_scale[b] * w_scale[r] for MB rows of A, R = 4 (or 1) of W.
-template <int MB, int R>
-inline void s8_tile(float* C, int64_t ldc, const int16_t* A, int64_t lda, const float* a_scale,
-                    const int8_t* W, int64_t ldw, const float* w_scale, int64_t Kp, float beta) {
-    __m256i acc[MB][R];
+// Rows row0 .. row0 + 8 of the result for one row of A: sums * a_scale * w_scale (+ C), the lanes
+// outside [first_row, first_row + N) left alone.
+inline void s8_store8(float* C, const __m256i sums, float a_scale, const float* w_scale, int64_t row0,
+                      int64_t first_row, int64_t N, float beta) {
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(_mm256_set1_ps(a_scale), _mm256_loadu_ps(w_scale + row0)));
+    const int64_t begin = std::max<int64_t>(row0, first_row), end = std::min<int64_t>(row0 + 8, first_row + N);
+    if (begin == row0 && end == row0 + 8) {
+        float* c = C + (row0 - first_row);
+        if (beta != 0.0f) v = _mm256_add_ps(_mm256_loadu_ps(c), v);
+        _mm256_storeu_ps(c, v);
+        return;
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, v);
+    for (int64_t r = begin; r < end; ++r) {
+        float& c = C[r - first_row];
+        c = beta != 0.0f ? c + lanes[r - row0] : lanes[r - row0];
+    }
+}
+
+// MB rows of A times RB blocks of 16 rows of W (blocks block0 ..), stored for the rows in range.
+template <int MB, int RB>
+inline void s8_tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
+                    int64_t block0, int64_t first_row, int64_t N, float beta) {
+    const __m256i ones = _mm256_set1_epi16(1), zero_point = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m256i acc[MB][RB][2];
     for (int b = 0; b < MB; ++b)
-        for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_si256();
-    for (int64_t k = 0; k < Kp; k += 16) {
-        __m256i w[R];
-        for (int r = 0; r < R; ++r)
-            w[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W + r * ldw + k)));
+        for (int r = 0; r < RB; ++r) acc[b][r][0] = acc[b][r][1] = _mm256_setzero_si256();
+    const int8_t* w = W.data + block0 * W.ld;
+    for (int64_t g = 0; g < W.groups; ++g) {
+        __m256i q[MB];
         for (int b = 0; b < MB; ++b) {
-            const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(A + b * lda + k));
-            for (int r = 0; r < R; ++r) acc[b][r] = _mm256_add_epi32(acc[b][r], _mm256_madd_epi16(x, w[r]));
+            int32_t four;
+            std::memcpy(&four, A + b * lda + 4 * g, 4);
+            q[b] = _mm256_xor_si256(_mm256_set1_epi32(four), zero_point);
         }
+        for (int r = 0; r < RB; ++r)
+            for (int h = 0; h < 2; ++h) {
+                const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * W.ld + g * 64 + h * 32));
+                const __m256i magnitude = _mm256_abs_epi8(wv);  // -128 becomes 128 as u8
+                for (int b = 0; b < MB; ++b) {
+                    const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(q[b], wv));
+                    acc[b][r][h] = _mm256_add_epi32(acc[b][r][h], _mm256_madd_epi16(pairs, ones));
+                }
+            }
     }
-    for (int b = 0; b < MB; ++b) {
-        if constexpr (R == 4) {
-            const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[b][0], acc[b][1]),
-                                                _mm256_hadd_epi32(acc[b][2], acc[b][3]));
-            const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            __m128 v = _mm_mul_ps(_mm_cvtepi32_ps(sums), _mm_mul_ps(_mm_set1_ps(a_scale[b]), _mm_loadu_ps(w_scale)));
-            if (beta != 0.0f) v = _mm_add_ps(_mm_loadu_ps(C + b * ldc), v);
-            _mm_storeu_ps(C + b * ldc, v);
-        } else {
-            const __m128i s2 = _mm_add_epi32(_mm256_castsi256_si128(acc[b][0]), _mm256_extracti128_si256(acc[b][0], 1));
-            const __m128i s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0x4E));
-            const int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(s1, _mm_shuffle_epi32(s1, 0xB1)));
-            const float v = static_cast<float>(sum) * (a_scale[b] * w_scale[0]);
-            C[b * ldc] = beta != 0.0f ? C[b * ldc] + v : v;
-        }
-    }
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < RB; ++r)
+            for (int h = 0; h < 2; ++h)
+                s8_store8(C + b * ldc, acc[b][r][h], a_scale[b], W.scales, (block0 + r) * 16 + h * 8, first_row, N, beta);
 }
 
-void gemm_nt_s8(float* C, int64_t ldc, const int16_t* A, int64_t lda, const float* a_scale, const int8_t* W,
-                int64_t ldw, const float* w_scale, int64_t M, int64_t N, int64_t K, float beta) {
-    const int64_t Kp = padded16(K);
-    // Two rows of A at a time: 8 accumulators, 4 rows of W and one of A fit 16 registers.
-    in_row_blocks<2>(M, [&](auto block, int64_t m) {
-        constexpr int MB = decltype(block)::value;
-        int64_t n = 0;
-        for (; n + 4 <= N; n += 4)
-            s8_tile<MB, 4>(C + m * ldc + n, ldc, A + m * lda, lda, a_scale + m, W + n * ldw, ldw, w_scale + n, Kp, beta);
-        for (; n < N; ++n)
-            s8_tile<MB, 1>(C + m * ldc + n, ldc, A + m * lda, lda, a_scale + m, W + n * ldw, ldw, w_scale + n, Kp, beta);
-    });
+void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
+                int64_t first_row, int64_t M, int64_t N, float beta) {
+    if (N <= 0) return;
+    const int64_t first = first_row / 16, last = (first_row + N - 1) / 16;  // blocks, inclusive
+    // Two blocks of W at a time (their weights stay in registers across the rows of A), two rows
+    // of A: 8 accumulators, of 16 registers.
+    int64_t block = first;
+    for (; block + 2 <= last + 1; block += 2)
+        in_row_blocks<2>(M, [&](auto rows, int64_t m) {
+            s8_tile<decltype(rows)::value, 2>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
+        });
+    if (block <= last)
+        in_row_blocks<2>(M, [&](auto rows, int64_t m) {
+            s8_tile<decltype(rows)::value, 1>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
+        });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,7 +272,7 @@ const Kernels<float>& kernels_f32_avx2() {
         k.tanh = avx2::elementwise_v<avx2::Vec8, avx2::tanh_v<avx2::Vec8>>;
         k.exp = avx2::elementwise_v<avx2::Vec8, avx2::exp_v<avx2::Vec8>>;
         k.quantize_rows = avx2::quantize_rows;
-        k.int8_products = "avx2: int8 widened to int16, pairs summed by vpmaddwd";
+        k.int8_products = "avx2: |w| u8 x signed q s8 by vpmaddubsw, pairs summed by vpmaddwd";
         k.bf16_products = "avx2: bf16 widened to float32, fma";
         k.gemm_nt_codebook = avx2::gemm_nt_codebook;
         k.codebook_products = "avx2: 16-value books in registers (vpermps), 256-value books gathered; fma";

@@ -8,6 +8,12 @@
 #include "kernels/kernels.h"
 
 namespace lstmcpp {
+
+// The int8 products an AVX-512 CPU runs: VNNI's (kernels_avx512_vnni.cpp) where it has VNNI, AVX2's where not.
+void gemm_nt_s8_avx512_vnni(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale,
+                            const Int8View& W, int64_t first_row, int64_t M, int64_t N, float beta);
+const Kernels<float>& kernels_f32_avx2();
+
 namespace avx512 {
 #include "kernels_impl.h"
 
@@ -79,12 +85,16 @@ constexpr int64_t kPanel = 2 * Vec16::lanes;
 
 }  // namespace avx512
 
-const Kernels<float>& kernels_f32_avx512() {
-    static const Kernels<float> table = [] {
+const Kernels<float>& kernels_f32_avx512(bool vnni) {
+    static const auto make = [](bool with_vnni) {
         Kernels<float> k = avx512::make_kernels<float>("avx512");
         k.gemm_nt = avx512::gemm_nt_tiles<avx512::Vec16, 4>;
         k.gemm_nt_bf16 = avx512::gemm_nt_tiles<avx512::Vec16, 4, avx512::Bf16<avx512::Vec16>>;
-        k.int8_products = "portable body compiled for avx512 (no VNNI kernel yet)";
+        const Kernels<float>& avx2 = kernels_f32_avx2();
+        k.quantize_rows = avx2.quantize_rows;
+        k.gemm_nt_s8 = with_vnni ? gemm_nt_s8_avx512_vnni : avx2.gemm_nt_s8;
+        k.int8_products = with_vnni ? "avx512_vnni: u8 x s8 by vpdpbusd, 4 sums a lane, zero point 128 subtracted"
+                                    : avx2.int8_products;
         k.bf16_products = "avx512: bf16 widened to float32, fma";
         k.codebook_products = "portable body compiled for avx512 (no vector codebook kernel yet)";
         k.gemm_nn = avx512::gemm_nn_tiles<avx512::Vec16, 4>;
@@ -96,7 +106,8 @@ const Kernels<float>& kernels_f32_avx512() {
         k.tanh = avx512::elementwise_v<avx512::Vec16, avx512::tanh_v<avx512::Vec16>>;
         k.exp = avx512::elementwise_v<avx512::Vec16, avx512::exp_v<avx512::Vec16>>;
         return k;
-    }();
-    return table;
+    };
+    static const Kernels<float> with_vnni = make(true), without = make(false);
+    return vnni ? with_vnni : without;
 }
 }  // namespace lstmcpp

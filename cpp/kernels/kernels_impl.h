@@ -229,7 +229,7 @@ static inline void row_scale(float amax, float* scale, float* inv) {
 
 static inline int64_t padded16(int64_t K) { return (K + 15) / 16 * 16; }
 
-static void quantize_rows_generic(int16_t* __restrict q, int64_t ldq, float* __restrict scale,
+static void quantize_rows_generic(uint8_t* __restrict q, int64_t ldq, float* __restrict scale,
                                   const float* __restrict a, int64_t lda, int64_t M, int64_t K) {
     for (int64_t m = 0; m < M; ++m) {
         const float* row = a + m * lda;
@@ -242,25 +242,31 @@ static void quantize_rows_generic(int16_t* __restrict q, int64_t ldq, float* __r
         }
         float inv;
         row_scale(finite ? amax : __builtin_nanf(""), scale + m, &inv);
-        int16_t* out = q + m * ldq;
+        uint8_t* out = q + m * ldq;
         for (int64_t k = 0; k < K; ++k) {
             float v = __builtin_nearbyintf(row[k] * inv);  // round half to even, as NumPy's rint
             v = v > 127.0f ? 127.0f : v;
             v = v < -127.0f ? -127.0f : v;
-            out[k] = finite ? static_cast<int16_t>(v) : 0;
+            out[k] = static_cast<uint8_t>(finite ? static_cast<int>(v) + 128 : 128);
         }
-        for (int64_t k = K; k < padded16(K); ++k) out[k] = 0;
+        for (int64_t k = K; k < padded16(K); ++k) out[k] = 128;
     }
 }
 
-static void gemm_nt_s8_generic(float* __restrict C, int64_t ldc, const int16_t* __restrict A, int64_t lda,
-                               const float* __restrict a_scale, const int8_t* __restrict W, int64_t ldw,
-                               const float* __restrict w_scale, int64_t M, int64_t N, int64_t K, float beta) {
+static inline int8_t int8_weight(const Int8View& W, int64_t n, int64_t k) {
+    return W.data[(n >> 4) * W.ld + (k >> 2) * 64 + (n & 15) * 4 + (k & 3)];
+}
+
+static void gemm_nt_s8_generic(float* __restrict C, int64_t ldc, const uint8_t* __restrict A, int64_t lda,
+                               const float* __restrict a_scale, const Int8View& W, int64_t first_row,
+                               int64_t M, int64_t N, float beta) {
     for (int64_t m = 0; m < M; ++m)
         for (int64_t n = 0; n < N; ++n) {
+            const int64_t row = first_row + n;
             int32_t acc = 0;
-            for (int64_t k = 0; k < K; ++k) acc += static_cast<int32_t>(A[m * lda + k]) * W[n * ldw + k];
-            const float v = static_cast<float>(acc) * (a_scale[m] * w_scale[n]);
+            for (int64_t k = 0; k < 4 * W.groups; ++k) acc += static_cast<int32_t>(A[m * lda + k]) * int8_weight(W, row, k);
+            acc -= 128 * W.row_sums[row];
+            const float v = static_cast<float>(acc) * (a_scale[m] * W.scales[row]);
             C[m * ldc + n] = beta == 0.0f ? v : C[m * ldc + n] + v;
         }
 }
@@ -309,7 +315,7 @@ static void gemm_nt_codebook_generic(float* __restrict C, int64_t ldc, const flo
 template <class T>
 static Kernels<T> make_kernels(const char* name) {
     constexpr int kPanel = 64 / sizeof(T);  // a cache line of each packed row
-    Kernels<T> k{name, "portable: int32 sums of int16 x int8", "portable: bf16 widened to float32",
+    Kernels<T> k{name, "portable: int32 sums of u8 x s8, zero point 128", "portable: bf16 widened to float32",
                  "portable: each index looked up",
                  gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
                  gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,

@@ -12,7 +12,7 @@ int64_t padded16(int64_t K) { return (K + 15) / 16 * 16; }
 // This thread's buffer for quantized activations: grows to the largest call seen, then a
 // streaming call allocates nothing.
 struct ActivationBuffer {
-    AlignedVector<int16_t> q;
+    AlignedVector<uint8_t> q;
     AlignedVector<float> scale;
     void reserve(int64_t M, int64_t ldq) {
         if (static_cast<int64_t>(q.size()) < M * ldq) q.resize(M * ldq);
@@ -40,8 +40,7 @@ Int8StepProduct::Prepared Int8StepProduct::prepare(const Kernels<float>& K, cons
 
 void Int8StepProduct::apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const {
     if (rows_.size() <= 0) return;
-    K_->gemm_nt_s8(C + rows_.begin, ldc, a.q, a.ldq, a.scale, W_->data + rows_.begin * W_->ld, W_->ld,
-                   W_->scales + rows_.begin, M, rows_.size(), W_->cols, beta);
+    K_->gemm_nt_s8(C + rows_.begin, ldc, a.q, a.ldq, a.scale, W_->view, rows_.begin, M, rows_.size(), beta);
 }
 
 void Int8StepProduct::apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
@@ -51,14 +50,13 @@ void Int8StepProduct::apply(float* C, int64_t ldc, const float* A, int64_t lda, 
 
 void Int8Matrix::multiply_rows(float* out, const float* x, int64_t M, float beta) const {
     const Kernels<float>& K = kernels_f32();
-    const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
     const double macs = double(M) * double(rows) * double(cols);
     run_team(macs < 1e6 ? 1 : get_num_threads(), [&](int team, int me) {
-        const Range mine = split(blocks, team, me, 1);
-        for (int64_t block = mine.begin; block < mine.end; ++block) {
-            const int64_t m0 = block * kRowBlock, m = std::min(kRowBlock, M - m0);
+        const Range mine = split(M, team, me, 8);  // rows of x in shares of whole 8-row tiles
+        for (int64_t m0 = mine.begin; m0 < mine.end; m0 += kRowBlock) {
+            const int64_t m = std::min(kRowBlock, mine.end - m0);
             const Int8StepProduct::Prepared a = Int8StepProduct::prepare(K, x + m0 * cols, cols, m, cols);
-            K.gemm_nt_s8(out + m0 * rows, rows, a.q, a.ldq, a.scale, data, ld, scales, m, rows, cols, beta);
+            K.gemm_nt_s8(out + m0 * rows, rows, a.q, a.ldq, a.scale, view, 0, m, rows, beta);
         }
     });
 }
@@ -66,10 +64,18 @@ void Int8Matrix::multiply_rows(float* out, const float* x, int64_t M, float beta
 void Int8Weights::assign(const int8_t* q, const float* s, int64_t N, int64_t K) {
     rows = N;
     cols = K;
-    ld = padded16(K);
-    data.assign(N * ld, int8_t(0));
-    for (int64_t n = 0; n < N; ++n) std::memcpy(data.data() + n * ld, q + n * K, K);
-    scales.assign(s, s + N);
+    const int64_t blocks = (N + 15) / 16, groups = (K + 3) / 4, ld = 64 * groups;
+    data.assign(blocks * ld, int8_t(0));
+    row_sums.assign(blocks * 16, 0);
+    scales.assign(blocks * 16, 0.0f);
+    for (int64_t n = 0; n < N; ++n) {
+        int8_t* block = data.data() + (n / 16) * ld + (n % 16) * 4;
+        for (int64_t k = 0; k < K; ++k) {
+            block[(k / 4) * 64 + k % 4] = q[n * K + k];
+            row_sums[n] += q[n * K + k];
+        }
+        scales[n] = s[n];
+    }
 }
 
 }  // namespace lstmcpp

@@ -1,7 +1,9 @@
 // The int8 weight format (SPEC §5, "int8"): every row of a weight matrix W (N,K) stored as int8
 // values q with its own symmetric scale s (W[n, k] ~ q[n, k] * s[n]); the activations entering a
 // product are quantized the same way per row (per batch row, per step), the products summed
-// exactly in int32, and the result scaled back to float32. The gate math and the cell state stay
+// exactly in int32, and the result scaled back to float32. The matrix is stored in the kernels'
+// layout (kernels.h, Int8View: blocks of 16 rows, groups of 4 weights), every path reading the same
+// bytes; the activations as bytes q + 128, for VNNI's u8 x s8 product. The gate math and the cell state stay
 // float32. The weights' quantization is done once, in Python (lstmcpp.quantize, with the NumPy
 // reference's own function), so the core and the reference hold the same integers.
 #pragma once
@@ -21,7 +23,7 @@ class Int8StepProduct {
 public:
     // A step's activations, quantized once (into this thread's buffer) for all products that share them.
     struct Prepared {
-        const int16_t* q;    // (M, ldq) int16 values in [-127, 127], rows zero-padded to 16
+        const uint8_t* q;    // (M, ldq) bytes q + 128, q in [-127, 127]; rows padded with q = 0 to 16
         int64_t ldq;
         const float* scale;  // (M)
     };
@@ -41,11 +43,10 @@ private:
 
 struct Int8Matrix {
     using Product = Int8StepProduct;
-    const int8_t* data = nullptr;  // (N, ld): row n's K values, then zeros to ld (a multiple of 16)
-    const float* scales = nullptr; // (N)
-    int64_t rows = 0;              // N
-    int64_t cols = 0;              // K
-    int64_t ld = 0;
+    static constexpr bool kPacks = false;  // one layout: threads always split the rows
+    Int8View view{};   // data null when the model has no such matrix
+    int64_t rows = 0;  // N
+    int64_t cols = 0;  // K
 
     // out (M,N) = beta*out + x (M,K) W^T, every row at once, split over the whole team.
     void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
@@ -58,13 +59,18 @@ struct Int8Matrix {
 // A matrix's stored form: what Int8Matrix points into.
 struct Int8Weights {
     using Matrix = Int8Matrix;
-    AlignedVector<int8_t> data;  // (N, ld)
-    AlignedVector<float> scales; // (N)
-    int64_t rows = 0, cols = 0, ld = 0;
+    AlignedVector<int8_t> data;      // the kernels' layout (Int8View), rows padded to 16
+    AlignedVector<int32_t> row_sums; // (N rounded up to 16)
+    AlignedVector<float> scales;     // (N rounded up to 16)
+    int64_t rows = 0, cols = 0;
 
     bool empty() const { return data.empty(); }
-    Int8Matrix view() const { return {data.empty() ? nullptr : data.data(), scales.data(), rows, cols, ld}; }
-    // q (N,K) row-major int8 and scales (N): copies them, padding each row to a multiple of 16.
+    Int8Matrix view() const {
+        if (data.empty()) return {};
+        const int64_t groups = (cols + 3) / 4;
+        return {{data.data(), row_sums.data(), scales.data(), groups, 64 * groups}, rows, cols};
+    }
+    // q (N,K) row-major int8 (any values, -128 included) and scales (N): stored in the kernels' layout.
     void assign(const int8_t* q, const float* s, int64_t N, int64_t K);
     int64_t nbytes() const { return rows * cols + rows * static_cast<int64_t>(sizeof(float)); }
 };
