@@ -134,7 +134,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     else std::fill(cell, cell + B * H, T(0));
 
     const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
-    const bool pack = packs_weights(B, steps, true);
+    // a format that cannot pack splits the rows of its weights among the threads at every batch size
+    const bool pack = Matrix::kPacks && packs_weights(B, steps, true);
     run_team(threads_for_step(macs), [&](int team, int me) {
         const Share my = share_of(B, H, P, s.projecting, pack, team, me);
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs

@@ -15,10 +15,12 @@ namespace lstmcpp {
 
 struct Bf16Matrix {
     using Product = FloatRowsProduct<Bf16Matrix>;
+    static constexpr bool kPacks = false;  // one layout: threads always split the rows
     const uint16_t* data = nullptr;  // (N,K) bfloat16 bits, row-major
     int64_t rows = 0, cols = 0;      // N, K
 
     void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
+    void decode_rows(float* out, Range r) const;  // out[r, :] = W[r, :] as float32
     Product step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const { return Product(K, *this, outputs); }
     // C (M, r) = beta*C + A (M,K) W[r, :]^T for the rows r of W
     void apply_rows(const Kernels<float>& K, float* C, int64_t ldc, const float* A, int64_t lda, Range r, int64_t M,

@@ -3,22 +3,29 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/blas.h"
+#include "weights/float_rows_product.h"
 
 namespace lstmcpp {
 
 void CodebookMatrix::multiply_rows(float* out, const float* x, int64_t M, float beta) const {
-    // The whole matrix as float32 in this thread's buffer (kept for the next call), then the BLAS.
-    thread_local AlignedVector<float> decoded;
-    if (static_cast<int64_t>(decoded.size()) < rows * cols) decoded.resize(rows * cols);
-    for (int64_t n = 0; n < rows; ++n) {
-        const float* book = view.books + (n / view.rows_per_book) * view.book_size;
-        const uint8_t* idx = view.indices + n * view.ld;
-        float* row = decoded.data() + n * cols;
-        for (int64_t k = 0; k < cols; ++k)
-            row[k] = book[view.bits == 4 ? (idx[k / 2] >> (4 * (k % 2))) & 15 : idx[k]];
+    multiply_float_rows(*this, out, x, M, beta);
+}
+
+void CodebookMatrix::decode_rows(float* out, Range r) const {
+    for (int64_t n = r.begin; n < r.end; ++n) {
+        const float* __restrict book = view.books + (n / view.rows_per_book) * view.book_size;
+        const uint8_t* __restrict idx = view.indices + n * view.ld;
+        float* __restrict row = out + n * cols;
+        if (view.bits == 4) {
+            for (int64_t k = 0; k + 1 < cols; k += 2) {
+                row[k] = book[idx[k / 2] & 15];
+                row[k + 1] = book[idx[k / 2] >> 4];
+            }
+            if (cols % 2) row[cols - 1] = book[idx[cols / 2] & 15];
+        } else {
+            for (int64_t k = 0; k < cols; ++k) row[k] = book[idx[k]];
+        }
     }
-    gemm_parallel<float>(get_num_threads(), false, true, M, rows, cols, 1.0f, x, cols, decoded.data(), cols, beta, out, rows);
 }
 
 void CodebookWeights::assign(const uint8_t* idx, const float* values, int64_t N, int64_t K, int64_t per_book,

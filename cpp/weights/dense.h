@@ -133,6 +133,8 @@ private:
 template <class T>
 struct DenseMatrix {
     using Product = StepProduct<T>;
+    // Large batches give each thread its own packed copy of all the rows, and split the batch.
+    static constexpr bool kPacks = true;
     const T* data = nullptr;  // (N,K) row-major; null when the model has no such matrix
     int64_t rows = 0;         // N
     int64_t cols = 0;         // K

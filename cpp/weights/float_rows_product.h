@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "core/aligned.h"
+#include "core/blas.h"
 #include "core/team.h"
 #include "kernels/kernels.h"
 
@@ -37,5 +39,30 @@ private:
     const Matrix* W_ = nullptr;
     Range rows_{0, 0};
 };
+
+// out (M,N) = beta*out + x (M,K) W^T for a format whose arithmetic is float32 (Matrix gives
+// apply_rows and decode_rows(out, rows): rows of W as float32, row-major). Few rows of x: the
+// format's own kernel, the rows of W split over the team. Many: the whole matrix decoded (each
+// thread its rows, into a buffer kept for the next call), then the BLAS, whose blocking wins once
+// the decoding is shared by enough rows of x.
+template <class Matrix>
+void multiply_float_rows(const Matrix& W, float* out, const float* x, int64_t M, float beta) {
+    constexpr int64_t kDecodeFromRows = 32;
+    const Kernels<float>& K = kernels_f32();
+    const int64_t N = W.rows, depth = W.cols;
+    if (M < kDecodeFromRows) {
+        const double macs = double(M) * double(N) * double(depth);
+        run_team(macs < 2e5 ? 1 : get_num_threads(), [&](int team, int me) {
+            const Range r = split(N, team, me, 16);
+            if (r.size() > 0) W.apply_rows(K, out + r.begin, N, x, depth, r, M, beta);
+        });
+        return;
+    }
+    static thread_local AlignedVector<float> buffer;
+    if (static_cast<int64_t>(buffer.size()) < N * depth) buffer.resize(N * depth);
+    float* decoded = buffer.data();
+    run_team(get_num_threads(), [&](int team, int me) { W.decode_rows(decoded, split(N, team, me, 1)); });
+    gemm_parallel<float>(get_num_threads(), false, true, M, N, depth, 1.0f, x, depth, decoded, depth, beta, out, N);
+}
 
 }  // namespace lstmcpp
