@@ -201,14 +201,15 @@ def test_size():
 
 
 def codebook_nbytes(shapes, scheme):
-    """What the codebook formats store for matrices of these shapes: the indices (whole 8-byte
-    groups a row) and the books."""
+    """What the codebook formats store for matrices of these shapes: the indices (whole blocks of
+    32 a row: 16 bytes in codebook4, 32 in codebook8) and the books."""
     total = 0
     for name, (N, K) in shapes:
+        blocks = (K + 31) // 32
         if scheme == "codebook4":
-            total += N * (((K + 1) // 2 + 7) // 8 * 8) + N * 16 * 4
+            total += N * 16 * blocks + N * 16 * 4
         else:
-            total += N * ((K + 7) // 8 * 8) + (1 if name.startswith("weight_hr") else 4) * 256 * 4
+            total += N * 32 * blocks + (1 if name.startswith("weight_hr") else 4) * 256 * 4
     return total
 
 

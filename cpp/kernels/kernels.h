@@ -6,8 +6,11 @@
 namespace lstmcpp {
 
 // A codebook matrix as the kernels read it (weights/codebook.h): row n's weight k is
-// books[(n / rows_per_book) * book_size + index(n, k)], its index a nibble of indices[n * ld + k / 2]
-// (the low one for even k) when bits is 4, the byte indices[n * ld + k] when 8.
+// books[(n / rows_per_book) * book_size + index(n, k)], its row of indices at indices + n * ld, in
+// blocks of 32 weights (zero indices past K). bits 8: the block's 32 bytes, one index each.
+// bits 4: the block's 16 bytes, byte j holding weight j's index in its low nibble and weight
+// 16 + j's in its high one, so 16 bytes widened to 16 lanes give the first 16 indices in the
+// lanes' low 4 bits and, shifted right by 4, the next 16.
 struct CodebookView {
     const uint8_t* indices;
     int64_t ld;

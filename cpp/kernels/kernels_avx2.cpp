@@ -194,7 +194,7 @@ void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const floa
 // ---------------------------------------------------------------------------------------------
 // Codebooks (weights/codebook.h): the weights decoded in registers as they are read. A 16-value
 // book is two registers (values 0-7 and 8-15), looked up by vpermps and chosen by the index's
-// bit 3; a 256-value book is gathered.
+// bit 3 (moved to the sign for vblendvps); a 256-value book is gathered.
 
 template <int Bits>
 struct CodebookRow {
@@ -212,11 +212,9 @@ struct CodebookRow {
     // weights k .. k+7 (k a multiple of 8; past K the padding decodes to a value the masked
     // activations multiply by 0)
     __m256 decode(int64_t k) const {
-        if constexpr (Bits == 4) {
-            uint32_t packed;
-            std::memcpy(&packed, indices + k / 2, sizeof packed);
-            __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(packed)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
-            v = _mm256_and_si256(v, _mm256_set1_epi32(15));
+        if constexpr (Bits == 4) {  // 8 bytes widened; the index in each lane's bits 0-3 (vpermps reads 0-2)
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + (k >> 5) * 16 + (k & 15))));
+            if (k & 16) v = _mm256_srli_epi32(v, 4);
             return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, v), _mm256_permutevar8x32_ps(hi, v),
                                     _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)));
         } else {

@@ -83,6 +83,88 @@ struct Vec16 {
 // 32 registers: 4-row tiles for the row-dot products, 8-row tiles for the packed kernel.
 constexpr int64_t kPanel = 2 * Vec16::lanes;
 
+// ---------------------------------------------------------------------------------------------
+// Codebooks (weights/codebook.h), decoded in registers 32 weights at a time. A 16-value book is
+// one register: 16 index bytes widened to 16 lanes (vpmovzxbd) select the first 16 weights by
+// vpermps, which reads each lane's low 4 bits, and shifted right by 4 the next 16 (the layout of
+// kernels.h). A 256-value book is gathered.
+template <int Bits>
+struct CodebookRow16 {
+    __m512 book16;
+    const float* book;
+    const uint8_t* indices;
+
+    void start(const CodebookView& W, int64_t n) {
+        indices = W.indices + n * W.ld;
+        book = W.books + (n / W.rows_per_book) * W.book_size;
+        if constexpr (Bits == 4) book16 = _mm512_loadu_ps(book);
+    }
+    // weights k .. k+15 into w0 and k+16 .. k+31 into w1 (k a multiple of 32; past K the
+    // padding's index 0 meets activations loaded as 0)
+    void decode(int64_t k, __m512& w0, __m512& w1) const {
+        if constexpr (Bits == 4) {
+            const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + k / 2)));
+            w0 = _mm512_permutexvar_ps(v, book16);
+            w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), book16);
+        } else {
+            const __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + k)));
+            const __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + k + 16)));
+            w0 = _mm512_i32gather_ps(v0, book, 4);
+            w1 = _mm512_i32gather_ps(v1, book, 4);
+        }
+    }
+};
+
+// C[b, 0..R) (+)= A[b, :] . W[first + r, :] for MB rows of A and R (4 or 1) rows of W. Each row's
+// sum is the same sequence of fma into one vector and the same final tree (Vec16::sum4's lane r
+// equals sum1), whichever tile computes it: results do not move with the thread split.
+template <int Bits, int MB, int R>
+inline void codebook_tile(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first,
+                          int64_t K, float beta) {
+    CodebookRow16<Bits> rows[R];
+    for (int r = 0; r < R; ++r) rows[r].start(W, first + r);
+    __m512 acc[MB][R];
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < R; ++r) acc[b][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+        const __mmask16 m0 = Vec16::tail_mask(K - k), m1 = Vec16::tail_mask(K - k - 16);
+        __m512 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) rows[r].decode(k, w0[r], w1[r]);
+        for (int b = 0; b < MB; ++b) {
+            const __m512 x0 = _mm512_maskz_loadu_ps(m0, A + b * lda + k), x1 = _mm512_maskz_loadu_ps(m1, A + b * lda + k + 16);
+            for (int r = 0; r < R; ++r) acc[b][r] = _mm512_fmadd_ps(w1[r], x1, _mm512_fmadd_ps(w0[r], x0, acc[b][r]));
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        if constexpr (R == 4) {
+            __m128 v = Vec16::sum4(acc[b][0], acc[b][1], acc[b][2], acc[b][3]);
+            if (beta != 0.0f) v = _mm_add_ps(_mm_loadu_ps(C + b * ldc), v);
+            _mm_storeu_ps(C + b * ldc, v);
+        } else {
+            const float v = Vec16::sum1(acc[b][0]);
+            C[b * ldc] = beta != 0.0f ? C[b * ldc] + v : v;
+        }
+    }
+}
+
+template <int Bits, int MB>
+inline void codebook_rows(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
+                          int64_t N, int64_t K, float beta) {
+    int64_t n = 0;
+    for (; n + 4 <= N; n += 4) codebook_tile<Bits, MB, 4>(C + n, ldc, A, lda, W, first_row + n, K, beta);
+    for (; n < N; ++n) codebook_tile<Bits, MB, 1>(C + n, ldc, A, lda, W, first_row + n, K, beta);
+}
+
+void gemm_nt_codebook(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
+                      int64_t M, int64_t N, int64_t K, float beta) {
+    // Up to 4 rows of A share each decoded vector (4 x 4 accumulators, 8 decoded vectors, 2 of A).
+    in_row_blocks<4>(M, [&](auto block, int64_t m) {
+        constexpr int MB = decltype(block)::value;
+        if (W.bits == 4) codebook_rows<4, MB>(C + m * ldc, ldc, A + m * lda, lda, W, first_row, N, K, beta);
+        else codebook_rows<8, MB>(C + m * ldc, ldc, A + m * lda, lda, W, first_row, N, K, beta);
+    });
+}
+
 }  // namespace avx512
 
 const Kernels<float>& kernels_f32_avx512(bool vnni) {
@@ -96,7 +178,8 @@ const Kernels<float>& kernels_f32_avx512(bool vnni) {
         k.int8_products = with_vnni ? "avx512_vnni: u8 x s8 by vpdpbusd, 4 sums a lane, zero point 128 subtracted"
                                     : avx2.int8_products;
         k.bf16_products = "avx512: bf16 widened to float32, fma";
-        k.codebook_products = "portable body compiled for avx512 (no vector codebook kernel yet)";
+        k.gemm_nt_codebook = avx512::gemm_nt_codebook;
+        k.codebook_products = "avx512: 16-value books in a register (vpermps), 256-value books gathered; fma";
         k.gemm_nn = avx512::gemm_nn_tiles<avx512::Vec16, 4>;
         k.panel_width = avx512::kPanel;
         k.gemm_packed = avx512::gemm_packed_tiles<avx512::Vec16, 8>;

@@ -17,11 +17,7 @@ void CodebookMatrix::decode_rows(float* out, Range r) const {
         const uint8_t* __restrict idx = view.indices + n * view.ld;
         float* __restrict row = out + n * cols;
         if (view.bits == 4) {
-            for (int64_t k = 0; k + 1 < cols; k += 2) {
-                row[k] = book[idx[k / 2] & 15];
-                row[k + 1] = book[idx[k / 2] >> 4];
-            }
-            if (cols % 2) row[cols - 1] = book[idx[cols / 2] & 15];
+            for (int64_t k = 0; k < cols; ++k) row[k] = book[(idx[(k / 32) * 16 + k % 16] >> ((k & 16) >> 2)) & 15];
         } else {
             for (int64_t k = 0; k < cols; ++k) row[k] = book[idx[k]];
         }
@@ -37,13 +33,14 @@ void CodebookWeights::assign(const uint8_t* idx, const float* values, int64_t N,
     cols = K;
     rows_per_book = per_book;
     book_size = size;
-    ld = size == 16 ? ((K + 1) / 2 + 7) / 8 * 8 : (K + 7) / 8 * 8;  // whole 8-byte groups of indices
+    const int64_t blocks = (K + 31) / 32;  // the kernels' layout (kernels.h, CodebookView)
+    ld = size == 16 ? 16 * blocks : 32 * blocks;
     indices.assign(N * ld, uint8_t(0));
     for (int64_t n = 0; n < N; ++n)
         for (int64_t k = 0; k < K; ++k) {
             const uint8_t i = idx[n * K + k];
             if (i >= size) throw std::invalid_argument("codebook: index " + std::to_string(i) + " past a book of " + std::to_string(size));
-            if (size == 16) indices[n * ld + k / 2] |= static_cast<uint8_t>(i << (4 * (k % 2)));
+            if (size == 16) indices[n * ld + (k / 32) * 16 + k % 16] |= static_cast<uint8_t>(i << (k & 16 ? 4 : 0));
             else indices[n * ld + k] = i;
         }
     books.assign(values, values + (N / per_book) * size);

@@ -33,7 +33,7 @@ struct CodebookMatrix {
 
 struct CodebookWeights {
     using Matrix = CodebookMatrix;
-    AlignedVector<uint8_t> indices;  // (N, ld): two 4-bit indices a byte (low nibble first), or one 8-bit
+    AlignedVector<uint8_t> indices;  // (N, ld) in the kernels' layout (kernels.h, CodebookView)
     AlignedVector<float> books;      // (N / rows_per_book, book_size)
     int64_t rows = 0, cols = 0, ld = 0, rows_per_book = 1, book_size = 16;
 
