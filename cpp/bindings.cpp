@@ -498,6 +498,12 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_num_threads", &lstmcpp::get_num_threads);
     m.def("set_min_work_per_thread", &lstmcpp::set_min_work_per_thread, py::arg("macs"),
           "Testing switch: 1 runs every time loop on the whole thread team (default 65536).");
+    m.def("set_starvation_patience", &lstmcpp::set_starvation_patience, py::arg("nanoseconds"),
+          "Testing switch: a time loop's team counts as starved after a wait this long at a step's barrier "
+          "(0: any wait); negative restores the default.");
+    m.def("starved_calls", &lstmcpp::starved_calls, "Time loops that finished on one thread, their team starved.");
+    m.def("team_recently_starved", &lstmcpp::team_recently_starved,
+          "Whether teams run on the calling thread alone for now, a team having been found starved.");
     m.def("set_pack_min_rows", &lstmcpp::set_pack_min_rows, py::arg("rows"),
           "Testing switch: the fewest rows (steps x batch) whose per-step products pack their weights (default 128).");
     m.def("isa_in_use", &lstmcpp::isa_in_use);

@@ -123,6 +123,7 @@ def core_settings(threads=None, isa=None, whole_team=False, pack_min_rows=None):
     """Run the block with these core settings (None: unchanged), and put every one back after.
     whole_team puts every time loop on the whole thread team, however small the cell."""
     before = lstmcpp.get_num_threads(), _core.isa_in_use()
+    _core.set_starvation_patience(-1)  # forget a starved team seen before (it would run this block on one thread)
     try:
         if threads is not None:
             lstmcpp.set_num_threads(threads)

@@ -1,6 +1,7 @@
 """Threads: the thread setting, the GIL released during compute, results independent of the
 thread count (bitwise), concurrent calls, and our BLAS kept single-threaded."""
 
+import contextlib
 import os
 import threading
 import time
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import lstmcpp
+from lstmcpp import _core
 
 from conftest import ISAS, rel_err, core_settings, on_one_and_two_threads, assert_bitwise_equal, run_forward_backward
 
@@ -99,6 +101,48 @@ def test_results_are_bitwise_identical_across_thread_counts(isa, B, T):
     lengths = rng.integers(1, T + 1, size=B)
     one, two = on_one_and_two_threads(lambda: run_forward_backward(model, x, dy, lengths), isa)
     assert_bitwise_equal(one, two)
+
+
+@contextlib.contextmanager
+def starving_team():
+    """Every wait at a step's barrier counts as starvation: a time loop's team gives its call to
+    one thread at the first step where a thread waits (as when another process takes a core)."""
+    _core.set_starvation_patience(0)
+    try:
+        yield
+    finally:
+        _core.set_starvation_patience(-1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("scheme", [None, "int8", "codebook4"])
+def test_a_starved_team_finishes_on_one_thread_with_the_same_results(isa, scheme):
+    """Splitting by hidden units (a barrier each step), projection (a second barrier), lengths,
+    both directions, training's forward (its cache) and inference: the results of a call that a
+    starved team handed to one thread mid-way equal those of one thread throughout, bitwise."""
+    model = lstmcpp.LSTM(29, 53, num_layers=2, bidirectional=True, peepholes=True, proj_size=27, seed=1)
+    q = model if scheme is None else lstmcpp.quantize(model, scheme)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 3, 29)).astype(np.float32)
+    lengths = rng.integers(1, 41, size=3)
+
+    def run():
+        y, (h, c) = q(x, lengths=lengths)
+        outputs = [y, h, c]
+        if scheme is None:
+            y2, (h2, c2), _ = model.forward(x, lengths=lengths)
+            outputs += [y2, h2, c2]
+        return outputs
+
+    with core_settings(threads=1, isa=isa, whole_team=True):
+        alone = run()
+    before = _core.starved_calls()
+    with core_settings(threads=2, isa=isa, whole_team=True), starving_team():
+        starved = run()
+        assert _core.starved_calls() > before  # the fallback ran
+        assert _core.team_recently_starved()  # and the calls that follow soon run on one thread
+    assert not _core.team_recently_starved()  # the switch put back forgets it
+    assert_bitwise_equal(alone, starved)
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -76,15 +76,7 @@ void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t 
             }
         }
     };
-    if (threads <= 1) {
-        run_chunks({0, chunks});
-        return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        DenormalsAreZero daz;
-        run_chunks(split(chunks, omp_get_num_threads(), omp_get_thread_num(), 1));
-    }
+    run_team(threads, [&](int team, int me) { run_chunks(split(chunks, team, me, 1)); });
 }
 
 template void gemm_parallel<float>(int, bool, bool, int64_t, int64_t, int64_t, float,

@@ -10,7 +10,36 @@ namespace lstmcpp {
 namespace {
 std::atomic<int> g_num_threads{0};
 std::atomic<int64_t> g_min_macs_per_thread{65536};
+std::atomic<int64_t> g_starvation_patience{-1};
+std::atomic<int64_t> g_starved_calls{0};
+std::atomic<int64_t> g_starved_until{0};  // steady_clock nanoseconds
+constexpr std::chrono::milliseconds kStarvedFor{100};
+constexpr std::chrono::milliseconds kLateAgainWithin{50};
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 }  // namespace
+
+void note_team_starved() {
+    g_starved_until.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(kStarvedFor).count(),
+                          std::memory_order_relaxed);
+}
+void note_late_start() {
+    static std::atomic<int64_t> last{INT64_MIN / 2};
+    const int64_t now = now_ns(), before = last.exchange(now);
+    if (now - before < std::chrono::duration_cast<std::chrono::nanoseconds>(kLateAgainWithin).count()) note_team_starved();
+}
+
+bool team_recently_starved() { return now_ns() < g_starved_until.load(std::memory_order_relaxed); }
+
+void set_starvation_patience(int64_t nanoseconds) {
+    g_starvation_patience.store(nanoseconds < 0 ? -1 : nanoseconds);
+    g_starved_until.store(0);  // and forget a starvation seen before
+}
+int64_t starvation_patience() { return g_starvation_patience.load(std::memory_order_relaxed); }
+int64_t starved_calls() { return g_starved_calls.load(); }
+void count_starved_call() { g_starved_calls.fetch_add(1); }
 
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));

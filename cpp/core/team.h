@@ -4,7 +4,12 @@
 
 #include <omp.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
+#include <thread>
 
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
@@ -19,6 +24,19 @@ int get_num_threads();
 // Testing switch: the per-step work (multiply-adds) each thread of a time loop needs before
 // another thread joins. 1 puts the whole team on even the smallest cell.
 void set_min_work_per_thread(int64_t macs);
+// Testing switch: a time loop's threads count their team starved after waiting this long at a
+// step's barrier (0: at any wait at all); negative restores the default (StepBarrier).
+void set_starvation_patience(int64_t nanoseconds);
+int64_t starvation_patience();  // the switch, or -1
+// A team is starved when one of its threads comes late, by far more than waking takes: another
+// process holds that thread's core (NumPy's BLAS threads spin for tens of milliseconds after each
+// product). A team that must meet is no faster than its slowest member, so for a while after that
+// (kStarvedFor) every team runs on the calling thread alone, and then tries again.
+void note_team_starved();
+bool team_recently_starved();
+// Time loops that found their team starved and finished on one thread, since the process started.
+int64_t starved_calls();
+void count_starved_call();
 // Threads worth waking for a time loop with this much work per step: each barrier costs about as
 // much as 64k multiply-adds, so small cells run on one thread.
 int threads_for_step(int64_t macs_per_step);
@@ -51,17 +69,115 @@ private:
 #endif
 };
 
+// The time loop's per-step barrier: the team's threads meet on cache lines of their own (OpenMP's
+// barrier costs more at a few microseconds a step). A thread that arrives early spins, pausing,
+// for 20 us, then yields its core at every check, so a teammate that has lost its core (to another
+// process, or to NumPy's BLAS threads, which spin for tens of milliseconds after each product)
+// gets one back sooner. A thread that has spent half of the loop so far waiting (and more than
+// kWasted) marks the team starved; every thread then learns it together from a later wait's
+// return (the last to arrive decides, once for all), and the time loop finishes the call on one
+// thread rather than meet a starved team every step.
+class StepBarrier {
+public:
+    using clock = std::chrono::steady_clock;
+    static constexpr std::chrono::microseconds kWasted{300};
+
+    // One thread's waits in one time loop, from its first meeting on (the first absorbs the
+    // threads' start, which a sleeping thread's wake can make late: run_team judges starts).
+    struct Waits {
+        bool met = false;
+        clock::time_point began{};
+        clock::duration total{};
+    };
+
+    // Every thread of a team of `team` calls this at each meeting. True: the team is starved.
+    // `judge`: whether this thread's waits count towards starving the team.
+    bool wait(int team, Waits& mine, bool judge = true) {
+        const int generation = generation_.load(std::memory_order_acquire);
+        if (arrived_.fetch_add(1, std::memory_order_acq_rel) == team - 1) {
+            arrived_.store(0, std::memory_order_relaxed);
+            if (starving_.load(std::memory_order_relaxed)) starved_.store(true, std::memory_order_relaxed);
+            generation_.store(generation + 1, std::memory_order_release);
+            if (!mine.met) {
+                mine.met = true;
+                mine.began = clock::now();
+            }
+            return starved_.load(std::memory_order_relaxed);
+        }
+        const int64_t forced = starvation_patience();
+        const clock::time_point since = clock::now();
+        clock::time_point now = since;
+        for (int spin = 0; generation_.load(std::memory_order_acquire) == generation; ++spin) {
+            if (spin % 64 != 0) {
+                pause();
+                continue;
+            }
+            now = clock::now();
+            const clock::duration waited = now - since, wasted = mine.total + waited;
+            if (judge && (forced >= 0 ? waited >= std::chrono::nanoseconds(forced)
+                                      : mine.met && wasted > kWasted && 2 * wasted > now - mine.began))
+                starving_.store(true, std::memory_order_relaxed);
+            if (waited > std::chrono::microseconds(20)) std::this_thread::yield();
+            else pause();
+        }
+        if (mine.met) {
+            mine.total += clock::now() - since;
+        } else {
+            mine.met = true;
+            mine.began = clock::now();
+        }
+        return starved_.load(std::memory_order_relaxed);
+    }
+
+    // Once starved: the threads left out sleep here (not spinning at OpenMP's closing barrier,
+    // on the cores the thread that carries on needs) until it calls finished().
+    void sleep_until_finished() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        finished_cv_.wait(lock, [&] { return finished_; });
+    }
+    void finished() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            finished_ = true;
+        }
+        finished_cv_.notify_all();
+    }
+
+private:
+    static void pause() {
+#ifdef LSTMCPP_HAS_MXCSR
+        _mm_pause();
+#endif
+    }
+    alignas(64) std::atomic<int> arrived_{0};
+    alignas(64) std::atomic<int> generation_{0};
+    std::atomic<bool> starving_{false};  // a waiter's report
+    std::atomic<bool> starved_{false};   // the decision, published with a release of the team
+    std::mutex mutex_;
+    std::condition_variable finished_cv_;
+    bool finished_ = false;
+};
+
 // Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
 // the team would be one (entering a parallel region costs about a microsecond).
+// A thread of a team that starts this late may have lost its core: it waits for the scheduler's
+// next turn (milliseconds). Or it slept long, and its virtual CPU with it (waking one can take as
+// long). note_late_start counts the team starved at the second late start in a short while.
+constexpr std::chrono::microseconds kLateStart{1000};
+void note_late_start();
+
 template <class Body>
 void run_team(int threads, const Body& body) {
+    if (threads > 1 && team_recently_starved()) threads = 1;
     if (threads <= 1) {
         DenormalsAreZero daz;
         body(1, 0);
         return;
     }
+    const std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(threads)
     {
+        if (omp_get_thread_num() != 0 && std::chrono::steady_clock::now() - opened > kLateStart) note_late_start();
         DenormalsAreZero daz;
         body(omp_get_num_threads(), omp_get_thread_num());
     }

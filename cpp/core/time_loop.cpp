@@ -136,22 +136,24 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
     // a format that cannot pack splits the rows of its weights among the threads at every batch size
     const bool pack = Matrix::kPacks && packs_weights(B, steps, true);
-    run_team(threads_for_step(macs), [&](int team, int me) {
-        const Share my = share_of(B, H, P, s.projecting, pack, team, me);
+    // Steps first .. steps for one thread's share of a team: returns where it stopped, steps or,
+    // when the team is starved (StepBarrier), the step after the barrier that said so.
+    StepBarrier barrier;
+    auto run_steps = [&](const Share& my, int team, int64_t first) -> int64_t {
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
-        if (fuse_input)
-            GateProducts<T, Gates, Matrix>(K, false, w.weight_ih, H, jr).add(gates + b0 * G, G, x + b0 * I, rows);
+        const bool meets = team > 1 && !my.by_rows;  // a barrier each step (by batch rows: none)
         const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
         using Product = typename Matrix::Product;
         const Product projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : Product();
-        T* h_cur = state;
-        T* h_next = h_cur + B * P;
-        T* c_cur = cell;
-        T* c_next = c_cur + B * H;
+        StepBarrier::Waits waits;
 
-        for (int64_t step = 0; step < steps; ++step) {
+        for (int64_t step = first; step < steps; ++step) {
             const int64_t t = s.reverse ? steps - 1 - step : step;
+            T* h_cur = state + (step % 2) * B * P;  // ping-pong: step reads one half, writes the other
+            T* h_next = state + (1 - step % 2) * B * P;
+            T* c_cur = cell + (step % 2) * B * H;
+            T* c_next = cell + (1 - step % 2) * B * H;
             T* z = gates + t * B * G;  // (B,G) this step's gates
             if (ids) {  // my part of this step's input projections, by token
                 for (int64_t b = br.begin; b < br.end; ++b)
@@ -180,9 +182,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
             if (cache) copy_block(cache->c.data() + t * B * H, H, c_next, H, br, jr);
 
             if (s.projecting) {
-                if (!my.by_rows) {
-#pragma omp barrier
-                }
+                if (meets) barrier.wait(team, waits);
                 // h_next[my rows, my outputs] = m[my rows] W_hr[my outputs]^T, clipped
                 projection.apply(h_next + b0 * P, P, m + b0 * H, H, rows, T(0));
                 for (int64_t b = br.begin; b < br.end; ++b) {
@@ -196,14 +196,34 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
                 if (active(lengths, b, t)) std::copy(h_next + b * P + pr.begin, h_next + b * P + pr.end, out + pr.begin);
                 else std::fill(out + pr.begin, out + pr.end, T(0));
             }
-            if (!my.by_rows) {
-#pragma omp barrier
-            }
-            std::swap(h_cur, h_next);
-            std::swap(c_cur, c_next);
+            if (meets && barrier.wait(team, waits)) return step + 1;
         }
-        copy_block(h_n, P, h_cur, P, br, pr);
-        copy_block(c_n, H, c_cur, H, br, jr);
+        return steps;
+    };
+    // the final state, in the half of the ping-pong the last step wrote
+    auto copy_final = [&](const Share& my) {
+        copy_block(h_n, P, state + (steps % 2) * B * P, P, my.rows, my.outputs);
+        copy_block(c_n, H, cell + (steps % 2) * B * H, H, my.rows, my.units);
+    };
+
+    run_team(threads_for_step(macs), [&](int team, int me) {
+        const Share my = share_of(B, H, P, s.projecting, pack, team, me);
+        if (fuse_input)
+            GateProducts<T, Gates, Matrix>(K, false, w.weight_ih, H, my.units)
+                .add(gates + my.rows.begin * G, G, x + my.rows.begin * I, my.rows.size());
+        const int64_t stopped = run_steps(my, team, 0);
+        if (stopped == steps) {
+            copy_final(my);
+        } else if (me == 0) {  // starved: this thread finishes the call alone (the same results:
+            const Share all = share_of(B, H, P, s.projecting, pack, 1, 0);  // no sum depends on the split)
+            count_starved_call();
+            note_team_starved();
+            run_steps(all, 1, stopped);
+            copy_final(all);
+            barrier.finished();
+        } else {
+            barrier.sleep_until_finished();
+        }
     });
 }
 
@@ -242,8 +262,10 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
     else std::fill(dcell.begin(), dcell.begin() + B * H, T(0));
 
     const int64_t macs = B * (G * P + (s.projecting ? P * H : 0));
+    StepBarrier barrier;
     run_team(threads_for_step(macs), [&](int team, int me) {
         const Share my = share_of(B, H, P, s.projecting, pack, team, me);
+        StepBarrier::Waits waits;  // (training meets at full strength: large steps, no fallback)
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
         // forward was: z += h_prev W_hh^T   so: dh_prev[:, my outputs] = dz W_hh[:, my outputs]
@@ -276,9 +298,7 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
                 }
             }
             if (s.projecting) {
-                if (!my.by_rows) {
-#pragma omp barrier
-                }
+                if (!my.by_rows) barrier.wait(team, waits, false);
                 projection.apply(dm.data() + b0 * H, H, dh_raw.data() + (t * B + b0) * P, P, rows, T(0));
             }
             for (int64_t b = br.begin; b < br.end; ++b) {
@@ -292,9 +312,7 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
                     std::copy(dc_cur + b * H + jr.begin, dc_cur + b * H + jr.end, dc_next + b * H + jr.begin);
                 }
             }
-            if (!my.by_rows) {
-#pragma omp barrier
-            }
+            if (!my.by_rows) barrier.wait(team, waits, false);
             recurrent.apply(dh_next + b0 * P, P, dz_t + b0 * G, G, rows, T(0));
             for (int64_t b = br.begin; b < br.end; ++b)
                 if (!active(lengths, b, t))
