@@ -32,6 +32,8 @@ struct Share {
 };
 
 constexpr int64_t kRowsPerThread = 8;
+// From this batch size, a format with Matrix::kStepwiseInput projects each step's input in the step.
+constexpr int64_t kStepwiseInputFromBatch = 32;
 
 Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool packed, int team, int me) {
     if (packed && B >= kRowsPerThread * team) return {true, split(B, team, me, 1), {0, H}, {0, P}};
@@ -85,9 +87,15 @@ void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
 template <class T, class Cell, class Matrix>
 void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell, Matrix>& w) {
     const int64_t G = w.weight_ih.rows;
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < G; ++k)
-            out[r * G + k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+    thread_local AlignedVector<T> biases;  // b_ih + b_hh (grown once: a streaming call allocates nothing)
+    if (static_cast<int64_t>(biases.size()) < G) biases.resize(G);
+    T* bias = biases.data();
+    for (int64_t k = 0; k < G; ++k) bias[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+    // every row starts as the biases: the team writes them (tens of MB for a large batch)
+    run_team(rows * G >= (1 << 18) ? get_num_threads() : 1, [&](int team, int me) {
+        const Range mine = split(rows, team, me, 1);
+        for (int64_t r = mine.begin; r < mine.end; ++r) std::copy(bias, bias + G, out + r * G);
+    });
     if (x) w.weight_ih.multiply_rows(out, x, rows, T(1));
 }
 
@@ -107,7 +115,14 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // keeps for the next call). gates (T,B,G): first the input projection x W_ih^T + b_ih + b_hh
     // of every step at once (for token input, each thread gathers its columns step by step
     // instead), then activated in place step by step; the cache keeps it for backward.
-    Scratch<T> scratch({cache ? 0 : steps * B * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0});
+    // One step (a streaming call): each thread projects the input onto its own rows inside the
+    // step, so its rows of W_ih stay in its cache across calls as its rows of W_hh do. So does a
+    // large batch in a format whose per-step product is as fast as its product of every row
+    // (int8): each step's gates stay in cache between the two products instead of coming back from
+    // memory (T x B x 4H floats, 26 MB at T 50, B 64, H 512), and inference keeps one step's.
+    const bool fuse_input = !ids && (steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
+    const int64_t gate_rows = fuse_input ? B : steps * B;
+    Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0, fuse_input ? G : 0});
     T* gates;
     if (cache) {
         cache->gates.resize(steps * B * G);
@@ -117,12 +132,14 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         cache->m.resize(s.projecting ? steps * B * H : 0);
         gates = cache->gates.data();
     } else {
-        gates = scratch.take(steps * B * G);
+        gates = scratch.take(gate_rows * G);
     }
-    // One step (a streaming call): each thread projects the input onto its own rows inside the
-    // step, so its rows of W_ih stay in its cache across calls as its rows of W_hh do.
-    const bool fuse_input = steps == 1 && !ids;
-    if (!ids) project_inputs(gates, fuse_input ? nullptr : x, steps * B, w);
+    T* z_of_step_0 = gates;  // where step t's gates are: z_of_step_0 + (each step its own ? t : 0) * B * G
+    const bool gates_per_step = cache || !fuse_input;
+    if (!ids && !fuse_input) project_inputs(gates, x, steps * B, w);
+    T* bias = fuse_input ? scratch.take(G) : nullptr;  // b_ih + b_hh, each step's gates' start
+    if (bias)
+        for (int64_t k = 0; k < G; ++k) bias[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
 
     // state (2,B,P) and cell (2,B,H), ping-pong between steps; m (B,H), the cell's output, when projecting
     T* state = scratch.take(2 * B * P);
@@ -144,6 +161,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         const int64_t b0 = br.begin, rows = br.size();
         const bool meets = team > 1 && !my.by_rows;  // a barrier each step (by batch rows: none)
         const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
+        const GateProducts<T, Gates, Matrix> input = fuse_input ? GateProducts<T, Gates, Matrix>(K, false, w.weight_ih, H, jr)
+                                                                 : GateProducts<T, Gates, Matrix>();
         using Product = typename Matrix::Product;
         const Product projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : Product();
         StepBarrier::Waits waits;
@@ -154,7 +173,13 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
             T* h_next = state + (1 - step % 2) * B * P;
             T* c_cur = cell + (step % 2) * B * H;
             T* c_next = cell + (1 - step % 2) * B * H;
-            T* z = gates + t * B * G;  // (B,G) this step's gates
+            T* z = z_of_step_0 + (gates_per_step ? t : 0) * B * G;  // (B,G) this step's gates
+            if (fuse_input) {  // my part of this step's input projection: biases + x_t W_ih[my units]^T
+                for (int64_t b = br.begin; b < br.end; ++b)
+                    for (int64_t q = 0; q < Gates; ++q)
+                        std::copy(bias + q * H + jr.begin, bias + q * H + jr.end, z + b * G + q * H + jr.begin);
+                input.add(z + b0 * G, G, x + (t * B + b0) * I, rows);
+            }
             if (ids) {  // my part of this step's input projections, by token
                 for (int64_t b = br.begin; b < br.end; ++b)
                     for (int64_t q = 0; q < Gates; ++q) {
@@ -208,9 +233,6 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
 
     run_team(threads_for_step(macs), [&](int team, int me) {
         const Share my = share_of(B, H, P, s.projecting, pack, team, me);
-        if (fuse_input)
-            GateProducts<T, Gates, Matrix>(K, false, w.weight_ih, H, my.units)
-                .add(gates + my.rows.begin * G, G, x + my.rows.begin * I, my.rows.size());
         const int64_t stopped = run_steps(my, team, 0);
         if (stopped == steps) {
             copy_final(my);

@@ -18,6 +18,7 @@ namespace lstmcpp {
 struct CodebookMatrix {
     using Product = FloatRowsProduct<CodebookMatrix>;
     static constexpr bool kPacks = false;  // one layout: threads always split the rows
+    static constexpr bool kStepwiseInput = false;  // decoded once per call for the BLAS instead
     CodebookView view;       // indices, codebooks and their layout (kernels.h)
     int64_t rows = 0, cols = 0;
 

@@ -135,6 +135,8 @@ struct DenseMatrix {
     using Product = StepProduct<T>;
     // Large batches give each thread its own packed copy of all the rows, and split the batch.
     static constexpr bool kPacks = true;
+    // The input projection of every step at once (the BLAS), not step by step.
+    static constexpr bool kStepwiseInput = false;
     const T* data = nullptr;  // (N,K) row-major; null when the model has no such matrix
     int64_t rows = 0;         // N
     int64_t cols = 0;         // K
@@ -160,6 +162,7 @@ template <class T, int Gates, class Matrix>
 class GateProducts {
 public:
     using Product = typename Matrix::Product;
+    GateProducts() = default;  // none: add must not be called
     GateProducts(const Kernels<T>& K, bool pack, const Matrix& W, int64_t H, Range units) : K_(&K), depth_(W.cols) {
         for (int q = 0; q < Gates; ++q)
             gates_[q] = W.step_product(K, pack, Range{q * H + units.begin, q * H + units.end});
@@ -170,8 +173,8 @@ public:
     }
 
 private:
-    const Kernels<T>* K_;
-    int64_t depth_;
+    const Kernels<T>* K_ = nullptr;
+    int64_t depth_ = 0;
     std::array<Product, Gates> gates_;  // no heap allocation: a streaming call makes these
 };
 

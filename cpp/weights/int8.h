@@ -44,6 +44,9 @@ private:
 struct Int8Matrix {
     using Product = Int8StepProduct;
     static constexpr bool kPacks = false;  // one layout: threads always split the rows
+    // A large batch projects its input step by step: the same kernel (the input product of every
+    // row is no faster), and each step's gates stay in cache (time_loop.cpp).
+    static constexpr bool kStepwiseInput = true;
     Int8View view{};   // data null when the model has no such matrix
     int64_t rows = 0;  // N
     int64_t cols = 0;  // K
