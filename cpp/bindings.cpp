@@ -86,6 +86,37 @@ Config make_config(int64_t input_size, int64_t hidden_size, int64_t num_layers, 
     return c;
 }
 
+// One step of a stream, in place (Stream.step's lean path): x holds B x I values (any shape), y
+// gets B x (D*P); h (D*L, B, P) and c (D*L, B, H) are read as the state and overwritten with the
+// next one. Every array C-contiguous of the model's dtype, as given (nothing converted, so
+// nothing copied); everything is checked before the state is touched.
+// run(y, h, c, x, B): the model's forward of one step from state (h, c) into (h, c).
+template <class T, class Run>
+void step_in_place(const Config& cfg, const Run& run, py::handle x_obj, py::handle h_obj, py::handle c_obj,
+                   py::handle y_obj) {
+    using Exact = py::array_t<T, py::array::c_style>;
+    auto exact = [](py::handle obj, const char* name) {
+        if (!Exact::check_(obj)) throw py::type_error(std::string(name) + ": expected a C-contiguous array of the model's dtype");
+        return py::reinterpret_borrow<Exact>(obj);
+    };
+    const Exact x = exact(x_obj, "x_t"), h = exact(h_obj, "h"), c = exact(c_obj, "c"), y = exact(y_obj, "out");
+    const int64_t L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, P = cfg.output_size();
+    if (h.ndim() != 3) throw py::value_error("h: expected shape (D*L, B, P), got " + shape_of(h));
+    const int64_t B = h.shape(1);
+    require_shape(h, {D * L, B, P}, "h");
+    require_shape(c, {D * L, B, H}, "c");
+    if (x.size() != B * cfg.input_size)
+        throw py::value_error("x_t: expected " + std::to_string(B * cfg.input_size) + " values, got " + shape_of(x));
+    if (y.size() != B * D * P) throw py::value_error("out: expected " + std::to_string(B * D * P) + " values, got " + shape_of(y));
+    if (!y.writeable() || !h.writeable() || !c.writeable()) throw py::value_error("out, h, c: expected writeable arrays");
+    T* hp = const_cast<T*>(h.data());
+    T* cp = const_cast<T*>(c.data());
+    T* yp = const_cast<T*>(y.data());
+    py::gil_scoped_release release;
+    // each layer reads its slice of h and c at its start and writes it at its end: in place is safe
+    run(yp, hp, cp, x.data(), B);
+}
+
 // A forward call's inputs, checked against the model's configuration: x (T,B,I), or with an
 // embedding (V,I) token ids (T,B) into it; h0 (D*L,B,P), c0 (D*L,B,H) and lengths (B) or None.
 template <class T>
@@ -195,6 +226,15 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::list(),
             py::arg("keep_cache") = false, py::arg("embedding") = py::none())
         .def(
+            "step",
+            [](const M& self, py::handle x, py::handle h, py::handle c, py::handle out) {
+                step_in_place<T>(self.config(), [&](T* y, T* hs, T* cs, const T* xs, int64_t B) {
+                    self.forward(y, hs, cs, nullptr, xs, hs, cs, nullptr, {}, 1, B, nullptr);
+                }, x, h, c, out);
+            },
+            py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
+            "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.")
+        .def(
             "backward",
             [](M& self, const C& cache, py::handle dy_obj, py::handle dh_n_obj, py::handle dc_n_obj) {
                 const Array<T> dy = ready<T>(dy_obj, "dy");
@@ -258,7 +298,16 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
                 return py::make_tuple(y, h_n, c_n);
             },
             py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("lengths") = py::none(),
-            py::arg("embedding") = py::none());
+            py::arg("embedding") = py::none())
+        .def(
+            "step",
+            [](const Q& self, py::handle x, py::handle h, py::handle c, py::handle out) {
+                step_in_place<float>(self.config(), [&](float* y, float* hs, float* cs, const float* xs, int64_t B) {
+                    self.forward(y, hs, cs, xs, hs, cs, nullptr, 1, B, nullptr);
+                }, x, h, c, out);
+            },
+            py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
+            "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.");
     return cls;
 }
 

@@ -113,3 +113,20 @@ def test_a_pool_serves_several_threads():
     for mine, outs in results.items():
         for t in range(20):
             assert rel_err(outs[t], y[t, list(mine)]) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_step_takes_any_layout_of_input_and_output(dtype):
+    """The in-place step reads a strided or list x_t and writes a strided or read-only-backed
+    out as it does contiguous ones (copied through its own buffer), in either dtype."""
+    model = lstmcpp.LSTM(5, 6, num_layers=2, seed=3, dtype=dtype)
+    x = np.random.default_rng(2).standard_normal((4, 2, 10)).astype(dtype)[:, :, ::2]  # strided steps
+    y, _ = model(np.ascontiguousarray(x))
+    s = model.stream(2)
+    store = np.zeros((2, 12), dtype)
+    for t in range(4):
+        out = store[:, ::2]  # a strided out
+        got = s.step(x[t] if t % 2 else x[t].tolist(), out=out)
+        assert got is out
+        np.testing.assert_allclose(store[:, ::2], y[t], rtol=1e-5, atol=1e-6)
+        assert not store[:, 1::2].any()  # nothing written beside it

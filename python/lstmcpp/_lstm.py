@@ -333,6 +333,10 @@ class LSTM(LayerArguments):
         y, h_n, c_n, _ = self._core.forward(x3, h0, c0)
         return y, h_n, c_n
 
+    def _step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
+        """One stream step in place (ready arrays of the model's dtype): out = y_t; (h, c) advanced."""
+        self._core.step(x, h, c, out)
+
     def forward(self, x: Any, state: Optional[State] = None, *, lengths: Any = None, training: bool = True):
         """Forward pass that keeps what :meth:`backward` needs.
 

@@ -72,12 +72,15 @@ def _ours(case: Case, model: lstmcpp.LSTM, x: np.ndarray, dy: np.ndarray) -> Cal
             model.backward(cache, dy)
         return train
 
-    steps = [x[t : t + 1] for t in range(case.T)]  # (1,B,I) each, as a streaming service gets them
+    # one step per call, as a streaming service gets them: a stream (SPEC §6), its output
+    # written into one buffer
+    steps = [x[t, 0] for t in range(case.T)] if x.shape[1] == 1 else [x[t] for t in range(case.T)]
+    out = np.empty((model.output_size,) if x.shape[1] == 1 else (x.shape[1], model.output_size), np.float32)
 
     def step_calls():
-        state = None
+        stream = model.stream(None if x.shape[1] == 1 else x.shape[1])
         for xt in steps:
-            _, state = model(xt, state)
+            stream.step(xt, out=out)
     return step_calls
 
 

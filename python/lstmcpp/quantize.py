@@ -220,6 +220,13 @@ class QuantizedLSTM(LayerArguments):
             self._stale_core = False
         return self._core.forward(x3, h0, c0, lengths)
 
+    def _step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
+        """One stream step in place (ready float32 arrays): out = y_t; (h, c) advanced."""
+        if self._stale_core:
+            self._push_to_core()
+            self._stale_core = False
+        self._core.step(x, h, c, out)
+
     # ------------------------------------------------------------------------------------------
     # training (codebook formats): the values of the books train, the indices stay
 

@@ -30,30 +30,31 @@ class Stream:
         self._unbatched = batch is None
         self._batch = 1 if batch is None else check_int("batch", batch, 1)
         L, B = model.num_layers, self._batch
-        self._x = np.zeros((1, B, model.input_size), model.dtype)  # reused: each step's input goes here
-        self._h = np.zeros((L, B, model.output_size), model.dtype)
+        self._x_shape = (model.input_size,) if self._unbatched else (B, model.input_size)
+        self._y_shape = (model.output_size,) if self._unbatched else (B, model.output_size)
+        self._h = np.zeros((L, B, model.output_size), model.dtype)  # advanced in place by each step
         self._c = np.zeros((L, B, model.hidden_size), model.dtype)
 
     def step(self, x_t: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Advance by one step: ``x_t`` is ``(I,)`` (``(B, I)`` for a batch); returns ``y_t``
         ``(P,)`` (``(B, P)``), written into ``out`` when given. Bad input changes no state."""
         m = self._model
-        expected = (m.input_size,) if self._unbatched else (self._batch, m.input_size)
-        a = x_t if type(x_t) is np.ndarray and x_t.dtype == m.dtype else as_real_array(x_t, "x_t", m.dtype)
-        if a.shape != expected:
-            raise ValueError(f"x_t: expected shape {shape_text(expected)}, got {shape_text(a.shape)}")
-        if out is not None:
-            want = (m.output_size,) if self._unbatched else (self._batch, m.output_size)
-            if not isinstance(out, np.ndarray) or out.shape != want or out.dtype != m.dtype:
-                raise ValueError(f"out: expected a {m.dtype} array of shape {shape_text(want)}, got "
-                                 f"{getattr(out, 'dtype', type(out).__name__)} {shape_text(np.shape(out))}")
-        self._x[0] = a
-        y, self._h, self._c = m._run(self._x, self._h, self._c)
-        result = y[0, 0] if self._unbatched else y[0]
+        a = x_t
+        if not (type(a) is np.ndarray and a.dtype == m.dtype and a.flags.c_contiguous):
+            a = np.ascontiguousarray(as_real_array(x_t, "x_t", m.dtype))
+        if a.shape != self._x_shape:
+            raise ValueError(f"x_t: expected shape {shape_text(self._x_shape)}, got {shape_text(a.shape)}")
         if out is None:
-            return result
-        out[...] = result
-        return out
+            target = np.empty(self._y_shape, m.dtype)
+        elif type(out) is np.ndarray and out.shape == self._y_shape and out.dtype == m.dtype:
+            target = out if out.flags.c_contiguous and out.flags.writeable else np.empty(self._y_shape, m.dtype)
+        else:
+            raise ValueError(f"out: expected a {m.dtype} array of shape {shape_text(self._y_shape)}, got "
+                             f"{getattr(out, 'dtype', type(out).__name__)} {shape_text(np.shape(out))}")
+        m._step(a, self._h, self._c, target)  # the core checks the rest before touching the state
+        if out is not None and target is not out:
+            out[...] = target
+        return out if out is not None else target
 
     @property
     def state(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -69,7 +70,7 @@ class Stream:
             self._c[...] = 0
             return
         h, c = self._model._state(state, self._batch, self._unbatched)
-        self._h, self._c = np.array(h, copy=True), np.array(c, copy=True)
+        self._h, self._c = np.array(h, order="C", copy=True), np.array(c, order="C", copy=True)
 
 
 class StreamPool:
