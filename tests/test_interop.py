@@ -243,3 +243,64 @@ def test_optional_packages_are_named_when_missing(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", lambda name: no_onnx(name))
     with pytest.raises(ImportError, match="pip install onnx"):
         lstmcpp.LSTM(2, 3).export_onnx()
+
+
+# ------------------------------------------------------------------------------------------------
+# whole models as ONNX graphs (lstmcpp.export_onnx)
+
+
+def _session(ort, model, path):
+    lstmcpp.export_onnx(model, path)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_a_charlm_exports_whole_ids_to_logits(ort, tmp_path, num_layers):
+    """ids and a state in, logits and the next state out, as CharLM.forward gives them; fed its
+    own state back, the graph continues a sequence as the model does."""
+    lm = lstmcpp.models.CharLM("abcdefgh", embedding_dim=6, hidden_size=10, num_layers=num_layers, seed=0)
+    session = _session(ort, lm, tmp_path / "lm.onnx")
+    ids = np.random.default_rng(0).integers(0, 8, (3, 7))
+    logits, (h, c), _ = lm.forward(ids, None, training=False)
+    zeros = np.zeros((num_layers, 3, 10), np.float32)
+    got, h1, c1 = session.run(None, {"ids": ids[:, :4].astype(np.int64), "h0": zeros, "c0": zeros})
+    got2, h2, c2 = session.run(None, {"ids": ids[:, 4:].astype(np.int64), "h0": h1, "c0": c1})
+    assert rel_err(np.concatenate([got, got2], 1), logits) < 1e-5
+    assert rel_err(h2, h) < 1e-5 and rel_err(c2, c) < 1e-5
+
+
+def test_a_forecaster_exports_raw_window_to_raw_forecast(ort, tmp_path):
+    """The scaling is inside the graph: a raw window in, the raw next `horizon` values out."""
+    fc = lstmcpp.models.Forecaster(n_features=2, window=12, horizon=3, hidden_size=9, num_layers=2, seed=0)
+    series = np.random.default_rng(1).standard_normal((100, 2)) * 3 + 5
+    fc.fit_scaling(series)
+    session = _session(ort, fc, tmp_path / "fc.onnx")
+    windows = np.stack([series[k : k + 12] for k in (0, 30, 61)]).astype(np.float32)
+    got = session.run(None, {"x": windows})[0]
+    for row, window in zip(got, windows):
+        np.testing.assert_allclose(row, fc.forecast(window, 3), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_an_attention_classifier_exports_ids_and_lengths_to_probabilities(ort, tmp_path, bidirectional):
+    """Class probabilities and attention weights equal predict's, every length honoured (no
+    attention past a sequence's length, its reverse direction starting at its last real step)."""
+    ac = lstmcpp.models.AttentionClassifier(vocab_size=11, num_classes=4, embedding_dim=5, hidden_size=6,
+                                            attention_dim=7, bidirectional=bidirectional, seed=0)
+    session = _session(ort, ac, tmp_path / "ac.onnx")
+    ids = np.random.default_rng(2).integers(0, 11, (4, 9))
+    lengths = np.array([9, 3, 1, 6], np.int32)
+    p, weights = ac.predict(ids, lengths)
+    got_p, got_w = session.run(None, {"ids": ids.astype(np.int64), "lengths": lengths})
+    assert rel_err(got_p, p) < 1e-5 and rel_err(got_w, weights) < 1e-5
+    assert not got_w[1, 3:].any() and got_w[2, 0] == 1.0
+
+
+def test_export_onnx_refuses_what_it_cannot_write(tmp_path):
+    pytest.importorskip("onnx")
+    with pytest.raises(TypeError, match="expected an LSTM, CharLM, Forecaster or AttentionClassifier"):
+        lstmcpp.export_onnx(lstmcpp.nn.Linear(3, 4), tmp_path / "x.onnx")
+    lm = lstmcpp.models.CharLM("abcd", embedding_dim=4, hidden_size=8, seed=0)
+    with pytest.raises(ValueError, match="export the float model|only a float LSTM"):
+        lstmcpp.export_onnx(lstmcpp.quantize(lm, "int8"), tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()

@@ -23,12 +23,24 @@ from .train import fit  # noqa: E402
 io.register("QuantizedLSTM", QuantizedLSTM, QuantizedLSTM._from_native)
 
 __all__ = ["LSTM", "ForwardCache", "QuantizedLSTM", "quantize", "reference", "interop", "nn", "optim", "models", "train", "fit",
-           "save", "load", "load_onnx", "set_num_threads", "get_num_threads", "info", "__version__"]
+           "save", "load", "load_onnx", "export_onnx", "set_num_threads", "get_num_threads", "info", "__version__"]
 
 
 def load_onnx(path_or_model: Any, *, dtype: Any = "float32") -> LSTM:
     """The :class:`LSTM` of an ONNX model's ``LSTM`` node(s): ``LSTM.from_onnx``."""
     return LSTM.from_onnx(path_or_model, dtype=dtype)
+
+
+def export_onnx(model: Any, path: Any = None, **options: Any) -> Any:
+    """Write ``model`` as an ONNX graph (returns the ``onnx.ModelProto``): an :class:`LSTM` as
+    :meth:`LSTM.export_onnx` (``opset``, ``lengths``, ``state``); a whole ``CharLM``,
+    ``Forecaster`` or ``AttentionClassifier`` as :func:`lstmcpp.interop.write_model_onnx`
+    (``opset``). Needs ``pip install onnx``."""
+    if isinstance(model, LSTM):
+        return model.export_onnx(path, **options)
+    if isinstance(model, (models.CharLM, models.Forecaster, models.AttentionClassifier)):
+        return interop.write_model_onnx(model, path, **options)
+    raise TypeError(f"model: expected an LSTM, CharLM, Forecaster or AttentionClassifier, got {type(model).__name__}")
 
 
 def set_num_threads(n: int) -> None:

@@ -8,8 +8,8 @@ an lstmcpp model. They import nothing of lstmcpp's layer; the layer's ``from_tor
 """
 
 from .keras_layer import read_keras
-from .onnx_graph import onnx_is_quantized, read_onnx, read_onnx_quantized, write_onnx
+from .onnx_graph import onnx_is_quantized, read_onnx, read_onnx_quantized, write_model_onnx, write_onnx
 from .torch_module import is_torch_quantized, read_torch, read_torch_quantized, write_torch
 
 __all__ = ["read_torch", "read_torch_quantized", "is_torch_quantized", "write_torch", "read_keras", "read_onnx", "read_onnx_quantized", "onnx_is_quantized",
-           "write_onnx"]
+           "write_onnx", "write_model_onnx"]

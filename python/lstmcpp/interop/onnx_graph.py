@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -159,41 +159,40 @@ def read_onnx_quantized(path_or_model: Union[str, "os.PathLike[str]", bytes, Any
     return _converted(_read_layers(path_or_model, quantized=True), "float32", quantized=True)
 
 
-def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14,
-               lengths: bool = False, state: bool = False):
-    """Write ``model`` as an ONNX graph: one ``LSTM`` node per layer (peepholes as P).
+class _Graph:
+    """Nodes and initializers of a graph being written, with unique names for its constants."""
 
-    Graph inputs: ``x`` (shaped as lstmcpp takes it, ``batch_first`` honoured; T and B dynamic),
-    and with ``lengths=True`` ``lengths`` (int32, B), with ``state=True`` ``h0``, ``c0``
-    (D*L,B,P/H); outputs ``y``, ``h_n``, ``c_n`` as lstmcpp returns them. A one-layer model is one ``LSTM`` node and a Squeeze
-    (one direction) or a Transpose and Reshape (two). Projection and cell or projection clipping
-    have no ONNX equivalent and are refused. Needs ``opset >= 13``.
-    Returns the ``onnx.ModelProto`` (and writes it when ``path`` is given).
-    """
-    onnx = require("onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    def __init__(self):
+        self.nodes: List[Any] = []
+        self.inits: List[Any] = []
 
+    def const(self, name: str, value: Any) -> str:
+        from onnx import numpy_helper
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: List[str], outputs: List[str], **attributes) -> str:
+        from onnx import helper
+        self.nodes.append(helper.make_node(op, inputs, outputs, **attributes))
+        return outputs[0]
+
+
+def _refuse_unexportable(model: Any) -> None:
     lacking = [name for name, on in [("proj_size", model.proj_size > 0), ("cell_clip", model.cell_clip is not None),
                                      ("proj_clip", model.proj_clip is not None)] if on]
     if lacking:
         raise ValueError(f"ONNX's LSTM has no equivalent of {', '.join(lacking)}: this model cannot be exported")
-    if opset < 13:
-        raise ValueError(f"opset must be >= 13 (Squeeze takes its axes as an input from 13 on), got {opset}")
-    L, D, H, I = model.num_layers, model.num_directions, model.hidden_size, model.input_size
-    elem = TensorProto.DOUBLE if model.dtype == np.float64 else TensorProto.FLOAT
+
+
+def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "", c0: str = "",
+                prefix: str = "") -> Tuple[str, str, str]:
+    """The ``LSTM`` nodes of ``model`` reading ``x`` time-major (T,B,I): returns the names of
+    y (T,B,D*H), h_n and c_n (D*L,B,H). ``lengths``, ``h0``, ``c0``: graph names or ""."""
+    L, D, H = model.num_layers, model.num_directions, model.hidden_size
     sd = model.state_dict()
-    nodes, inits = [], []
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    x = "x"
-    if model.batch_first:
-        nodes.append(helper.make_node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]))
-        x = "x_time_major"
     hs, cs = [], []
     for layer in range(L):
+        tag = f"{prefix}l{layer}"
         W, R, B, P = [], [], [], []
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
@@ -205,41 +204,77 @@ def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *,
             if model.peepholes:
                 p_i, p_f, p_o = sd["weight_peephole" + sfx]
                 P.append(np.concatenate([p_i, p_o, p_f]))
-        if not state:  # zeros, as the operator takes an absent initial state
-            h0, c0 = "", ""
+        if not h0:  # zeros, as the operator takes an absent initial state
+            h0_l, c0_l = "", ""
         elif L == 1:  # the whole state is this layer's
-            h0, c0 = "h0", "c0"
+            h0_l, c0_l = h0, c0
         else:
-            start, end = const(f"start_l{layer}", np.array([layer * D], np.int64)), const(f"end_l{layer}", np.array([(layer + 1) * D], np.int64))
-            axis = const(f"axis_l{layer}", np.array([0], np.int64))
-            h0, c0 = f"h0_l{layer}", f"c0_l{layer}"
-            nodes.append(helper.make_node("Slice", ["h0", start, end, axis], [h0]))
-            nodes.append(helper.make_node("Slice", ["c0", start, end, axis], [c0]))
-        last = layer == L - 1
-        Y_h, Y_c = ("h_n", "c_n") if L == 1 else (f"Yh_l{layer}", f"Yc_l{layer}")
-        inputs = [x, const(f"W_l{layer}", np.stack(W)), const(f"R_l{layer}", np.stack(R)),
-                  const(f"B_l{layer}", np.stack(B)) if B else "", "lengths" if lengths else "", h0, c0,
-                  const(f"P_l{layer}", np.stack(P)) if P else ""]
-        nodes.append(helper.make_node("LSTM", inputs, [f"Y_l{layer}", Y_h, Y_c], name=f"lstm_l{layer}",
-                                      hidden_size=H, direction="bidirectional" if D == 2 else "forward"))
-        # Y (T,D,B,H) -> (T,B,D*H), the next layer's input (y itself for the last, when time-major)
-        out = "y" if last and not model.batch_first else f"out_l{layer}"
+            start, end = g.const(f"start_{tag}", np.array([layer * D], np.int64)), g.const(f"end_{tag}", np.array([(layer + 1) * D], np.int64))
+            axis = g.const(f"axis_{tag}", np.array([0], np.int64))
+            h0_l = g.node("Slice", [h0, start, end, axis], [f"h0_{tag}"])
+            c0_l = g.node("Slice", [c0, start, end, axis], [f"c0_{tag}"])
+        Y_h, Y_c = f"Yh_{tag}", f"Yc_{tag}"
+        inputs = [x, g.const(f"W_{tag}", np.stack(W)), g.const(f"R_{tag}", np.stack(R)),
+                  g.const(f"B_{tag}", np.stack(B)) if B else "", lengths, h0_l, c0_l,
+                  g.const(f"P_{tag}", np.stack(P)) if P else ""]
+        g.node("LSTM", inputs, [f"Y_{tag}", Y_h, Y_c], name=f"lstm_{tag}", hidden_size=H,
+               direction="bidirectional" if D == 2 else "forward")
+        # Y (T,D,B,H) -> (T,B,D*H), the next layer's input
         if D == 1:
-            nodes.append(helper.make_node("Squeeze", [f"Y_l{layer}", const(f"axes_l{layer}", np.array([1], np.int64))], [out]))
+            x = g.node("Squeeze", [f"Y_{tag}", g.const(f"axes_{tag}", np.array([1], np.int64))], [f"out_{tag}"])
         else:
-            nodes.append(helper.make_node("Transpose", [f"Y_l{layer}"], [f"Yt_l{layer}"], perm=[0, 2, 1, 3]))
-            nodes.append(helper.make_node("Reshape", [f"Yt_l{layer}", const(f"shape_l{layer}", np.array([0, 0, D * H], np.int64))], [out]))
-        x = out
+            g.node("Transpose", [f"Y_{tag}"], [f"Yt_{tag}"], perm=[0, 2, 1, 3])
+            x = g.node("Reshape", [f"Yt_{tag}", g.const(f"shape_{tag}", np.array([0, 0, D * H], np.int64))], [f"out_{tag}"])
         hs.append(Y_h)
         cs.append(Y_c)
-    if L > 1:
-        nodes.append(helper.make_node("Concat", hs, ["h_n"], axis=0))
-        nodes.append(helper.make_node("Concat", cs, ["c_n"], axis=0))
-    if model.batch_first:
-        nodes.append(helper.make_node("Transpose", [x], ["y"], perm=[1, 0, 2]))
+    if L == 1:
+        return x, hs[0], cs[0]
+    return x, g.node("Concat", hs, [f"{prefix}h_n_layers"], axis=0), g.node("Concat", cs, [f"{prefix}c_n_layers"], axis=0)
+
+
+def _finish(g: _Graph, inputs: List[Any], outputs: List[Any], opset: int, path: Any):
+    onnx = require("onnx")
+    from onnx import helper
+    graph = helper.make_graph(g.nodes, "lstmcpp", inputs, outputs, initializer=g.inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="lstmcpp")
+    onnx.checker.check_model(onnx_model)
+    if path is not None:
+        onnx.save(onnx_model, os.fspath(path))
+    return onnx_model
+
+
+def _check_opset(opset: int) -> None:
+    if opset < 13:
+        raise ValueError(f"opset must be >= 13 (Squeeze takes its axes as an input from 13 on), got {opset}")
+
+
+def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14,
+               lengths: bool = False, state: bool = False):
+    """Write ``model`` as an ONNX graph: one ``LSTM`` node per layer (peepholes as P).
+
+    Graph inputs: ``x`` (shaped as lstmcpp takes it, ``batch_first`` honoured; T and B dynamic),
+    and with ``lengths=True`` ``lengths`` (int32, B), with ``state=True`` ``h0``, ``c0``
+    (D*L,B,P/H); outputs ``y``, ``h_n``, ``c_n`` as lstmcpp returns them. Projection and cell or
+    projection clipping have no ONNX equivalent and are refused. Needs ``opset >= 13``.
+    Returns the ``onnx.ModelProto`` (and writes it when ``path`` is given).
+    """
+    require("onnx")
+    from onnx import TensorProto, helper
+
+    _refuse_unexportable(model)
+    _check_opset(opset)
+    L, D, H, I = model.num_layers, model.num_directions, model.hidden_size, model.input_size
+    elem = TensorProto.DOUBLE if model.dtype == np.float64 else TensorProto.FLOAT
+    g = _Graph()
+    x = g.node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]) if model.batch_first else "x"
+    y, h_n, c_n = _lstm_nodes(g, model, x, lengths="lengths" if lengths else "",
+                              h0="h0" if state else "", c0="c0" if state else "")
+    g.node("Transpose", [y], ["y"], perm=[1, 0, 2]) if model.batch_first else g.node("Identity", [y], ["y"])
+    g.node("Identity", [h_n], ["h_n"])
+    g.node("Identity", [c_n], ["c_n"])
     seq = ["B", "T", I] if model.batch_first else ["T", "B", I]
-    graph = helper.make_graph(
-        nodes, "lstmcpp",
+    return _finish(
+        g,
         [helper.make_tensor_value_info("x", elem, seq)]
         + ([helper.make_tensor_value_info("lengths", TensorProto.INT32, ["B"])] if lengths else [])
         + ([helper.make_tensor_value_info("h0", elem, [D * L, "B", H]),
@@ -247,10 +282,92 @@ def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *,
         [helper.make_tensor_value_info("y", elem, (["B", "T"] if model.batch_first else ["T", "B"]) + [D * H]),
          helper.make_tensor_value_info("h_n", elem, [D * L, "B", H]),
          helper.make_tensor_value_info("c_n", elem, [D * L, "B", H])],
-        initializer=inits,
-    )
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="lstmcpp")
-    onnx.checker.check_model(onnx_model)
-    if path is not None:
-        onnx.save(onnx_model, os.fspath(path))
-    return onnx_model
+        opset, path)
+
+
+def _linear(g: _Graph, layer: Any, x: str, name: str) -> str:
+    """x (..., in) W^T + b for an lstmcpp ``Linear`` (float)."""
+    out = g.node("MatMul", [x, g.const(f"{name}_weight_t", np.ascontiguousarray(layer.params["weight"].T))], [f"{name}_matmul"])
+    if "bias" in layer.params:
+        out = g.node("Add", [out, g.const(f"{name}_bias", layer.params["bias"])], [f"{name}_out"])
+    return out
+
+
+def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14):
+    """Write a whole model of :mod:`lstmcpp.models` as one ONNX graph, which ONNX Runtime runs
+    with outputs equal to the model's own (inference: no dropout):
+
+    - ``CharLM``: ``ids`` (B,T) int64, ``h0``, ``c0`` (L,B,H) -> ``logits`` (B,T,V), ``h_n``, ``c_n``
+      (the state carries generation on from call to call: pass zeros to start);
+    - ``Forecaster``: ``x`` (B, window, F), raw values -> ``forecast`` (B, horizon, F), raw values
+      (the model's scaling inside the graph);
+    - ``AttentionClassifier``: ``ids`` (B,T) int64, ``lengths`` (B) int32 -> ``probabilities``
+      (B, classes) and ``attention`` (B,T) (zero past each length).
+    """
+    require("onnx")
+    from onnx import TensorProto, helper
+
+    from .. import models
+    _check_opset(opset)
+    lstm = model.lstm
+    if type(lstm).__name__ != "LSTM":
+        raise ValueError(f"model: its LSTM is {type(lstm).__name__}; only a float LSTM can be exported whole")
+    _refuse_unexportable(lstm)
+    elem = TensorProto.DOUBLE if lstm.dtype == np.float64 else TensorProto.FLOAT
+    dtype = lstm.dtype
+    L, D, H = lstm.num_layers, lstm.num_directions, lstm.hidden_size
+    g = _Graph()
+    info = helper.make_tensor_value_info
+    for name, child in getattr(model, "children", {}).items():
+        if type(child).__name__.startswith("Quantized"):
+            raise ValueError(f"model: its {name} is quantized; export the float model")
+
+    if isinstance(model, models.CharLM):
+        ids_tm = g.node("Transpose", ["ids"], ["ids_time_major"], perm=[1, 0])
+        x = g.node("Gather", [g.const("embedding", model.embedding.params["weight"]), ids_tm], ["embedded"])
+        y, h_n, c_n = _lstm_nodes(g, lstm, x, h0="h0", c0="c0")
+        logits_tm = _linear(g, model.head, y, "head")
+        g.node("Transpose", [logits_tm], ["logits"], perm=[1, 0, 2])
+        g.node("Identity", [h_n], ["h_n"])
+        g.node("Identity", [c_n], ["c_n"])
+        V = len(model.vocab)
+        return _finish(g, [info("ids", TensorProto.INT64, ["B", "T"]), info("h0", elem, [L, "B", H]), info("c0", elem, [L, "B", H])],
+                       [info("logits", elem, ["B", "T", V]), info("h_n", elem, [L, "B", H]), info("c_n", elem, [L, "B", H])],
+                       opset, path)
+
+    if isinstance(model, models.Forecaster):
+        F, horizon = model.n_features, model.horizon
+        mean, std = np.asarray(model.mean, dtype), np.asarray(model.std, dtype)
+        scaled = g.node("Div", [g.node("Sub", ["x", g.const("mean", mean)], ["centred"]), g.const("std", std)], ["scaled"])
+        x = g.node("Transpose", [scaled], ["scaled_time_major"], perm=[1, 0, 2])
+        y, _, _ = _lstm_nodes(g, lstm, x)
+        last = g.node("Gather", [y, g.const("last_step", np.array(-1, np.int64))], ["last"], axis=0)  # (B, H)
+        pred = _linear(g, model.head, last, "head")
+        pred = g.node("Reshape", [pred, g.const("forecast_shape", np.array([0, horizon, F], np.int64))], ["pred_scaled"])
+        g.node("Add", [g.node("Mul", [pred, g.const("std_out", std)], ["pred_unscaled"]), g.const("mean_out", mean)], ["forecast"])
+        return _finish(g, [info("x", elem, ["B", model.window, F])], [info("forecast", elem, ["B", horizon, F])], opset, path)
+
+    if isinstance(model, models.AttentionClassifier):
+        pool, C = model.attention, model.head.params["weight"].shape[0]
+        ids_tm = g.node("Transpose", ["ids"], ["ids_time_major"], perm=[1, 0])
+        x = g.node("Gather", [g.const("embedding", model.embedding.params["weight"]), ids_tm], ["embedded"])
+        y, _, _ = _lstm_nodes(g, lstm, x, lengths="lengths")   # (T,B,DH), zero past each length
+        h = g.node("Transpose", [y], ["h"], perm=[1, 0, 2])     # (B,T,DH)
+        u = g.node("Tanh", [_linear(g, pool, h, "attention")], ["u"])  # (B,T,A)
+        e = g.node("MatMul", [u, g.const("attention_v", pool.params["v"])], ["e"])  # (B,T)
+        # steps past each length take no attention: e = -inf there
+        T = g.node("Gather", [g.node("Shape", ["ids"], ["ids_shape"]), g.const("time_axis", np.array(1, np.int64))], ["T"])
+        steps = g.node("Range", [g.const("zero", np.array(0, np.int64)), T, g.const("one", np.array(1, np.int64))], ["steps"])
+        lengths64 = g.node("Cast", ["lengths"], ["lengths64"], to=TensorProto.INT64)
+        inside = g.node("Less", [g.node("Unsqueeze", [steps, g.const("axis0", np.array([0], np.int64))], ["steps_row"]),
+                                 g.node("Unsqueeze", [lengths64, g.const("axis1", np.array([1], np.int64))], ["lengths_col"])], ["inside"])
+        e = g.node("Where", [inside, e, g.const("minus_inf", np.array(-np.inf, dtype))], ["e_masked"])
+        a = g.node("Softmax", [e], ["attention"], axis=1)
+        context = g.node("MatMul", [g.node("Unsqueeze", [a, g.const("axis1b", np.array([1], np.int64))], ["a_row"]), h], ["context_3d"])
+        context = g.node("Squeeze", [context, g.const("axis1c", np.array([1], np.int64))], ["context"])
+        logits = _linear(g, model.head, context, "head")
+        g.node("Softmax", [logits], ["probabilities"], axis=1)
+        return _finish(g, [info("ids", TensorProto.INT64, ["B", "T"]), info("lengths", TensorProto.INT32, ["B"])],
+                       [info("probabilities", elem, ["B", C]), info("attention", elem, ["B", "T"])], opset, path)
+
+    raise TypeError(f"model: expected an LSTM, CharLM, Forecaster or AttentionClassifier, got {type(model).__name__}")
