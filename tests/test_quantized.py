@@ -589,3 +589,34 @@ def test_a_charlms_large_head_is_quantized_with_its_lstm(tmp_path, scheme):
     loaded.reset_state()
     q.reset_state()
     assert loaded.evaluate(batch)[0] == q.evaluate(batch)[0]
+
+
+@pytest.mark.parametrize("config", [dict(), dict(num_layers=2, bidirectional=True, peepholes=True, batch_first=True)])
+def test_an_int8_model_exports_as_onnxruntimes_dynamic_quantize_lstm(tmp_path, config):
+    """export_onnx writes an int8 model as DynamicQuantizeLSTM nodes: load_onnx reads back the
+    same integers and scales, and ONNX Runtime runs it as close to the float model as we do (it
+    rounds the activations its own way)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = lstmcpp.LSTM(6, 8, seed=0, **config)
+    q = lstmcpp.quantize(model, "int8")
+    lstmcpp.export_onnx(q, tmp_path / "q.onnx")
+    back = lstmcpp.load_onnx(tmp_path / "q.onnx")
+    assert type(back) is lstmcpp.QuantizedLSTM
+    for key in ("input_size", "hidden_size", "num_layers", "bidirectional", "peepholes"):  # (batch_first: a Transpose)
+        assert back.get_config()[key] == getattr(model, key), key
+    for (name, a), b in zip(q.quantized_params().items(), back.quantized_params().values()):
+        for x, y in zip(*(((v.q, v.scale) if hasattr(v, "q") else (v,)) for v in (a, b))):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((4, 20, 6) if model.batch_first else (20, 4, 6)).astype(np.float32)
+    y32 = model(x)[0]
+    theirs = session.run(None, {"x": x})[0]
+    assert theirs.shape == y32.shape and rel_err(theirs, y32) < 0.05
+
+
+def test_only_int8_has_an_onnx_operator(tmp_path):
+    pytest.importorskip("onnx")
+    q = lstmcpp.quantize(lstmcpp.LSTM(6, 8, seed=0), "bf16")
+    with pytest.raises(ValueError, match="bf16 model has no ONNX operator"):
+        lstmcpp.export_onnx(q, tmp_path / "q.onnx")

@@ -32,11 +32,11 @@ def load_onnx(path_or_model: Any, *, dtype: Any = "float32") -> LSTM:
 
 
 def export_onnx(model: Any, path: Any = None, **options: Any) -> Any:
-    """Write ``model`` as an ONNX graph (returns the ``onnx.ModelProto``): an :class:`LSTM` as
-    :meth:`LSTM.export_onnx` (``opset``, ``lengths``, ``state``); a whole ``CharLM``,
+    """Write ``model`` as an ONNX graph (returns the ``onnx.ModelProto``): an :class:`LSTM` (or an
+    int8 :class:`QuantizedLSTM`) as :meth:`LSTM.export_onnx` (``opset``, ``lengths``, ``state``); a whole ``CharLM``,
     ``Forecaster`` or ``AttentionClassifier`` as :func:`lstmcpp.interop.write_model_onnx`
     (``opset``). Needs ``pip install onnx``."""
-    if isinstance(model, LSTM):
+    if isinstance(model, (LSTM, QuantizedLSTM)):
         return model.export_onnx(path, **options)
     if isinstance(model, (models.CharLM, models.Forecaster, models.AttentionClassifier)):
         return interop.write_model_onnx(model, path, **options)

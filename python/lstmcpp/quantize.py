@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _core, reference
+from . import _core, interop, reference
 from ._args import LayerArguments, require_finite, shape_text
 from ._lstm import LSTM
 
@@ -302,6 +302,11 @@ class QuantizedLSTM(LayerArguments):
     def nbytes(self) -> int:
         """Bytes of the stored matrices, their scales included (biases and peepholes not)."""
         return int(self._core.nbytes)
+
+    def export_onnx(self, path: Any = None, *, opset: int = 14, lengths: bool = False, state: bool = False):
+        """int8 only: this model as ONNX Runtime's ``com.microsoft.DynamicQuantizeLSTM`` nodes, its
+        int8 weights and scales as they are (see :func:`lstmcpp.interop.write_onnx`)."""
+        return interop.write_onnx(self, path, opset=opset, lengths=lengths, state=state)
 
     def dequantize(self) -> LSTM:
         """The float32 :class:`lstmcpp.LSTM` with the decoded weights (each format's decoding)."""

@@ -189,15 +189,21 @@ def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "
     """The ``LSTM`` nodes of ``model`` reading ``x`` time-major (T,B,I): returns the names of
     y (T,B,D*H), h_n and c_n (D*L,B,H). ``lengths``, ``h0``, ``c0``: graph names or ""."""
     L, D, H = model.num_layers, model.num_directions, model.hidden_size
-    sd = model.state_dict()
+    quantized = getattr(model, "scheme", None) is not None  # an int8 QuantizedLSTM: DynamicQuantizeLSTM nodes
+    sd = model.quantized_params() if quantized else model.state_dict()
     hs, cs = [], []
     for layer in range(L):
         tag = f"{prefix}l{layer}"
-        W, R, B, P = [], [], [], []
+        W, R, B, P, scales = [], [], [], [], {"W": [], "R": []}
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            W.append(blocks(sd["weight_ih" + sfx], ONNX_FROM_OURS, H))
-            R.append(blocks(sd["weight_hh" + sfx], ONNX_FROM_OURS, H))
+            for key, name, out in (("W", "weight_ih", W), ("R", "weight_hh", R)):
+                if quantized:  # int8 (4H,K) -> (K,4H), the operator's transpose; a scale per row
+                    rows = sd[name + sfx]
+                    out.append(np.ascontiguousarray(blocks(rows.q, ONNX_FROM_OURS, H).T))
+                    scales[key].append(blocks(rows.scale, ONNX_FROM_OURS, H))
+                else:
+                    out.append(blocks(sd[name + sfx], ONNX_FROM_OURS, H))
             if model.bias:
                 B.append(np.concatenate([blocks(sd["bias_ih" + sfx], ONNX_FROM_OURS, H),
                                          blocks(sd["bias_hh" + sfx], ONNX_FROM_OURS, H)]))
@@ -217,8 +223,15 @@ def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "
         inputs = [x, g.const(f"W_{tag}", np.stack(W)), g.const(f"R_{tag}", np.stack(R)),
                   g.const(f"B_{tag}", np.stack(B)) if B else "", lengths, h0_l, c0_l,
                   g.const(f"P_{tag}", np.stack(P)) if P else ""]
-        g.node("LSTM", inputs, [f"Y_{tag}", Y_h, Y_c], name=f"lstm_{tag}", hidden_size=H,
-               direction="bidirectional" if D == 2 else "forward")
+        direction = "bidirectional" if D == 2 else "forward"
+        if quantized:
+            zeros = np.zeros((D, 4 * H), np.int8)  # symmetric: zero points 0
+            inputs += [g.const(f"W_scale_{tag}", np.stack(scales["W"]).astype(np.float32)), g.const(f"W_zero_point_{tag}", zeros),
+                       g.const(f"R_scale_{tag}", np.stack(scales["R"]).astype(np.float32)), g.const(f"R_zero_point_{tag}", zeros)]
+            g.node(QUANTIZED_LSTM, inputs, [f"Y_{tag}", Y_h, Y_c], name=f"lstm_{tag}", domain="com.microsoft",
+                   hidden_size=H, direction=direction)
+        else:
+            g.node("LSTM", inputs, [f"Y_{tag}", Y_h, Y_c], name=f"lstm_{tag}", hidden_size=H, direction=direction)
         # Y (T,D,B,H) -> (T,B,D*H), the next layer's input
         if D == 1:
             x = g.node("Squeeze", [f"Y_{tag}", g.const(f"axes_{tag}", np.array([1], np.int64))], [f"out_{tag}"])
@@ -236,7 +249,10 @@ def _finish(g: _Graph, inputs: List[Any], outputs: List[Any], opset: int, path: 
     onnx = require("onnx")
     from onnx import helper
     graph = helper.make_graph(g.nodes, "lstmcpp", inputs, outputs, initializer=g.inits)
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="lstmcpp")
+    opsets = [helper.make_opsetid("", opset)]
+    if any(n.domain == "com.microsoft" for n in g.nodes):  # ONNX Runtime's contrib operators
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="lstmcpp")
     onnx.checker.check_model(onnx_model)
     if path is not None:
         onnx.save(onnx_model, os.fspath(path))
@@ -250,7 +266,10 @@ def _check_opset(opset: int) -> None:
 
 def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14,
                lengths: bool = False, state: bool = False):
-    """Write ``model`` as an ONNX graph: one ``LSTM`` node per layer (peepholes as P).
+    """Write ``model`` as an ONNX graph: one ``LSTM`` node per layer (peepholes as P); an int8
+    :class:`lstmcpp.QuantizedLSTM` as ONNX Runtime's ``com.microsoft.DynamicQuantizeLSTM`` nodes,
+    its int8 weights and per-row scales as they are (ONNX Runtime quantizes the activations its
+    own way, per tensor with a zero point, so its outputs differ from lstmcpp's by that rounding).
 
     Graph inputs: ``x`` (shaped as lstmcpp takes it, ``batch_first`` honoured; T and B dynamic),
     and with ``lengths=True`` ``lengths`` (int32, B), with ``state=True`` ``h0``, ``c0``
@@ -263,6 +282,10 @@ def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *,
 
     _refuse_unexportable(model)
     _check_opset(opset)
+    scheme = getattr(model, "scheme", None)
+    if scheme not in (None, "int8"):
+        raise ValueError(f"a {scheme} model has no ONNX operator (ONNX Runtime's DynamicQuantizeLSTM holds int8 "
+                         "weights): export q.dequantize() for a float graph")
     L, D, H, I = model.num_layers, model.num_directions, model.hidden_size, model.input_size
     elem = TensorProto.DOUBLE if model.dtype == np.float64 else TensorProto.FLOAT
     g = _Graph()
