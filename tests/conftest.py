@@ -47,6 +47,8 @@ GRID = {
     "proj_clip": dict(proj_size=3, proj_clip=0.1),
     "two_layers": dict(num_layers=2),
     "bidirectional": dict(bidirectional=True),
+    "reverse": dict(num_layers=2, reverse=True, peepholes=True),
+    "reverse_projection": dict(reverse=True, proj_size=3, cell_clip=0.3, batch_first=True),
     "batch_first": dict(batch_first=True),
     "dropout": dict(num_layers=3, dropout=0.4, seed=3),
     "stacked": dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True),

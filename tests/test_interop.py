@@ -214,7 +214,7 @@ def test_onnx_refusals(ort, tmp_path):
     H = 2
     W, R = np.zeros((1, 8, 3), np.float32), np.zeros((1, 8, 2), np.float32)
     for attrs, words in [(dict(clip=1.0), "clip=1.0"), (dict(input_forget=1), "input_forget=1"),
-                         (dict(direction="reverse"), "reverse"), (dict(activations=["Relu", "Tanh", "Tanh"]), "activations")]:
+                         (dict(direction="sideways"), "direction"), (dict(activations=["Relu", "Tanh", "Tanh"]), "activations")]:
         node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=H, **attrs)
         graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 1, 3])],
                                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
@@ -304,3 +304,34 @@ def test_export_onnx_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(ValueError, match="export the float model|only a float LSTM"):
         lstmcpp.export_onnx(lstmcpp.quantize(lm, "int8"), tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_load_onnx_of_a_foreign_reverse_node_with_lengths(ort):
+    """direction="reverse": each sequence read from its last real step, as ONNX Runtime runs it,
+    outputs zero past each length; the model exports back to the same direction."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    H, I = 4, 3
+    W, R = rng.standard_normal((1, 4 * H, I)).astype(np.float32), rng.standard_normal((1, 4 * H, H)).astype(np.float32)
+    B = rng.standard_normal((1, 8 * H)).astype(np.float32)
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "lengths"], ["Y", "Y_h", "Y_c"], hidden_size=H, direction="reverse")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None),
+                                            helper.make_tensor_value_info("lengths", TensorProto.INT32, None)],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")],
+                              initializer=[numpy_helper.from_array(a, n) for a, n in [(W, "W"), (R, "R"), (B, "B")]])
+    foreign = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    x = rng.standard_normal((6, 3, I)).astype(np.float32)
+    lengths = np.array([6, 2, 4], np.int32)
+    y, y_h, y_c = ort.InferenceSession(foreign.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"X": x, "lengths": lengths})
+    model = lstmcpp.load_onnx(foreign)
+    assert model.reverse and not model.bidirectional
+    ours, (h_n, c_n) = model(x, lengths=lengths)
+    assert rel_err(ours, y[:, 0]) < 1e-5 and rel_err(h_n, y_h) < 1e-5 and rel_err(c_n, y_c) < 1e-5
+    exported = model.export_onnx()
+    assert [a.s for n in exported.graph.node if n.op_type == "LSTM" for a in n.attribute if a.name == "direction"] == [b"reverse"]
+    with pytest.raises(ValueError, match="reverse model cannot stream"):
+        model.stream()
+    with pytest.raises(ValueError, match="reverse"):
+        model.to_torch()

@@ -15,6 +15,7 @@ void Config::validate() const {
     if (!(cell_clip >= 0)) fail("cell_clip must be > 0 or None");
     if (!(proj_clip >= 0)) fail("proj_clip must be > 0 or None");
     if (proj_clip > 0 && proj_size == 0) fail("proj_clip needs proj_size > 0");
+    if (reverse && bidirectional) fail("reverse is for a one-direction model (bidirectional runs both ways already)");
 }
 
 std::vector<ParamEntry> param_layout(const Config& c, std::vector<CellOffsets>* cells,

@@ -20,6 +20,7 @@ struct Config {
     int64_t proj_size = 0;  // 0: no projection
     bool bias = true;
     bool bidirectional = false;
+    bool reverse = false;  // one direction reading each sequence from its end (ONNX's direction="reverse")
     bool peepholes = false;
     double cell_clip = 0.0;  // 0: off
     double proj_clip = 0.0;  // 0: off (needs proj_size > 0)

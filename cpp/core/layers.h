@@ -96,7 +96,7 @@ void forward_layers(const Config& c, const WeightsOf& weights_of, uint64_t model
         }
         for (int64_t d = 0; d < D; ++d) {
             const int64_t cell = layer * D + d;
-            const CellShape<T> shape{steps, B, c.layer_input_size(layer), H, P, c.proj_size > 0, d == 1, proj_clip};
+            const CellShape<T> shape{steps, B, c.layer_input_size(layer), H, P, c.proj_size > 0, d == 1 || c.reverse, proj_clip};
             const bool by_token = tokens && layer == 0;
             forward_through_time<T>(out + d * P, DP, h_n + cell * B * P, c_n + cell * B * H,
                                     cache ? &cache->cells[cell] : nullptr, input,

@@ -113,7 +113,7 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
         std::fill(d_input, d_input + (by_token ? V : TB) * I, T(0));
         for (int64_t d = 0; d < D; ++d) {
             const int64_t cell = layer * D + d;
-            const CellShape<T> shape{steps, B, I, H, P, projecting, d == 1, proj_clip};
+            const CellShape<T> shape{steps, B, I, H, P, projecting, d == 1 || c.reverse, proj_clip};
             const CellGradients<T> grad = cell_gradients<T>(grads_.data(), cells_[cell]);
             const CellWeights<T, LstmCell<T>> w =
                 cell_weights<T>(c, params_.data(), grads_.data(), cells_[cell], layer, zero_peepholes_.data());

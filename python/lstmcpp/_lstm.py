@@ -50,6 +50,9 @@ class LSTM(LayerArguments):
         Dropout on every layer's output but the last's, only in ``forward(training=True)``.
     bidirectional : bool, default False
         Run a second, reversed direction and concatenate its outputs.
+    reverse : bool, default False
+        One direction that reads each sequence from its end (its last real step, with
+        ``lengths``): ONNX's ``direction="reverse"``. PyTorch has no such module.
     proj_size : int, default 0
         When > 0, project ``h`` to this size with ``weight_hr`` (``0 < proj_size < hidden_size``).
     peepholes : bool, default False
@@ -84,6 +87,7 @@ class LSTM(LayerArguments):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        reverse: bool = False,
         proj_size: int = 0,
         peepholes: bool = False,
         cell_clip: Optional[float] = None,
@@ -114,6 +118,9 @@ class LSTM(LayerArguments):
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
+        self.reverse = bool(reverse)
+        if self.reverse and self.bidirectional:
+            raise ValueError("reverse is for a one-direction model (bidirectional runs both ways already)")
         self.peepholes = bool(peepholes)
         try:
             self.dtype = np.dtype(dtype)
@@ -129,7 +136,7 @@ class LSTM(LayerArguments):
         model_class = _core.ModelF32 if self.dtype == np.float32 else _core.ModelF64
         self._core = model_class(
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias,
-            self.bidirectional, self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0,
+            self.bidirectional, self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0, reverse=self.reverse,
         )
         # Named views into the core's flat parameter and gradient buffers.
         flat, flat_grads = self._core.params, self._core.grads
@@ -222,7 +229,7 @@ class LSTM(LayerArguments):
         """The constructor's arguments (but ``seed``): ``LSTM(**lstm.get_config())`` rebuilds it."""
         return dict(
             input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
-            batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional,
+            batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, reverse=self.reverse,
             proj_size=self.proj_size, peepholes=self.peepholes, cell_clip=self.cell_clip, proj_clip=self.proj_clip,
             forget_bias=self.forget_bias, dtype=str(self.dtype), check_finite=self.check_finite,
         )
@@ -437,7 +444,7 @@ class LSTM(LayerArguments):
     def __repr__(self) -> str:
         extras = [f"num_layers={self.num_layers}"] if self.num_layers != 1 else []
         for name, default in [("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False),
-                              ("proj_size", 0), ("peepholes", False), ("cell_clip", None), ("proj_clip", None)]:
+                              ("reverse", False), ("proj_size", 0), ("peepholes", False), ("cell_clip", None), ("proj_clip", None)]:
             value = getattr(self, name)
             if value != default:
                 extras.append(f"{name}={value!r}")

@@ -138,7 +138,7 @@ class QuantizedLSTM(LayerArguments):
         shape = LSTM(**config)  # checks the configuration; gives the parameter names and shapes
         self.scheme = scheme
         self._config = dict(config)
-        for attribute in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
+        for attribute in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "reverse",
                           "proj_size", "peepholes", "cell_clip", "proj_clip", "dtype", "check_finite",
                           "num_directions", "output_size"):
             setattr(self, attribute, getattr(shape, attribute))
@@ -146,7 +146,7 @@ class QuantizedLSTM(LayerArguments):
         self._arrays = self._checked(arrays, shape)
         self._core = getattr(_core, self._format.core)(
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias, self.bidirectional,
-            self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0,
+            self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0, reverse=self.reverse,
         )
         self._names = list(shape.state_dict())  # the float model's parameters, in its order
         self._push_to_core()

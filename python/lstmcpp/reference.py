@@ -40,6 +40,7 @@ class Config:
     peepholes: bool = False
     cell_clip: Optional[float] = None
     proj_clip: Optional[float] = None
+    reverse: bool = False  # one direction reading each sequence from its end
 
     @property
     def directions(self) -> int:
@@ -55,7 +56,7 @@ class Config:
     @classmethod
     def of(cls, model: Any) -> "Config":
         """The architecture of an :class:`lstmcpp.LSTM` (or anything with these attributes)."""
-        return cls(**{f.name: getattr(model, f.name) for f in dataclasses.fields(cls)})
+        return cls(**{f.name: getattr(model, f.name, f.default) for f in dataclasses.fields(cls)})
 
 
 def _suffix(layer: int, direction: int) -> str:
@@ -363,7 +364,7 @@ def forward(
         for d in range(D):
             k = layer * D + d
             p = _cell_params(params, layer, d)
-            y, h_n[k], c_n[k], cell = _cell_forward(config, p, inp, h0[k], c0[k], lengths, reverse=d == 1)
+            y, h_n[k], c_n[k], cell = _cell_forward(config, p, inp, h0[k], c0[k], lengths, reverse=d == 1 or config.reverse)
             outs.append(y)
             cells.append(cell)
         out = np.concatenate(outs, axis=2)

@@ -16,8 +16,9 @@ __all__ = ["Stream", "StreamPool"]
 
 
 def _refuse_bidirectional(model: Any) -> None:
-    if model.bidirectional:
-        raise ValueError("a bidirectional model cannot stream: its reverse direction reads the sequence from its end")
+    if model.bidirectional or getattr(model, "reverse", False):
+        kind = "bidirectional" if model.bidirectional else "reverse"
+        raise ValueError(f"a {kind} model cannot stream: its reverse direction reads the sequence from its end")
 
 
 class Stream:

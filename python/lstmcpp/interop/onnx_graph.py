@@ -74,8 +74,6 @@ def _read_layers(path_or_model, quantized: bool):
             refused.append("input_forget=1")
         if "clip" in attrs:
             refused.append(f"clip={attrs['clip']}")
-        if direction == "reverse":
-            refused.append("direction='reverse'")
         if refused:
             raise ValueError(f"{where}: lstmcpp cannot honour " + ", ".join(refused))
         inputs = list(node.input) + [""] * (12 - len(node.input))
@@ -100,11 +98,16 @@ def _read_layers(path_or_model, quantized: bool):
         if quantized:
             W = (W.astype(np.int8), _per_row(inits[inputs[8]], inits[inputs[9]], D, G, where, "W"))
             R = (R.astype(np.int8), _per_row(inits[inputs[10]], inits[inputs[11]], D, G, where, "R"))
-        layers.append(dict(W=W, R=R, B=B, P=P, D=D, H=H, I=I, layout=attrs.get("layout", 0), where=where))
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise ValueError(f"{where}: unknown direction {direction!r}")
+        layers.append(dict(W=W, R=R, B=B, P=P, D=D, H=H, I=I, layout=attrs.get("layout", 0), where=where,
+                           reverse=direction == "reverse"))
 
     first = layers[0]
     D, H = first["D"], first["H"]
     for layer in layers[1:]:
+        if layer["reverse"] != first["reverse"]:
+            raise ValueError(f"{layer['where']}: its direction differs from the first node's; lstmcpp stacks layers of one direction")
         if layer["D"] != D or layer["H"] != H or layer["I"] != D * H:
             raise ValueError(f"{layer['where']}: cannot be stacked on the previous node (expected {D} direction(s), "
                              f"hidden_size {H}, input size {D * H}; got {layer['D']}, {layer['H']}, {layer['I']})")
@@ -118,6 +121,8 @@ def _converted(layers, dtype: Any, quantized: bool) -> Converted:
     peepholes = any(layer["P"] is not None for layer in layers)
     arguments = dict(input_size=first["I"], hidden_size=H, num_layers=len(layers), bias=has_bias, bidirectional=D == 2,
                      peepholes=peepholes, batch_first=first["layout"] == 1, dtype=dtype)
+    if first["reverse"]:
+        arguments["reverse"] = True
     state = {}
     for k, layer in enumerate(layers):
         for d in range(D):
@@ -143,9 +148,9 @@ def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: 
     """The arguments and state dict of an lstmcpp LSTM equal to the ``LSTM`` node(s) of an ONNX model.
 
     One node gives one layer; several nodes (as :func:`write_onnx` writes them) are stacked in
-    graph order. Weights (W, R, B, P) must be initializers. ``direction`` forward or
-    bidirectional and ``layout`` 0 or 1 are honoured (a reverse-only node is refused, as is a
-    node with custom activations, ``input_forget=1`` or ``clip``: ONNX's clip bounds the
+    graph order. Weights (W, R, B, P) must be initializers. ``direction`` (forward, reverse: an
+    LSTM with ``reverse=True``, or bidirectional) and ``layout`` 0 or 1 are honoured (a node
+    with custom activations, ``input_forget=1`` or ``clip``: ONNX's clip bounds the
     gates' inputs, which lstmcpp does not do). ``sequence_lens`` and the initial state are run-
     time inputs: pass them as ``lengths=`` and ``state=``.
     """
@@ -223,7 +228,7 @@ def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "
         inputs = [x, g.const(f"W_{tag}", np.stack(W)), g.const(f"R_{tag}", np.stack(R)),
                   g.const(f"B_{tag}", np.stack(B)) if B else "", lengths, h0_l, c0_l,
                   g.const(f"P_{tag}", np.stack(P)) if P else ""]
-        direction = "bidirectional" if D == 2 else "forward"
+        direction = "bidirectional" if D == 2 else "reverse" if getattr(model, "reverse", False) else "forward"
         if quantized:
             zeros = np.zeros((D, 4 * H), np.int8)  # symmetric: zero points 0
             inputs += [g.const(f"W_scale_{tag}", np.stack(scales["W"]).astype(np.float32)), g.const(f"W_zero_point_{tag}", zeros),

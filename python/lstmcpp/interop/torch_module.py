@@ -67,7 +67,8 @@ def read_torch_quantized(module: Any) -> Converted:
 def write_torch(model: Any):
     """A ``torch.nn.LSTM`` with ``model``'s configuration and weights (same dtype)."""
     torch = require("torch")
-    lacking = [name for name, on in [("peepholes", model.peepholes), ("cell_clip", model.cell_clip is not None),
+    lacking = [name for name, on in [("peepholes", model.peepholes), ("reverse", getattr(model, "reverse", False)),
+                                     ("cell_clip", model.cell_clip is not None),
                                      ("proj_clip", model.proj_clip is not None)] if on]
     if lacking:
         raise ValueError(f"torch.nn.LSTM has no {', '.join(lacking)}: this model cannot be converted")
