@@ -84,13 +84,20 @@ void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
 
 }  // namespace
 
+// bias (G) = b_ih + b_hh (either absent: zeros), where every step's gates start.
+template <class T, class Cell, class Matrix>
+static void sum_biases(T* bias, const CellWeights<T, Cell, Matrix>& w) {
+    for (int64_t k = 0; k < w.weight_ih.rows; ++k)
+        bias[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+}
+
 template <class T, class Cell, class Matrix>
 void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell, Matrix>& w) {
     const int64_t G = w.weight_ih.rows;
-    thread_local AlignedVector<T> biases;  // b_ih + b_hh (grown once: a streaming call allocates nothing)
+    thread_local AlignedVector<T> biases;  // grown once: a streaming call allocates nothing
     if (static_cast<int64_t>(biases.size()) < G) biases.resize(G);
     T* bias = biases.data();
-    for (int64_t k = 0; k < G; ++k) bias[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+    sum_biases(bias, w);
     // every row starts as the biases: the team writes them (tens of MB for a large batch)
     run_team(rows * G >= (1 << 18) ? get_num_threads() : 1, [&](int team, int me) {
         const Range mine = split(rows, team, me, 1);
@@ -138,8 +145,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const bool gates_per_step = cache || !fuse_input;
     if (!ids && !fuse_input) project_inputs(gates, x, steps * B, w);
     T* bias = fuse_input ? scratch.take(G) : nullptr;  // b_ih + b_hh, each step's gates' start
-    if (bias)
-        for (int64_t k = 0; k < G; ++k) bias[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+    if (bias) sum_biases(bias, w);
 
     // state (2,B,P) and cell (2,B,H), ping-pong between steps; m (B,H), the cell's output, when projecting
     T* state = scratch.take(2 * B * P);

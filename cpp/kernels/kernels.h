@@ -33,6 +33,16 @@ struct Int8View {
     int64_t ld;      // 64 * groups
 };
 
+// An int8 kernel's results for rows row0 .. row0 + lanes of one row of C (C's column 0 is row
+// first_row), kept only for rows begin .. end (the edge of a thread's range inside a block).
+inline void store_int8_rows(float* C, const float* lanes, int64_t row0, int64_t begin, int64_t end, int64_t first_row,
+                            float beta) {
+    for (int64_t r = begin; r < end; ++r) {
+        float& c = C[r - first_row];
+        c = beta != 0.0f ? c + lanes[r - row0] : lanes[r - row0];
+    }
+}
+
 // gates_forward / gates_backward: the fused elementwise work of one batch row at one step, for hidden units j in [j0, j1).
 // Gate rows are laid out (4H) as i, f, g, o; peephole (3,H) rows i, f, o (zeros when unused);
 // cell_clip is +inf when unused. All pointers are to the row's first element (j = 0).

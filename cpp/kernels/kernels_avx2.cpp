@@ -136,10 +136,7 @@ inline void s8_store8(float* C, const __m256i sums, float a_scale, const float* 
     }
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, v);
-    for (int64_t r = begin; r < end; ++r) {
-        float& c = C[r - first_row];
-        c = beta != 0.0f ? c + lanes[r - row0] : lanes[r - row0];
-    }
+    store_int8_rows(C, lanes, row0, begin, end, first_row, beta);
 }
 
 // MB rows of A times RB blocks of 16 rows of W (blocks block0 ..), stored for the rows in range.

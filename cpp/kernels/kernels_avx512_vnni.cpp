@@ -29,10 +29,7 @@ inline void store16(float* C, __m512i products, const Int8View& W, float a_scale
     }
     alignas(64) float lanes[16];
     _mm512_store_ps(lanes, v);
-    for (int64_t r = begin; r < end; ++r) {
-        float& c = C[r - first_row];
-        c = beta != 0.0f ? c + lanes[r - row0] : lanes[r - row0];
-    }
+    store_int8_rows(C, lanes, row0, begin, end, first_row, beta);
 }
 
 // MB rows of A times RB blocks of 16 rows of W, from block block0 (the tails of the tiles below).
@@ -41,22 +38,22 @@ inline void tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const flo
                  int64_t block0, int64_t first_row, int64_t N, float beta) {
     __m512i acc[MB][RB];
     for (int b = 0; b < MB; ++b)
-            for (int r = 0; r < RB; ++r) acc[b][r] = _mm512_setzero_si512();
+        for (int r = 0; r < RB; ++r) acc[b][r] = _mm512_setzero_si512();
     const int8_t* w = W.data + block0 * W.ld;
     for (int64_t g = 0; g < W.groups; ++g) {
         __m512i x[MB];
-            for (int b = 0; b < MB; ++b) {
+        for (int b = 0; b < MB; ++b) {
             int32_t four;
             std::memcpy(&four, A + b * lda + 4 * g, 4);
             x[b] = _mm512_set1_epi32(four);
         }
-            for (int r = 0; r < RB; ++r) {
+        for (int r = 0; r < RB; ++r) {
             const __m512i wv = _mm512_loadu_si512(w + r * W.ld + g * 64);
-                    for (int b = 0; b < MB; ++b) acc[b][r] = _mm512_dpbusd_epi32(acc[b][r], x[b], wv);
+            for (int b = 0; b < MB; ++b) acc[b][r] = _mm512_dpbusd_epi32(acc[b][r], x[b], wv);
         }
     }
     for (int b = 0; b < MB; ++b)
-            for (int r = 0; r < RB; ++r)
+        for (int r = 0; r < RB; ++r)
             store16(C + b * ldc, acc[b][r], W, a_scale[b], (block0 + r) * 16, first_row, N, beta);
 }
 
