@@ -14,6 +14,7 @@
 #include "core/blas.h"
 #include "kernels/kernels.h"
 #include "core/model.h"
+#include "core/pool.h"
 #include "core/quantized_model.h"
 #include "weights/dense.h"
 #include "training/training.h"
@@ -116,6 +117,52 @@ void step_in_place(const Config& cfg, const Run& run, py::handle x_obj, py::hand
     py::gil_scoped_release release;
     // each layer reads its slice of h and c at its start and writes it at its end: in place is safe
     run(yp, hp, cp, x.data(), B);
+}
+
+// One batched step of a stream pool (StreamPool.step): the states of streams ids (n) gathered
+// from h_all (L, capacity, P) and c_all (L, capacity, H), stepped with x (n x I values), y_t
+// into out (n x P values), and scattered back. Arrays as step_in_place takes them; ids int64 in
+// 0..capacity-1, none twice (checked here too: a repeated id would scatter two results to one row).
+template <class T, class Run>
+void pool_step(const Config& cfg, const Run& run, py::handle ids_obj, py::handle x_obj, py::handle h_obj,
+               py::handle c_obj, py::handle y_obj) {
+    using Exact = py::array_t<T, py::array::c_style>;
+    using Ids = py::array_t<int64_t, py::array::c_style>;
+    auto exact = [](py::handle obj, const char* name) {
+        if (!Exact::check_(obj)) throw py::type_error(std::string(name) + ": expected a C-contiguous array of the model's dtype");
+        return py::reinterpret_borrow<Exact>(obj);
+    };
+    if (!Ids::check_(ids_obj)) throw py::type_error("ids: expected a C-contiguous int64 array");
+    const Ids ids = py::reinterpret_borrow<Ids>(ids_obj);
+    const Exact x = exact(x_obj, "x"), h = exact(h_obj, "h"), c = exact(c_obj, "c"), y = exact(y_obj, "out");
+    const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.output_size(), n = ids.size();
+    if (cfg.bidirectional || cfg.reverse) throw py::value_error("a pool steps one-direction forward models only");
+    if (h.ndim() != 3) throw py::value_error("h: expected shape (L, capacity, P), got " + shape_of(h));
+    const int64_t capacity = h.shape(1);
+    require_shape(h, {L, capacity, P}, "h");
+    require_shape(c, {L, capacity, H}, "c");
+    if (x.size() != n * cfg.input_size)
+        throw py::value_error("x: expected " + std::to_string(n * cfg.input_size) + " values, got " + shape_of(x));
+    if (y.size() != n * P) throw py::value_error("out: expected " + std::to_string(n * P) + " values, got " + shape_of(y));
+    if (!y.writeable() || !h.writeable() || !c.writeable()) throw py::value_error("out, h, c: expected writeable arrays");
+    std::vector<char> seen(capacity, 0);
+    for (int64_t k = 0; k < n; ++k) {
+        const int64_t id = ids.data()[k];
+        if (id < 0 || id >= capacity) throw py::value_error("ids: every id must be in 0.." + std::to_string(capacity - 1));
+        if (seen[id]++) throw py::value_error("ids: each id at most once a step (a stream advances by one step)");
+    }
+    T* h_all = const_cast<T*>(h.data());
+    T* c_all = const_cast<T*>(c.data());
+    T* out = const_cast<T*>(y.data());
+    py::gil_scoped_release release;
+    thread_local std::vector<T> hs, cs;  // this thread's gathered states: grown once, then reused
+    hs.resize(L * n * P);
+    cs.resize(L * n * H);
+    lstmcpp::gather_states(hs.data(), h_all, ids.data(), n, L, capacity, P);
+    lstmcpp::gather_states(cs.data(), c_all, ids.data(), n, L, capacity, H);
+    run(out, hs.data(), cs.data(), x.data(), n);
+    lstmcpp::scatter_states(h_all, hs.data(), ids.data(), n, L, capacity, P);
+    lstmcpp::scatter_states(c_all, cs.data(), ids.data(), n, L, capacity, H);
 }
 
 // A forward call's inputs, checked against the model's configuration: x (T,B,I), or with an
@@ -237,6 +284,15 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
             "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.")
         .def(
+            "pool_step",
+            [](const M& self, py::handle ids, py::handle x, py::handle h, py::handle c, py::handle out) {
+                pool_step<T>(self.config(), [&](T* y, T* hs, T* cs, const T* xs, int64_t B) {
+                    self.forward(y, hs, cs, nullptr, xs, hs, cs, nullptr, {}, 1, B, nullptr);
+                }, ids, x, h, c, out);
+            },
+            py::arg("ids"), py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
+            "One batched step of the pool's streams ids: their states gathered from (h, c), stepped, scattered back.")
+        .def(
             "backward",
             [](M& self, const C& cache, py::handle dy_obj, py::handle dh_n_obj, py::handle dc_n_obj) {
                 const Array<T> dy = ready<T>(dy_obj, "dy");
@@ -309,7 +365,16 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
                 }, x, h, c, out);
             },
             py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
-            "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.");
+            "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.")
+        .def(
+            "pool_step",
+            [](const Q& self, py::handle ids, py::handle x, py::handle h, py::handle c, py::handle out) {
+                pool_step<float>(self.config(), [&](float* y, float* hs, float* cs, const float* xs, int64_t B) {
+                    self.forward(y, hs, cs, xs, hs, cs, nullptr, 1, B, nullptr);
+                }, ids, x, h, c, out);
+            },
+            py::arg("ids"), py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
+            "One batched step of the pool's streams ids: their states gathered from (h, c), stepped, scattered back.");
     return cls;
 }
 

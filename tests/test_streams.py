@@ -130,3 +130,20 @@ def test_a_step_takes_any_layout_of_input_and_output(dtype):
         assert got is out
         np.testing.assert_allclose(store[:, ::2], y[t], rtol=1e-5, atol=1e-6)
         assert not store[:, 1::2].any()  # nothing written beside it
+
+
+def test_the_cores_pool_step_checks_what_it_is_given():
+    """The core's gather-step-scatter refuses repeated or out-of-range ids and wrong dtypes itself
+    (a repeated id would scatter two results into one stream), before touching any state."""
+    model = lstmcpp.LSTM(5, 6, seed=0)
+    h, c = np.ones((1, 4, 6), np.float32), np.ones((1, 4, 6), np.float32)
+    x, out = np.ones((2, 5), np.float32), np.empty((2, 6), np.float32)
+    for ids, error, words in [(np.array([1, 1]), ValueError, "at most once"), (np.array([0, 4]), ValueError, r"in 0\.\.3"),
+                              (np.array([0, 1], np.int32), TypeError, "int64")]:
+        with pytest.raises(error, match=words):
+            model._core.pool_step(ids, x, h, c, out)
+    with pytest.raises(TypeError, match="x"):
+        model._core.pool_step(np.array([0, 1]), x.astype(np.float64), h, c, out)
+    assert (h == 1).all() and (c == 1).all()
+    model._core.pool_step(np.array([2, 0]), x, h, c, out)
+    assert (h[0, [1, 3]] == 1).all() and not (h[0, [0, 2]] == 1).all()

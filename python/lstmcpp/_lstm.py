@@ -344,6 +344,10 @@ class LSTM(LayerArguments):
         """One stream step in place (ready arrays of the model's dtype): out = y_t; (h, c) advanced."""
         self._core.step(x, h, c, out)
 
+    def _pool_step(self, ids: np.ndarray, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
+        """One stream-pool step (ready arrays): the states of ``ids`` in (h, c) gathered, stepped, scattered back."""
+        self._core.pool_step(ids, x, h, c, out)
+
     def forward(self, x: Any, state: Optional[State] = None, *, lengths: Any = None, training: bool = True):
         """Forward pass that keeps what :meth:`backward` needs.
 

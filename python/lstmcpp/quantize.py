@@ -227,6 +227,13 @@ class QuantizedLSTM(LayerArguments):
             self._stale_core = False
         self._core.step(x, h, c, out)
 
+    def _pool_step(self, ids: np.ndarray, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
+        """One stream-pool step (ready float32 arrays): the states of ``ids`` gathered, stepped, scattered back."""
+        if self._stale_core:
+            self._push_to_core()
+            self._stale_core = False
+        self._core.pool_step(ids, x, h, c, out)
+
     # ------------------------------------------------------------------------------------------
     # training (codebook formats): the values of the books train, the indices stay
 

@@ -98,21 +98,20 @@ class StreamPool:
             raise ValueError(f"ids: every id must be in 0..{self.capacity - 1}, got min {a.min()} and max {a.max()}")
         if np.unique(a).size != a.size:
             raise ValueError("ids: each id at most once a step (a stream advances by one step)")
-        return a.astype(np.intp)
+        return a.astype(np.int64)
 
     def step(self, ids: Any, x: Any) -> np.ndarray:
         """Advance streams ``ids`` ``(n,)`` by one step with inputs ``x`` ``(n, I)``; returns
         ``y`` ``(n, P)``. Bad input changes no state."""
         m = self._model
         idx = self._ids(ids)
-        a = as_real_array(x, "x", m.dtype)
+        a = np.ascontiguousarray(as_real_array(x, "x", m.dtype))
         if a.shape != (idx.size, m.input_size):
             raise ValueError(f"x: expected shape {shape_text((idx.size, m.input_size))}, got {shape_text(a.shape)}")
-        with self._lock:
-            y, h, c = m._run(a[None], np.ascontiguousarray(self._h[:, idx]), np.ascontiguousarray(self._c[:, idx]))
-            self._h[:, idx] = h
-            self._c[:, idx] = c
-        return y[0]
+        y = np.empty((idx.size, m.output_size), m.dtype)
+        with self._lock:  # the core gathers the states, steps them as one batch, scatters them back
+            m._pool_step(idx, a, self._h, self._c, y)
+        return y
 
     def reset(self, ids: Any = None) -> None:
         """Zero the states of ``ids`` (every stream's when None)."""
