@@ -25,10 +25,10 @@ def test_core_matches_reference(name, dtype, with_lengths, isa, products):
 @pytest.mark.parametrize("B", [1, 3, 6, 37])
 def test_core_matches_reference_under_each_isa(isa, products, name, B):
     """Every kernel set and both forms of the per-step products, at batch sizes that fill 0, 1
-    and many row tiles with remainders, with a short sequence (in place, backward reads W_hh as
-    it is) and a long one (through W_hh^T)."""
+    and many row tiles with remainders, with one step (from 32 rows, two BLAS products), a short
+    sequence (in place, backward reads W_hh as it is) and a long one (through W_hh^T)."""
     model = lstmcpp.LSTM(19, 37, **{"seed": 1, **GRID[name]})
-    for T in (5, 12):
+    for T in (1, 5, 12):
         x, state, lengths = make_inputs(model, T=T, B=B)
         errs = compare_with_reference(model, x, state, lengths)
         assert max(errs.values()) < TOL["float32"], (isa, T, errs)

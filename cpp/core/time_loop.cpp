@@ -34,6 +34,9 @@ struct Share {
 constexpr int64_t kRowsPerThread = 8;
 // From this batch size, a format with Matrix::kStepwiseInput projects each step's input in the step.
 constexpr int64_t kStepwiseInputFromBatch = 32;
+// From this batch size, one step of a format that packs (float) is two BLAS products on the team,
+// x W_ih^T and h0 W_hh^T, then the cell: packing per thread for one step cost as much as the step.
+constexpr int64_t kOneStepByBlasFromBatch = 32;
 
 Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool packed, int team, int me) {
     if (packed && B >= kRowsPerThread * team) return {true, split(B, team, me, 1), {0, H}, {0, P}};
@@ -127,7 +130,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // large batch in a format whose per-step product is as fast as its product of every row
     // (int8): each step's gates stay in cache between the two products instead of coming back from
     // memory (T x B x 4H floats, 26 MB at T 50, B 64, H 512), and inference keeps one step's.
-    const bool fuse_input = !ids && (steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
+    const bool by_blas = steps == 1 && !ids && Matrix::kPacks && B >= kOneStepByBlasFromBatch;
+    const bool fuse_input = !ids && !by_blas && (steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
     const int64_t gate_rows = fuse_input ? B : steps * B;
     Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0, fuse_input ? G : 0});
     T* gates;
@@ -144,6 +148,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     T* z_of_step_0 = gates;  // where step t's gates are: z_of_step_0 + (each step its own ? t : 0) * B * G
     const bool gates_per_step = cache || !fuse_input;
     if (!ids && !fuse_input) project_inputs(gates, x, steps * B, w);
+    if (by_blas && h0) w.weight_hh.multiply_rows(gates, h0, B, T(1));  // the step's recurrent product, whole
     T* bias = fuse_input ? scratch.take(G) : nullptr;  // b_ih + b_hh, each step's gates' start
     if (bias) sum_biases(bias, w);
 
@@ -158,7 +163,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
 
     const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
     // a format that cannot pack splits the rows of its weights among the threads at every batch size
-    const bool pack = Matrix::kPacks && packs_weights(B, steps, true);
+    const bool pack = Matrix::kPacks && !by_blas && packs_weights(B, steps, true);
     // Steps first .. steps for one thread's share of a team: returns where it stopped, steps or,
     // when the team is starved (StepBarrier), the step after the barrier that said so.
     StepBarrier barrier;
@@ -167,7 +172,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         const int64_t b0 = br.begin, rows = br.size();
         const bool meets = team > 1 && !my.by_rows;  // a barrier each step (by batch rows: none)
         const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
-        const GateProducts<T, Gates, Matrix> input = fuse_input ? GateProducts<T, Gates, Matrix>(K, false, w.weight_ih, H, jr)
+        const GateProducts<T, Gates, Matrix> input = fuse_input ? GateProducts<T, Gates, Matrix>(K, pack, w.weight_ih, H, jr)
                                                                  : GateProducts<T, Gates, Matrix>();
         using Product = typename Matrix::Product;
         const Product projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : Product();
@@ -197,8 +202,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
                 copy_block(cache->h_prev.data() + t * B * P, P, h_cur, P, br, pr);
                 copy_block(cache->c_prev.data() + t * B * H, H, c_cur, H, br, jr);
             }
-            // z[my rows, my units of each gate] += h_prev[my rows] W_hh[my units]^T
-            recurrent.add(z + b0 * G, G, h_cur + b0 * P, rows);
+            // z[my rows, my units of each gate] += h_prev[my rows] W_hh[my units]^T (made already: by_blas)
+            if (!by_blas) recurrent.add(z + b0 * G, G, h_cur + b0 * P, rows);
             // m (B,H): straight into the next state when not projecting
             T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local) : h_next;
             for (int64_t b = br.begin; b < br.end; ++b) {
