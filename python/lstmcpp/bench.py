@@ -28,7 +28,7 @@ from lstmcpp import _core, reference
 @dataclass
 class Case:
     name: str
-    kind: str  # "infer", "steps" (one-step calls, state carried) or "train" (forward + backward)
+    kind: str  # "infer", "steps" (one-step calls, state carried), "pool" (B streams of a pool, one step) or "train"
     T: int
     B: int
     H: int
@@ -43,6 +43,8 @@ CASES = [
     Case("stream H256", "infer", 200, 1, 256, goal=">= 2.0x best peer"),
     Case("stream H512", "infer", 100, 1, 512, goal=">= 1.5x best peer"),
     Case("step calls H128", "steps", 100, 1, 128, goal=">= 8x torch LSTMCell"),
+    Case("int8 step calls H128", "steps", 100, 1, 128, goal=">= 12x torch LSTMCell", scheme="int8"),
+    Case("pool H128", "pool", 1, 256, 128, goal=">= 2x torch gather-LSTMCell-scatter"),
     Case("projection", "infer", 100, 1, 512, proj_size=256, goal=">= 2.0x best peer"),
     Case("batch", "infer", 50, 64, 512, goal=">= 1.0x best peer, >= 85% GEMM rate", quick=False),
     Case("train H256", "train", 100, 32, 256, goal=">= 1.5x torch"),
@@ -66,6 +68,9 @@ CASES = [
 def _ours(case: Case, model: lstmcpp.LSTM, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
     if case.kind == "infer":
         return lambda: model(x)
+    if case.kind == "pool":  # B of a pool's 1024 streams, one step: their states gathered and scattered
+        pool, ids = model.stream_pool(1024), _pool_ids(case)
+        return lambda: pool.step(ids, x[0])
     if case.kind == "train":
         def train():
             y, _, cache = model.forward(x)
@@ -82,6 +87,10 @@ def _ours(case: Case, model: lstmcpp.LSTM, x: np.ndarray, dy: np.ndarray) -> Cal
         for xt in steps:
             stream.step(xt, out=out)
     return step_calls
+
+
+def _pool_ids(case: Case) -> np.ndarray:
+    return np.sort(np.random.default_rng(1).choice(1024, case.B, replace=False))
 
 
 def _quantized_peers(case, model, x, threads) -> Dict[str, Callable[[], object]]:
@@ -145,7 +154,18 @@ def _torch_peers(case, model, x, dy, threads) -> Dict[str, Callable[[], object]]
     lstm.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
     xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
     peers = {}
-    if case.kind == "infer":
+    if case.kind == "pool":  # what a PyTorch service does: gather the states, LSTMCell, scatter
+        cell = torch.nn.LSTMCell(case.H, case.H)
+        cell.load_state_dict({k[: -len("_l0")]: v for k, v in lstm.state_dict().items()})
+        h_all, c_all = torch.zeros(1024, case.H), torch.zeros(1024, case.H)
+        ids, x0 = torch.from_numpy(_pool_ids(case)), xt[0]
+
+        def gather_cell_scatter():
+            with torch.inference_mode():
+                h, c = cell(x0, (h_all[ids], c_all[ids]))
+                h_all[ids], c_all[ids] = h, c
+        peers["torch LSTMCell"] = gather_cell_scatter
+    elif case.kind == "infer":
         def infer():
             with torch.inference_mode():
                 lstm(xt)
@@ -181,7 +201,7 @@ def _torch_peers(case, model, x, dy, threads) -> Dict[str, Callable[[], object]]
 
 
 def _onnxruntime_peer(case, model, x, dy, threads) -> Dict[str, Callable[[], object]]:
-    if case.kind == "train" or case.proj_size:
+    if case.kind in ("train", "pool") or case.proj_size:
         return {}
     try:
         import onnxruntime as ort
@@ -312,9 +332,10 @@ def run_case(case: Case, threads: int, min_seconds: float, block_seconds: float 
         peers.update(torch_peers)
         ort_peers = _onnxruntime_peer(case, model, x, dy, threads)
         if not ort_peers:
-            notes.append("onnxruntime skipped (" + ("not installed" if case.kind != "train" and not case.proj_size else "no training / projection") + ")")
+            notes.append("onnxruntime skipped (" + ("not installed" if case.kind not in ("train", "pool") and not case.proj_size
+                                                    else "no training / projection / pool") + ")")
         peers.update(ort_peers)
-        if case.scheme and case.scheme != "bf16":  # bf16, near-lossless, is measured against float32
+        if case.scheme and case.scheme != "bf16" and case.kind == "infer":  # bf16, near-lossless, against float32
             quantized = _quantized_peers(case, model, x, threads)
             if not quantized:
                 notes.append("no int8 peer (" + ("neither quantizes a projection" if case.proj_size else "not installed") + ")")

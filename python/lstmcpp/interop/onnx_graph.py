@@ -343,7 +343,7 @@ def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = No
     _refuse_unexportable(lstm)
     elem = TensorProto.DOUBLE if lstm.dtype == np.float64 else TensorProto.FLOAT
     dtype = lstm.dtype
-    L, D, H = lstm.num_layers, lstm.num_directions, lstm.hidden_size
+    L, H = lstm.num_layers, lstm.hidden_size
     g = _Graph()
     info = helper.make_tensor_value_info
     for name, child in getattr(model, "children", {}).items():
