@@ -88,20 +88,35 @@ Config make_config(int64_t input_size, int64_t hidden_size, int64_t num_layers, 
     return c;
 }
 
+// obj as it is: a C-contiguous array of T, or a TypeError naming it (nothing converted or copied).
+template <class T>
+py::array_t<T, py::array::c_style> exact_array(py::handle obj, const char* name, const char* what) {
+    using Exact = py::array_t<T, py::array::c_style>;
+    if (!Exact::check_(obj)) throw py::type_error(std::string(name) + ": expected a C-contiguous array of " + what);
+    return py::reinterpret_borrow<Exact>(obj);
+}
+
+// One step of a model from state (h, c) into (h, c), y_t into y, for B sequences: each layer reads
+// its slice of h and c at its start and writes it at its end, so in place is safe.
+template <class T>
+void one_step(const lstmcpp::Model<T>& m, T* y, T* h, T* c, const T* x, int64_t B) {
+    m.forward(y, h, c, nullptr, x, h, c, nullptr, {}, 1, B, nullptr);
+}
+template <class Storage>
+void one_step(const lstmcpp::QuantizedModel<Storage>& m, float* y, float* h, float* c, const float* x, int64_t B) {
+    m.forward(y, h, c, x, h, c, nullptr, 1, B, nullptr);
+}
+
 // One step of a stream, in place (Stream.step's lean path): x holds B x I values (any shape), y
 // gets B x (D*P); h (D*L, B, P) and c (D*L, B, H) are read as the state and overwritten with the
 // next one. Every array C-contiguous of the model's dtype, as given (nothing converted, so
 // nothing copied); everything is checked before the state is touched.
-// run(y, h, c, x, B): the model's forward of one step from state (h, c) into (h, c).
-template <class T, class Run>
-void step_in_place(const Config& cfg, const Run& run, py::handle x_obj, py::handle h_obj, py::handle c_obj,
-                   py::handle y_obj) {
-    using Exact = py::array_t<T, py::array::c_style>;
-    auto exact = [](py::handle obj, const char* name) {
-        if (!Exact::check_(obj)) throw py::type_error(std::string(name) + ": expected a C-contiguous array of the model's dtype");
-        return py::reinterpret_borrow<Exact>(obj);
-    };
-    const Exact x = exact(x_obj, "x_t"), h = exact(h_obj, "h"), c = exact(c_obj, "c"), y = exact(y_obj, "out");
+template <class T, class Net>
+void step_in_place(const Net& self, py::handle x_obj, py::handle h_obj, py::handle c_obj, py::handle y_obj) {
+    const char* dtype = "the model's dtype";
+    const auto x = exact_array<T>(x_obj, "x_t", dtype), h = exact_array<T>(h_obj, "h", dtype),
+               c = exact_array<T>(c_obj, "c", dtype), y = exact_array<T>(y_obj, "out", dtype);
+    const Config& cfg = self.config();
     const int64_t L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, P = cfg.output_size();
     if (h.ndim() != 3) throw py::value_error("h: expected shape (D*L, B, P), got " + shape_of(h));
     const int64_t B = h.shape(1);
@@ -112,29 +127,22 @@ void step_in_place(const Config& cfg, const Run& run, py::handle x_obj, py::hand
     if (y.size() != B * D * P) throw py::value_error("out: expected " + std::to_string(B * D * P) + " values, got " + shape_of(y));
     if (!y.writeable() || !h.writeable() || !c.writeable()) throw py::value_error("out, h, c: expected writeable arrays");
     T* hp = const_cast<T*>(h.data());
-    T* cp = const_cast<T*>(c.data());
-    T* yp = const_cast<T*>(y.data());
     py::gil_scoped_release release;
-    // each layer reads its slice of h and c at its start and writes it at its end: in place is safe
-    run(yp, hp, cp, x.data(), B);
+    one_step(self, const_cast<T*>(y.data()), hp, const_cast<T*>(c.data()), x.data(), B);
 }
 
 // One batched step of a stream pool (StreamPool.step): the states of streams ids (n) gathered
 // from h_all (L, capacity, P) and c_all (L, capacity, H), stepped with x (n x I values), y_t
 // into out (n x P values), and scattered back. Arrays as step_in_place takes them; ids int64 in
 // 0..capacity-1, none twice (checked here too: a repeated id would scatter two results to one row).
-template <class T, class Run>
-void pool_step(const Config& cfg, const Run& run, py::handle ids_obj, py::handle x_obj, py::handle h_obj,
-               py::handle c_obj, py::handle y_obj) {
-    using Exact = py::array_t<T, py::array::c_style>;
-    using Ids = py::array_t<int64_t, py::array::c_style>;
-    auto exact = [](py::handle obj, const char* name) {
-        if (!Exact::check_(obj)) throw py::type_error(std::string(name) + ": expected a C-contiguous array of the model's dtype");
-        return py::reinterpret_borrow<Exact>(obj);
-    };
-    if (!Ids::check_(ids_obj)) throw py::type_error("ids: expected a C-contiguous int64 array");
-    const Ids ids = py::reinterpret_borrow<Ids>(ids_obj);
-    const Exact x = exact(x_obj, "x"), h = exact(h_obj, "h"), c = exact(c_obj, "c"), y = exact(y_obj, "out");
+template <class T, class Net>
+void pool_step(const Net& self, py::handle ids_obj, py::handle x_obj, py::handle h_obj, py::handle c_obj,
+               py::handle y_obj) {
+    const char* dtype = "the model's dtype";
+    const auto ids = exact_array<int64_t>(ids_obj, "ids", "int64");
+    const auto x = exact_array<T>(x_obj, "x", dtype), h = exact_array<T>(h_obj, "h", dtype),
+               c = exact_array<T>(c_obj, "c", dtype), y = exact_array<T>(y_obj, "out", dtype);
+    const Config& cfg = self.config();
     const int64_t L = cfg.num_layers, H = cfg.hidden_size, P = cfg.output_size(), n = ids.size();
     if (cfg.bidirectional || cfg.reverse) throw py::value_error("a pool steps one-direction forward models only");
     if (h.ndim() != 3) throw py::value_error("h: expected shape (L, capacity, P), got " + shape_of(h));
@@ -160,9 +168,23 @@ void pool_step(const Config& cfg, const Run& run, py::handle ids_obj, py::handle
     cs.resize(L * n * H);
     lstmcpp::gather_states(hs.data(), h_all, ids.data(), n, L, capacity, P);
     lstmcpp::gather_states(cs.data(), c_all, ids.data(), n, L, capacity, H);
-    run(out, hs.data(), cs.data(), x.data(), n);
+    one_step(self, out, hs.data(), cs.data(), x.data(), n);
     lstmcpp::scatter_states(h_all, hs.data(), ids.data(), n, L, capacity, P);
     lstmcpp::scatter_states(c_all, cs.data(), ids.data(), n, L, capacity, H);
+}
+
+// A model class's stream entry points: step (Stream.step) and pool_step (StreamPool.step).
+template <class T, class Class>
+void bind_steps(Class& cls) {
+    using Net = typename Class::type;
+    cls.def("step", [](const Net& self, py::handle x, py::handle h, py::handle c, py::handle out) {
+           step_in_place<T>(self, x, h, c, out);
+       }, py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
+       "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.")
+        .def("pool_step", [](const Net& self, py::handle ids, py::handle x, py::handle h, py::handle c,
+                             py::handle out) { pool_step<T>(self, ids, x, h, c, out); },
+             py::arg("ids"), py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
+             "One batched step of the pool's streams ids: their states gathered from (h, c), stepped, scattered back.");
 }
 
 // A forward call's inputs, checked against the model's configuration: x (T,B,I), or with an
@@ -217,8 +239,8 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
         .def_property_readonly("steps", [](const C& c) { return c.steps; })
         .def_property_readonly("batch", [](const C& c) { return c.batch; });
 
-    py::class_<M>(m, model_name, "The C++ LSTM: flat parameters and gradients, forward, backward.")
-        .def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers,
+    py::class_<M> cls(m, model_name, "The C++ LSTM: flat parameters and gradients, forward, backward.");
+    cls.def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers,
                          int64_t proj_size, bool bias, bool bidirectional, bool peepholes,
                          double cell_clip, double proj_clip, bool reverse) {
                  return new M(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional,
@@ -275,24 +297,6 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             py::arg("lengths") = py::none(), py::arg("dropout_masks") = py::list(),
             py::arg("keep_cache") = false, py::arg("embedding") = py::none())
         .def(
-            "step",
-            [](const M& self, py::handle x, py::handle h, py::handle c, py::handle out) {
-                step_in_place<T>(self.config(), [&](T* y, T* hs, T* cs, const T* xs, int64_t B) {
-                    self.forward(y, hs, cs, nullptr, xs, hs, cs, nullptr, {}, 1, B, nullptr);
-                }, x, h, c, out);
-            },
-            py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
-            "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.")
-        .def(
-            "pool_step",
-            [](const M& self, py::handle ids, py::handle x, py::handle h, py::handle c, py::handle out) {
-                pool_step<T>(self.config(), [&](T* y, T* hs, T* cs, const T* xs, int64_t B) {
-                    self.forward(y, hs, cs, nullptr, xs, hs, cs, nullptr, {}, 1, B, nullptr);
-                }, ids, x, h, c, out);
-            },
-            py::arg("ids"), py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
-            "One batched step of the pool's streams ids: their states gathered from (h, c), stepped, scattered back.")
-        .def(
             "backward",
             [](M& self, const C& cache, py::handle dy_obj, py::handle dh_n_obj, py::handle dc_n_obj) {
                 const Array<T> dy = ready<T>(dy_obj, "dy");
@@ -318,6 +322,7 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
             },
             py::arg("cache"), py::arg("dy"), py::arg("dh_n") = py::none(),
             py::arg("dc_n") = py::none());
+    bind_steps<T>(cls);
 }
 
 // A quantized model's class, but for how its matrices are given (set_matrix: per format).
@@ -356,25 +361,8 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
                 return py::make_tuple(y, h_n, c_n);
             },
             py::arg("x"), py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("lengths") = py::none(),
-            py::arg("embedding") = py::none())
-        .def(
-            "step",
-            [](const Q& self, py::handle x, py::handle h, py::handle c, py::handle out) {
-                step_in_place<float>(self.config(), [&](float* y, float* hs, float* cs, const float* xs, int64_t B) {
-                    self.forward(y, hs, cs, xs, hs, cs, nullptr, 1, B, nullptr);
-                }, x, h, c, out);
-            },
-            py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
-            "One step in place: out = y_t, (h, c) advanced; no array converted or allocated.")
-        .def(
-            "pool_step",
-            [](const Q& self, py::handle ids, py::handle x, py::handle h, py::handle c, py::handle out) {
-                pool_step<float>(self.config(), [&](float* y, float* hs, float* cs, const float* xs, int64_t B) {
-                    self.forward(y, hs, cs, xs, hs, cs, nullptr, 1, B, nullptr);
-                }, ids, x, h, c, out);
-            },
-            py::arg("ids"), py::arg("x"), py::arg("h"), py::arg("c"), py::arg("out"),
-            "One batched step of the pool's streams ids: their states gathered from (h, c), stepped, scattered back.");
+            py::arg("embedding") = py::none());
+    bind_steps<float>(cls);
     return cls;
 }
 

@@ -75,8 +75,12 @@ def test_bad_input_changes_no_state():
     for bad, error in [(np.ones((3, 5)), ValueError), (np.ones(5), ValueError), (np.ones((2, 5), np.complex64), TypeError)]:
         with pytest.raises(error, match="x_t"):
             s.step(bad)
-    with pytest.raises(ValueError, match="out: expected a float32 array of shape"):
+    with pytest.raises(ValueError, match="out: expected a writeable float32 array of shape"):
         s.step(np.ones((2, 5)), out=np.empty((2, 3), np.float32))
+    read_only = np.empty((2, 7), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="out: expected a writeable"):
+        s.step(np.ones((2, 5)), out=read_only)
     for a, b in zip(s.state, before):
         np.testing.assert_array_equal(a, b)
     pool = model.stream_pool(4)
@@ -117,8 +121,8 @@ def test_a_pool_serves_several_threads():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_step_takes_any_layout_of_input_and_output(dtype):
-    """The in-place step reads a strided or list x_t and writes a strided or read-only-backed
-    out as it does contiguous ones (copied through its own buffer), in either dtype."""
+    """The in-place step reads a strided or list x_t and writes a strided out as it does
+    contiguous ones (copied through its own buffer), in either dtype."""
     model = lstmcpp.LSTM(5, 6, num_layers=2, seed=3, dtype=dtype)
     x = np.random.default_rng(2).standard_normal((4, 2, 10)).astype(dtype)[:, :, ::2]  # strided steps
     y, _ = model(np.ascontiguousarray(x))

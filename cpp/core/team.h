@@ -98,21 +98,17 @@ public:
             arrived_.store(0, std::memory_order_relaxed);
             if (starving_.load(std::memory_order_relaxed)) starved_.store(true, std::memory_order_relaxed);
             generation_.store(generation + 1, std::memory_order_release);
-            if (!mine.met) {
-                mine.met = true;
-                mine.began = clock::now();
-            }
+            count(mine, clock::duration::zero());
             return starved_.load(std::memory_order_relaxed);
         }
         const int64_t forced = starvation_patience();
         const clock::time_point since = clock::now();
-        clock::time_point now = since;
         for (int spin = 0; generation_.load(std::memory_order_acquire) == generation; ++spin) {
             if (spin % 64 != 0) {
                 pause();
                 continue;
             }
-            now = clock::now();
+            const clock::time_point now = clock::now();
             const clock::duration waited = now - since, wasted = mine.total + waited;
             if (judge && (forced >= 0 ? waited >= std::chrono::nanoseconds(forced)
                                       : mine.met && wasted > kWasted && 2 * wasted > now - mine.began))
@@ -120,12 +116,7 @@ public:
             if (waited > std::chrono::microseconds(20)) std::this_thread::yield();
             else pause();
         }
-        if (mine.met) {
-            mine.total += clock::now() - since;
-        } else {
-            mine.met = true;
-            mine.began = clock::now();
-        }
+        count(mine, clock::now() - since);
         return starved_.load(std::memory_order_relaxed);
     }
 
@@ -144,6 +135,15 @@ public:
     }
 
 private:
+    // A meeting's wait into mine: the first starts the count, the rest add to it.
+    static void count(Waits& mine, clock::duration waited) {
+        if (mine.met) {
+            mine.total += waited;
+        } else {
+            mine.met = true;
+            mine.began = clock::now();
+        }
+    }
     static void pause() {
 #ifdef LSTMCPP_HAS_MXCSR
         _mm_pause();
@@ -158,14 +158,15 @@ private:
     bool finished_ = false;
 };
 
-// Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
-// the team would be one (entering a parallel region costs about a microsecond).
 // A thread of a team that starts this late may have lost its core: it waits for the scheduler's
 // next turn (milliseconds). Or it slept long, and its virtual CPU with it (waking one can take as
 // long). note_late_start counts the team starved at the second late start in a short while.
 constexpr std::chrono::microseconds kLateStart{1000};
 void note_late_start();
 
+// Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
+// the team would be one (entering a parallel region costs about a microsecond) or was recently
+// starved.
 template <class Body>
 void run_team(int threads, const Body& body) {
     if (threads > 1 && team_recently_starved()) threads = 1;

@@ -87,24 +87,19 @@ void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
 
 }  // namespace
 
-// bias (G) = b_ih + b_hh (either absent: zeros), where every step's gates start.
+// z[cols] = b_ih[cols] + b_hh[cols] (either absent: zeros): where a row of gates starts.
 template <class T, class Cell, class Matrix>
-static void sum_biases(T* bias, const CellWeights<T, Cell, Matrix>& w) {
-    for (int64_t k = 0; k < w.weight_ih.rows; ++k)
-        bias[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
+static void start_gates(T* z, const CellWeights<T, Cell, Matrix>& w, Range cols) {
+    for (int64_t k = cols.begin; k < cols.end; ++k) z[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
 }
 
 template <class T, class Cell, class Matrix>
 void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell, Matrix>& w) {
     const int64_t G = w.weight_ih.rows;
-    thread_local AlignedVector<T> biases;  // grown once: a streaming call allocates nothing
-    if (static_cast<int64_t>(biases.size()) < G) biases.resize(G);
-    T* bias = biases.data();
-    sum_biases(bias, w);
     // every row starts as the biases: the team writes them (tens of MB for a large batch)
     run_team(rows * G >= (1 << 18) ? get_num_threads() : 1, [&](int team, int me) {
         const Range mine = split(rows, team, me, 1);
-        for (int64_t r = mine.begin; r < mine.end; ++r) std::copy(bias, bias + G, out + r * G);
+        for (int64_t r = mine.begin; r < mine.end; ++r) start_gates(out + r * G, w, Range{0, G});
     });
     if (x) w.weight_ih.multiply_rows(out, x, rows, T(1));
 }
@@ -133,7 +128,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const bool by_blas = steps == 1 && !ids && Matrix::kPacks && B >= kOneStepByBlasFromBatch;
     const bool fuse_input = !ids && !by_blas && (steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
     const int64_t gate_rows = fuse_input ? B : steps * B;
-    Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0, fuse_input ? G : 0});
+    Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0});
     T* gates;
     if (cache) {
         cache->gates.resize(steps * B * G);
@@ -149,8 +144,6 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const bool gates_per_step = cache || !fuse_input;
     if (!ids && !fuse_input) project_inputs(gates, x, steps * B, w);
     if (by_blas && h0) w.weight_hh.multiply_rows(gates, h0, B, T(1));  // the step's recurrent product, whole
-    T* bias = fuse_input ? scratch.take(G) : nullptr;  // b_ih + b_hh, each step's gates' start
-    if (bias) sum_biases(bias, w);
 
     // state (2,B,P) and cell (2,B,H), ping-pong between steps; m (B,H), the cell's output, when projecting
     T* state = scratch.take(2 * B * P);
@@ -187,8 +180,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
             T* z = z_of_step_0 + (gates_per_step ? t : 0) * B * G;  // (B,G) this step's gates
             if (fuse_input) {  // my part of this step's input projection: biases + x_t W_ih[my units]^T
                 for (int64_t b = br.begin; b < br.end; ++b)
-                    for (int64_t q = 0; q < Gates; ++q)
-                        std::copy(bias + q * H + jr.begin, bias + q * H + jr.end, z + b * G + q * H + jr.begin);
+                    for (int64_t q = 0; q < Gates; ++q) start_gates(z + b * G, w, Range{q * H + jr.begin, q * H + jr.end});
                 input.add(z + b0 * G, G, x + (t * B + b0) * I, rows);
             }
             if (ids) {  // my part of this step's input projections, by token

@@ -215,24 +215,22 @@ class QuantizedLSTM(LayerArguments):
 
     def _run(self, x3: np.ndarray, h0: Optional[np.ndarray], c0: Optional[np.ndarray], lengths: Any = None):
         """The core's inference on ready arrays (x (T,B,I), h0, c0 float32 or None): (y, h_n, c_n)."""
-        if self._stale_core:  # the books trained since the core last read them
+        return self._fresh_core().forward(x3, h0, c0, lengths)
+
+    def _fresh_core(self):
+        """The core, after it reads the books anew if they trained since it last did."""
+        if self._stale_core:
             self._push_to_core()
             self._stale_core = False
-        return self._core.forward(x3, h0, c0, lengths)
+        return self._core
 
     def _step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
         """One stream step in place (ready float32 arrays): out = y_t; (h, c) advanced."""
-        if self._stale_core:
-            self._push_to_core()
-            self._stale_core = False
-        self._core.step(x, h, c, out)
+        self._fresh_core().step(x, h, c, out)
 
     def _pool_step(self, ids: np.ndarray, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
         """One stream-pool step (ready float32 arrays): the states of ``ids`` gathered, stepped, scattered back."""
-        if self._stale_core:
-            self._push_to_core()
-            self._stale_core = False
-        self._core.pool_step(ids, x, h, c, out)
+        self._fresh_core().pool_step(ids, x, h, c, out)
 
     # ------------------------------------------------------------------------------------------
     # training (codebook formats): the values of the books train, the indices stay

@@ -47,10 +47,10 @@ class Stream:
             raise ValueError(f"x_t: expected shape {shape_text(self._x_shape)}, got {shape_text(a.shape)}")
         if out is None:
             target = np.empty(self._y_shape, m.dtype)
-        elif type(out) is np.ndarray and out.shape == self._y_shape and out.dtype == m.dtype:
-            target = out if out.flags.c_contiguous and out.flags.writeable else np.empty(self._y_shape, m.dtype)
+        elif type(out) is np.ndarray and out.shape == self._y_shape and out.dtype == m.dtype and out.flags.writeable:
+            target = out if out.flags.c_contiguous else np.empty(self._y_shape, m.dtype)  # strided: copied into after
         else:
-            raise ValueError(f"out: expected a {m.dtype} array of shape {shape_text(self._y_shape)}, got "
+            raise ValueError(f"out: expected a writeable {m.dtype} array of shape {shape_text(self._y_shape)}, got "
                              f"{getattr(out, 'dtype', type(out).__name__)} {shape_text(np.shape(out))}")
         m._step(a, self._h, self._c, target)  # the core checks the rest before touching the state
         if out is not None and target is not out:
