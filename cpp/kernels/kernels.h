@@ -18,6 +18,11 @@ struct CodebookView {
     const float* books;
     int64_t rows_per_book;
     int64_t book_size;    // 16 or 256
+
+    // weight k's index in the row of indices that starts at row
+    int index(const uint8_t* row, int64_t k) const {
+        return bits == 4 ? (row[(k >> 5) * 16 + (k & 15)] >> ((k & 16) >> 2)) & 15 : row[k];
+    }
 };
 
 // An int8 matrix as the kernels read it (weights/int8.h): rows in blocks of 16, each block's K

@@ -292,8 +292,7 @@ static void gemm_nt_bf16_generic(float* __restrict C, int64_t ldc, const float* 
 
 static inline float codebook_weight(const CodebookView& W, int64_t n, int64_t k) {
     const uint8_t* row = W.indices + n * W.ld;
-    const int index = W.bits == 4 ? (row[(k >> 5) * 16 + (k & 15)] >> ((k & 16) >> 2)) & 15 : row[k];
-    return W.books[(n / W.rows_per_book) * W.book_size + index];
+    return W.books[(n / W.rows_per_book) * W.book_size + W.index(row, k)];
 }
 
 static void gemm_nt_codebook_generic(float* __restrict C, int64_t ldc, const float* __restrict A, int64_t lda,

@@ -16,11 +16,7 @@ void CodebookMatrix::decode_rows(float* out, Range r) const {
         const float* __restrict book = view.books + (n / view.rows_per_book) * view.book_size;
         const uint8_t* __restrict idx = view.indices + n * view.ld;
         float* __restrict row = out + n * cols;
-        if (view.bits == 4) {
-            for (int64_t k = 0; k < cols; ++k) row[k] = book[(idx[(k / 32) * 16 + k % 16] >> ((k & 16) >> 2)) & 15];
-        } else {
-            for (int64_t k = 0; k < cols; ++k) row[k] = book[idx[k]];
-        }
+        for (int64_t k = 0; k < cols; ++k) row[k] = book[view.index(idx, k)];
     }
 }
 
