@@ -73,7 +73,8 @@ const T* data_or_null(const std::optional<Array<T>>& a) {
 
 // The models' constructors' arguments, as the core's Config (which checks them when a model is made).
 Config make_config(int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
-                   bool bidirectional, bool peepholes, double cell_clip, double proj_clip, bool reverse) {
+                   bool bidirectional, bool peepholes, double cell_clip, double proj_clip, bool reverse,
+                   bool coupled_input_forget) {
     Config c;
     c.input_size = input_size;
     c.hidden_size = hidden_size;
@@ -85,6 +86,7 @@ Config make_config(int64_t input_size, int64_t hidden_size, int64_t num_layers, 
     c.cell_clip = cell_clip;
     c.proj_clip = proj_clip;
     c.reverse = reverse;
+    c.coupled_input_forget = coupled_input_forget;
     return c;
 }
 
@@ -242,14 +244,14 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
     py::class_<M> cls(m, model_name, "The C++ LSTM: flat parameters and gradients, forward, backward.");
     cls.def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers,
                          int64_t proj_size, bool bias, bool bidirectional, bool peepholes,
-                         double cell_clip, double proj_clip, bool reverse) {
+                         double cell_clip, double proj_clip, bool reverse, bool coupled_input_forget) {
                  return new M(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional,
-                                          peepholes, cell_clip, proj_clip, reverse));
+                                          peepholes, cell_clip, proj_clip, reverse, coupled_input_forget));
              }),
              py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1,
              py::arg("proj_size") = 0, py::arg("bias") = true, py::arg("bidirectional") = false,
              py::arg("peepholes") = false, py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0,
-             py::arg("reverse") = false)
+             py::arg("reverse") = false, py::arg("coupled_input_forget") = false)
         .def_property_readonly("id", &M::id)
         .def("layout",
              [](const M& self) {
@@ -331,13 +333,15 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
     using Q = lstmcpp::QuantizedModel<Storage>;
     py::class_<Q> cls(m, name, doc);
     cls.def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
-                        bool bidirectional, bool peepholes, double cell_clip, double proj_clip, bool reverse) {
+                        bool bidirectional, bool peepholes, double cell_clip, double proj_clip, bool reverse,
+                        bool coupled_input_forget) {
                 return new Q(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional, peepholes,
-                                         cell_clip, proj_clip, reverse));
+                                         cell_clip, proj_clip, reverse, coupled_input_forget));
             }),
             py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1, py::arg("proj_size") = 0,
             py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("peepholes") = false,
-            py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0, py::arg("reverse") = false)
+            py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0, py::arg("reverse") = false,
+            py::arg("coupled_input_forget") = false)
         .def("set_vector",
              [](Q& self, int64_t cell, const std::string& name, py::handle values_obj) {
                  const Array<float> values = ready<float>(values_obj, name.c_str());

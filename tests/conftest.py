@@ -54,9 +54,14 @@ GRID = {
     "stacked": dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True),
     "everything": dict(num_layers=2, bidirectional=True, peepholes=True, proj_size=3, cell_clip=0.3,
                        proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
+    # the cell variants (SPEC §7)
+    "cifg": dict(coupled_input_forget=True),
+    "cifg_everything": dict(coupled_input_forget=True, num_layers=2, bidirectional=True, peepholes=True, proj_size=3,
+                            cell_clip=0.3, proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
 }
+VARIANTS = {"coupled_input_forget"}  # arguments PyTorch's nn.LSTM has no counterpart for
 TORCH_GRID = {name: {k: v for k, v in kw.items() if k != "seed"} for name, kw in GRID.items()
-              if not ({"peepholes", "cell_clip", "proj_clip", "dropout"} & set(kw))}
+              if not ({"peepholes", "cell_clip", "proj_clip", "dropout"} | VARIANTS) & set(kw)}
 ONNX_GRID = {name: {k: v for k, v in kw.items() if k not in ("seed", "dropout")} for name, kw in GRID.items()
              if not ({"proj_size", "cell_clip", "proj_clip"} & set(kw))}
 

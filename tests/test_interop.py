@@ -176,9 +176,12 @@ def test_the_default_export_takes_x_alone(ort, tmp_path, name):
         assert rel_err(y, ours) < 1e-5 and rel_err(h_n, oh) < 1e-5 and rel_err(c_n, oc) < 1e-5
 
 
-def test_load_onnx_of_a_foreign_single_node(ort):
+@pytest.mark.parametrize("input_forget", [0, 1])
+def test_load_onnx_of_a_foreign_single_node(ort, input_forget):
     """A hand-built node in ONNX's own conventions (gate order i,o,f,c; P as i,o,f; B as Wb,Rb),
-    run by ONNX Runtime; and the same node with layout=1 (batch-major), which ORT cannot run."""
+    run by ONNX Runtime; and the same node with layout=1 (batch-major), which ORT cannot run.
+    With input_forget=1 (CIFG), its forget block and peephole hold random values that ONNX
+    Runtime ignores (f = 1 - i), and so must lstmcpp."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -188,7 +191,8 @@ def test_load_onnx_of_a_foreign_single_node(ort):
     weights = [numpy_helper.from_array(a, n) for a, n in [(W, "W"), (R, "R"), (B, "B"), (P, "P")]]
 
     def node_model(layout):
-        node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "", "", "P"], ["Y", "Y_h"], hidden_size=H, layout=layout)
+        node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "", "", "P"], ["Y", "Y_h"], hidden_size=H, layout=layout,
+                                input_forget=input_forget)
         graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
                                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None),
                                    helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None)], initializer=weights)
@@ -197,7 +201,7 @@ def test_load_onnx_of_a_foreign_single_node(ort):
     x = rng.standard_normal((5, 2, I)).astype(np.float32)  # (T,B,I)
     y, y_h = ort.InferenceSession(node_model(0).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})
     model = lstmcpp.load_onnx(node_model(0))
-    assert model.peepholes and not model.batch_first
+    assert model.peepholes and not model.batch_first and model.coupled_input_forget == bool(input_forget)
     ours, (h_n, _) = model(x)
     assert rel_err(ours, y[:, 0]) < 1e-5 and rel_err(h_n, y_h) < 1e-5
     batch_major = lstmcpp.load_onnx(node_model(1))
@@ -213,7 +217,7 @@ def test_onnx_refusals(ort, tmp_path):
             lstmcpp.LSTM(3, 4, **kw).export_onnx()
     H = 2
     W, R = np.zeros((1, 8, 3), np.float32), np.zeros((1, 8, 2), np.float32)
-    for attrs, words in [(dict(clip=1.0), "clip=1.0"), (dict(input_forget=1), "input_forget=1"),
+    for attrs, words in [(dict(clip=1.0), "clip=1.0"),
                          (dict(direction="sideways"), "direction"), (dict(activations=["Relu", "Tanh", "Tanh"]), "activations")]:
         node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=H, **attrs)
         graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 1, 3])],

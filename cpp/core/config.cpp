@@ -53,7 +53,7 @@ std::vector<ParamEntry> param_layout(const Config& c, std::vector<CellOffsets>* 
         for (int64_t layer = 0; layer < c.num_layers; ++layer)
             for (int64_t d = 0; d < D; ++d)
                 offsets[layer * D + d].weight_peephole = add(
-                    "weight_peephole_l" + std::to_string(layer) + (d == 1 ? "_reverse" : ""), {3, H});
+                    "weight_peephole_l" + std::to_string(layer) + (d == 1 ? "_reverse" : ""), {c.peephole_rows(), H});
     }
     if (cells) *cells = std::move(offsets);
     if (total_size) *total_size = offset;

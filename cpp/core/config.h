@@ -24,8 +24,11 @@ struct Config {
     bool peepholes = false;
     double cell_clip = 0.0;  // 0: off
     double proj_clip = 0.0;  // 0: off (needs proj_size > 0)
+    // The cell variant (SPEC §7): the LSTM of §1, or CIFG (f = 1 - i, no forget block).
+    bool coupled_input_forget = false;
 
-    int64_t gates() const { return 4; }                                               // i, f, g, o
+    int64_t gates() const { return coupled_input_forget ? 3 : 4; }                  // i, f, g, o or i, g, o
+    int64_t peephole_rows() const { return coupled_input_forget ? 2 : 3; }          // i, f, o or i, o
     int64_t output_size() const { return proj_size > 0 ? proj_size : hidden_size; }  // P
     int64_t directions() const { return bidirectional ? 2 : 1; }                     // D
     int64_t layer_input_size(int64_t layer) const {
@@ -50,7 +53,7 @@ struct CellOffsets {
     int64_t bias_ih = -1;         // (G)
     int64_t bias_hh = -1;         // (G)
     int64_t weight_hr = -1;       // (P,H)
-    int64_t weight_peephole = -1; // (3,H) rows i, f, o
+    int64_t weight_peephole = -1; // (3,H) rows i, f, o; CIFG (2,H) rows i, o
 };
 
 // PyTorch's order: per layer, per direction: weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,

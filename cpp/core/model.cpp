@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "cells/lstm_cell.h"
+#include "cells/cells.h"
 #include "core/blas.h"
 #include "core/layers.h"
 
@@ -21,12 +21,12 @@ T* at(T* base, int64_t offset) {
 }
 
 // One cell's parameters, as the time loop reads them.
-template <class T>
-CellWeights<T, LstmCell<T>> cell_weights(const Config& c, const T* params, T* grads, const CellOffsets& o,
-                                         int64_t layer, const T* zero_peepholes) {
+template <class T, class Cell>
+CellWeights<T, Cell> cell_weights(const Config& c, const T* params, T* grads, const CellOffsets& o,
+                                  int64_t layer, const T* zero_peepholes) {
     const int64_t H = c.hidden_size, P = c.output_size(), G = c.gates() * H;
     const T* peephole = at(params, o.weight_peephole);
-    LstmCell<T> cell;
+    Cell cell;
     cell.H = H;
     cell.peephole = peephole ? peephole : zero_peepholes;
     cell.peephole_grad = grads ? at(grads, o.weight_peephole) : nullptr;
@@ -61,12 +61,15 @@ void Model<T>::forward(T* y, T* h_n, T* c_n, Cache<T>* cache, const T* x, const 
                        const T* c0, const int32_t* lengths,
                        const std::vector<const T*>& dropout_masks, int64_t steps,
                        int64_t batch, const TokenInput<T>* tokens) const {
-    auto weights_of = [this](int64_t layer, int64_t direction) {
-        return cell_weights<T>(config_, params_.data(), nullptr, cells_[layer * config_.directions() + direction], layer,
-                               zero_peepholes_.data());
-    };
-    forward_layers(config_, weights_of, id_, y, h_n, c_n, cache, x, h0, c0, lengths, dropout_masks, steps, batch,
-                   tokens);
+    with_cell<T>(config_, [&](auto kind) {
+        auto weights_of = [this](int64_t layer, int64_t direction) {
+            return cell_weights<T, decltype(kind)>(config_, params_.data(), nullptr,
+                                                   cells_[layer * config_.directions() + direction], layer,
+                                                   zero_peepholes_.data());
+        };
+        forward_layers(config_, weights_of, id_, y, h_n, c_n, cache, x, h0, c0, lengths, dropout_masks, steps, batch,
+                       tokens);
+    });
 }
 
 template <class T>
@@ -115,22 +118,24 @@ void Model<T>::backward(T* dx, T* dh0, T* dc0, const Cache<T>& cache, const T* d
             const int64_t cell = layer * D + d;
             const CellShape<T> shape{steps, B, I, H, P, projecting, d == 1 || c.reverse, proj_clip};
             const CellGradients<T> grad = cell_gradients<T>(grads_.data(), cells_[cell]);
-            const CellWeights<T, LstmCell<T>> w =
-                cell_weights<T>(c, params_.data(), grads_.data(), cells_[cell], layer, zero_peepholes_.data());
+            const T* w_ih = params_.data() + cells_[cell].weight_ih;
             if (by_token) std::fill(d_table.begin(), d_table.end(), T(0));
-            backward_through_time<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H, grad, cache.cells[cell],
-                                     input, by_token ? cache.ids.data() : nullptr, d_table.data(), V,
-                                     projecting ? cache.outputs[layer].data() + d * P : nullptr, DP,
-                                     d_out + d * P, dh_n ? dh_n + cell * B * P : nullptr,
-                                     dc_n ? dc_n + cell * B * H : nullptr, lengths, w, shape);
+            with_cell<T>(c, [&](auto kind) {
+                const auto w = cell_weights<T, decltype(kind)>(c, params_.data(), grads_.data(), cells_[cell], layer,
+                                                               zero_peepholes_.data());
+                backward_through_time<T>(d_input, dh0 + cell * B * P, dc0 + cell * B * H, grad, cache.cells[cell],
+                                         input, by_token ? cache.ids.data() : nullptr, d_table.data(), V,
+                                         projecting ? cache.outputs[layer].data() + d * P : nullptr, DP,
+                                         d_out + d * P, dh_n ? dh_n + cell * B * P : nullptr,
+                                         dc_n ? dc_n + cell * B * H : nullptr, lengths, w, shape);
+            });
             if (by_token) {
                 // forward was: table = embedding W_ih^T + b_ih + b_hh
                 // so: dW_ih += d_table^T embedding; d_embedding += d_table W_ih
                 const int threads = get_num_threads();
                 gemm_parallel<T>(threads, true, false, G, I, V, T(1), d_table.data(), G, input, I, T(1),
                                  grad.weight_ih, I);
-                gemm_parallel<T>(threads, false, false, V, I, G, T(1), d_table.data(), G, w.weight_ih.data, I, T(1),
-                                 d_input, I);
+                gemm_parallel<T>(threads, false, false, V, I, G, T(1), d_table.data(), G, w_ih, I, T(1), d_input, I);
             }
         }
         if (layer > 0) {

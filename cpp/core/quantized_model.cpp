@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "cells/lstm_cell.h"
+#include "cells/cells.h"
 #include "core/layers.h"
 
 namespace lstmcpp {
@@ -52,7 +52,7 @@ void QuantizedModel<Storage>::set_vector(int64_t cell, const std::string& name, 
     if ((name == "bias_ih" || name == "bias_hh") && c.bias) {
         target = name == "bias_ih" ? &cells_[cell].bias_ih : &cells_[cell].bias_hh, size = G;
     } else if (name == "weight_peephole" && c.peepholes) {
-        target = &cells_[cell].weight_peephole, size = 3 * c.hidden_size;
+        target = &cells_[cell].weight_peephole, size = c.peephole_rows() * c.hidden_size;
     } else {
         throw std::invalid_argument(name + ": not a parameter of this model");
     }
@@ -68,17 +68,20 @@ void QuantizedModel<Storage>::forward(float* y, float* h_n, float* c_n, const fl
     for (const Cell& cell : cells_)
         if (cell.weight_ih.empty() || cell.weight_hh.empty() || (c.proj_size > 0 && cell.weight_hr.empty()))
             throw std::logic_error("lstmcpp: a quantized model's matrix was never set");
-    auto weights_of = [this, &c](int64_t layer, int64_t direction) {
-        const Cell& w = cells_[layer * c.directions() + direction];
-        LstmCell<float> cell;
-        cell.H = c.hidden_size;
-        cell.peephole = w.weight_peephole.empty() ? zero_peepholes_.data() : w.weight_peephole.data();
-        cell.cell_clip = clip_or_inf<float>(c.cell_clip);
-        return CellWeights<float, LstmCell<float>, typename Storage::Matrix>{
-            w.weight_ih.view(), w.weight_hh.view(), w.bias_ih.empty() ? nullptr : w.bias_ih.data(),
-            w.bias_hh.empty() ? nullptr : w.bias_hh.data(), w.weight_hr.view(), cell};
-    };
-    forward_layers<float>(c, weights_of, 0, y, h_n, c_n, nullptr, x, h0, c0, lengths, {}, steps, batch, tokens);
+    with_cell<float>(c, [&](auto kind) {
+        using CellType = decltype(kind);
+        auto weights_of = [this, &c](int64_t layer, int64_t direction) {
+            const Cell& w = cells_[layer * c.directions() + direction];
+            CellType cell;
+            cell.H = c.hidden_size;
+            cell.peephole = w.weight_peephole.empty() ? zero_peepholes_.data() : w.weight_peephole.data();
+            cell.cell_clip = clip_or_inf<float>(c.cell_clip);
+            return CellWeights<float, CellType, typename Storage::Matrix>{
+                w.weight_ih.view(), w.weight_hh.view(), w.bias_ih.empty() ? nullptr : w.bias_ih.data(),
+                w.bias_hh.empty() ? nullptr : w.bias_hh.data(), w.weight_hr.view(), cell};
+        };
+        forward_layers<float>(c, weights_of, 0, y, h_n, c_n, nullptr, x, h0, c0, lengths, {}, steps, batch, tokens);
+    });
 }
 
 template <class Storage>

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "cells/lstm_cell.h"
+#include "cells/cells.h"
 #include "cells/projection.h"
 #include "core/blas.h"
 #include "core/scratch.h"
@@ -393,12 +393,17 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
                                                  const T*, const T*, const T*, const int32_t*,                  \
                                                  const CellWeights<T, Cell>&, const CellShape<T>&);
 
-LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, DenseMatrix<float>)
-LSTMCPP_INSTANTIATE_FORWARD(double, LstmCell<double>, DenseMatrix<double>)
-LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, Int8Matrix)
-LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, Bf16Matrix)
-LSTMCPP_INSTANTIATE_FORWARD(float, LstmCell<float>, CodebookMatrix)
-LSTMCPP_INSTANTIATE_BACKWARD(float, LstmCell<float>)
-LSTMCPP_INSTANTIATE_BACKWARD(double, LstmCell<double>)
+// every cell type (cells/cells.h) in every weight format; backward for the dense one
+#define LSTMCPP_INSTANTIATE_CELL(Cell)                     \
+    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, DenseMatrix<float>)   \
+    LSTMCPP_INSTANTIATE_FORWARD(double, Cell<double>, DenseMatrix<double>) \
+    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, Int8Matrix)           \
+    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, Bf16Matrix)           \
+    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, CodebookMatrix)       \
+    LSTMCPP_INSTANTIATE_BACKWARD(float, Cell<float>)                      \
+    LSTMCPP_INSTANTIATE_BACKWARD(double, Cell<double>)
+
+LSTMCPP_INSTANTIATE_CELL(LstmCell)
+LSTMCPP_INSTANTIATE_CELL(CifgCell)
 
 }  // namespace lstmcpp

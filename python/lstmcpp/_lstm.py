@@ -59,8 +59,14 @@ class LSTM(LayerArguments):
         Diagonal peephole connections from the cell to the i, f and o gates.
     cell_clip, proj_clip : float or None
         Clip the cell state, and the projected output, to ``[-clip, clip]``.
+    coupled_input_forget : bool, default False
+        The CIFG cell (ONNX's ``input_forget=1``): the forget gate is ``1 - i``, so there is no
+        forget block; the gate blocks are i, g, o (``weight_ih`` is ``(3H, I)``) and the
+        peepholes ``(2, H)`` rows i, o.
     forget_bias : float, default 0.0
-        Added to the forget-gate block of ``bias_ih`` at initialisation (Keras' 1.0).
+        Added to the forget-gate block of ``bias_ih`` at initialisation (Keras' 1.0). With
+        ``coupled_input_forget`` it is taken from the input block instead (``1 - sigmoid(z)`` is
+        ``sigmoid(-z)``), which biases the forget gate the same way.
     dtype : "float32" or "float64"
         float32 is the fast path; float64 is for gradient checks and exact references.
     seed : int or None
@@ -92,6 +98,7 @@ class LSTM(LayerArguments):
         peepholes: bool = False,
         cell_clip: Optional[float] = None,
         proj_clip: Optional[float] = None,
+        coupled_input_forget: bool = False,
         forget_bias: float = 0.0,
         dtype: Any = "float32",
         seed: Optional[int] = None,
@@ -122,6 +129,7 @@ class LSTM(LayerArguments):
         if self.reverse and self.bidirectional:
             raise ValueError("reverse is for a one-direction model (bidirectional runs both ways already)")
         self.peepholes = bool(peepholes)
+        self.coupled_input_forget = bool(coupled_input_forget)
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
@@ -137,6 +145,7 @@ class LSTM(LayerArguments):
         self._core = model_class(
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias,
             self.bidirectional, self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0, reverse=self.reverse,
+            coupled_input_forget=self.coupled_input_forget,
         )
         # Named views into the core's flat parameter and gradient buffers.
         flat, flat_grads = self._core.params, self._core.grads
@@ -169,10 +178,14 @@ class LSTM(LayerArguments):
         """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), plus ``forget_bias``."""
         rng = np.random.default_rng() if rng is None else rng
         k = 1.0 / math.sqrt(self.hidden_size)
+        H = self.hidden_size
         for name, p in self._params.items():
             p[...] = rng.uniform(-k, k, p.shape)
             if name.startswith("bias_ih"):
-                p[self.hidden_size : 2 * self.hidden_size] += self.forget_bias
+                if self.coupled_input_forget:  # f = 1 - sigmoid(z_i) = sigmoid(-z_i)
+                    p[:H] -= self.forget_bias
+                else:
+                    p[H : 2 * H] += self.forget_bias
 
     def parameters(self) -> List[np.ndarray]:
         """The parameter arrays themselves (writable views into the model), in state-dict order."""
@@ -231,7 +244,8 @@ class LSTM(LayerArguments):
             input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
             batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, reverse=self.reverse,
             proj_size=self.proj_size, peepholes=self.peepholes, cell_clip=self.cell_clip, proj_clip=self.proj_clip,
-            forget_bias=self.forget_bias, dtype=str(self.dtype), check_finite=self.check_finite,
+            coupled_input_forget=self.coupled_input_forget, forget_bias=self.forget_bias, dtype=str(self.dtype),
+            check_finite=self.check_finite,
         )
 
     def _to_native(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
@@ -448,7 +462,8 @@ class LSTM(LayerArguments):
     def __repr__(self) -> str:
         extras = [f"num_layers={self.num_layers}"] if self.num_layers != 1 else []
         for name, default in [("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False),
-                              ("reverse", False), ("proj_size", 0), ("peepholes", False), ("cell_clip", None), ("proj_clip", None)]:
+                              ("reverse", False), ("proj_size", 0), ("peepholes", False), ("cell_clip", None), ("proj_clip", None),
+                              ("coupled_input_forget", False)]:
             value = getattr(self, name)
             if value != default:
                 extras.append(f"{name}={value!r}")

@@ -40,16 +40,17 @@ _MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 class _Format:
     """How a scheme stores a matrix (N,K) named ``name``: its arrays (suffix -> (shape, dtype)),
     how to make its reference object (whose fields are those arrays, in order) from float32
-    weights, and the core's model class."""
+    weights, and the core's model class. ``gates``: the gate blocks of an LSTM's W_ih and W_hh
+    (4, or 3 for CIFG)."""
 
-    arrays: Dict[str, Any]                 # suffix -> (dims(shape, name) -> shape, dtype)
-    encode: Any                            # (w, name, seed) -> QuantizedRows | Bfloat16Rows | CodebookRows
+    arrays: Dict[str, Any]                 # suffix -> (dims(shape, name, gates) -> shape, dtype)
+    encode: Any                            # (w, name, seed, gates) -> QuantizedRows | Bfloat16Rows | CodebookRows
     rows: Any                              # the reference's class, built from the arrays
     core: str                              # the _core class
     extra: Any = None                      # (arrays) -> more arguments of the core's set_matrix
 
-    def store(self, name: str, w: np.ndarray, seed: int) -> Dict[str, np.ndarray]:
-        rows = self.encode(w, name, seed)
+    def store(self, name: str, w: np.ndarray, seed: int, gates: int = 4) -> Dict[str, np.ndarray]:
+        rows = self.encode(w, name, seed, gates)
         return {f"{name}.{suffix}": getattr(rows, f.name) for suffix, f in zip(self.arrays, dataclasses.fields(rows))}
 
     def decode(self, arrays: Dict[str, np.ndarray], name: str):
@@ -62,22 +63,28 @@ def _rows_per_book(indices: np.ndarray, books: np.ndarray) -> Tuple[int]:
 
 
 _FORMATS = {
-    "int8": _Format({"q": (lambda s, n: s, np.int8), "scale": (lambda s, n: s[:1], np.float32)},
-                    lambda w, name, seed: reference.quantize_rows_int8(w), reference.QuantizedRows, "QuantizedModelInt8"),
-    "bf16": _Format({"bf16": (lambda s, n: s, np.uint16)}, lambda w, name, seed: reference.to_bfloat16(w),
+    "int8": _Format({"q": (lambda s, n, g: s, np.int8), "scale": (lambda s, n, g: s[:1], np.float32)},
+                    lambda w, name, seed, g: reference.quantize_rows_int8(w), reference.QuantizedRows,
+                    "QuantizedModelInt8"),
+    "bf16": _Format({"bf16": (lambda s, n, g: s, np.uint16)}, lambda w, name, seed, g: reference.to_bfloat16(w),
                     reference.Bfloat16Rows, "QuantizedModelBf16"),
     # 16 values for each row, 4-bit indices
-    "codebook4": _Format({"idx": (lambda s, n: s, np.uint8), "book": (lambda s, n: (s[0], 16), np.float32)},
-                         lambda w, name, seed: reference.codebook_rows(w, 16, 1, seed), reference.CodebookRows,
+    "codebook4": _Format({"idx": (lambda s, n, g: s, np.uint8), "book": (lambda s, n, g: (s[0], 16), np.float32)},
+                         lambda w, name, seed, g: reference.codebook_rows(w, 16, 1, seed), reference.CodebookRows,
                          "QuantizedModelCodebook", _rows_per_book),
-    # 256 values for each gate block (and for all of W_hr), 8-bit indices
-    "codebook8": _Format({"idx": (lambda s, n: s, np.uint8),
-                          "book": (lambda s, n: (1 if n.startswith("weight_hr") else 4, 256), np.float32)},
-                         lambda w, name, seed: reference.codebook_rows(
-                             w, 256, w.shape[0] if name.startswith("weight_hr") else w.shape[0] // 4, seed),
+    # 256 values for each of the g gate blocks (and for all of W_hr), 8-bit indices
+    "codebook8": _Format({"idx": (lambda s, n, g: s, np.uint8),
+                          "book": (lambda s, n, g: (1 if n.startswith("weight_hr") else g, 256), np.float32)},
+                         lambda w, name, seed, g: reference.codebook_rows(
+                             w, 256, w.shape[0] if name.startswith("weight_hr") else w.shape[0] // g, seed),
                          reference.CodebookRows, "QuantizedModelCodebook", _rows_per_book),
 }
 SCHEMES = tuple(_FORMATS)
+
+
+def _gates(model: Any) -> int:
+    """The gate blocks of ``model``'s W_ih and W_hh."""
+    return 3 if getattr(model, "coupled_input_forget", False) else 4
 
 
 def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
@@ -114,7 +121,7 @@ def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
     arrays: Dict[str, np.ndarray] = {}
     for k, (name, array) in enumerate(state.items()):
         if name.split("_l")[0] in _MATRICES:
-            arrays.update(_FORMATS[scheme].store(name, array, seed * 1009 + k))
+            arrays.update(_FORMATS[scheme].store(name, array, seed * 1009 + k, _gates(model)))
         else:
             arrays[name] = array.astype(np.float32)
     config = model.get_config()
@@ -139,14 +146,15 @@ class QuantizedLSTM(LayerArguments):
         self.scheme = scheme
         self._config = dict(config)
         for attribute in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "reverse",
-                          "proj_size", "peepholes", "cell_clip", "proj_clip", "dtype", "check_finite",
-                          "num_directions", "output_size"):
+                          "proj_size", "peepholes", "cell_clip", "proj_clip", "coupled_input_forget", "dtype",
+                          "check_finite", "num_directions", "output_size"):
             setattr(self, attribute, getattr(shape, attribute))
         self._format = _FORMATS[scheme]
         self._arrays = self._checked(arrays, shape)
         self._core = getattr(_core, self._format.core)(
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias, self.bidirectional,
             self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0, reverse=self.reverse,
+            coupled_input_forget=self.coupled_input_forget,
         )
         self._names = list(shape.state_dict())  # the float model's parameters, in its order
         self._push_to_core()
@@ -179,7 +187,7 @@ class QuantizedLSTM(LayerArguments):
         for name, p in shape.state_dict().items():
             if name.split("_l")[0] in _MATRICES:
                 for suffix, (dims, dtype) in self._format.arrays.items():
-                    expected[f"{name}.{suffix}"] = (tuple(dims(p.shape, name)), dtype)
+                    expected[f"{name}.{suffix}"] = (tuple(dims(p.shape, name, _gates(shape))), dtype)
             else:
                 expected[name] = (p.shape, np.float32)
         missing = sorted(set(expected) - set(arrays))

@@ -3,7 +3,7 @@
 Same math, same parameter names and layout as :class:`lstmcpp.LSTM` (see SPEC.md §1), one
 time step at a time, with no attempt at speed. Size legend: T = time steps, B = batch,
 I = input features, H = hidden units, P = output size (proj_size or H), D = directions,
-L = layers. Gate blocks along 4H are i, f, g, o.
+L = layers. Gate blocks along 4H are i, f, g, o (CIFG: along 3H, i, g, o).
 
 >>> from lstmcpp import reference
 >>> cfg = reference.Config(input_size=3, hidden_size=4)
@@ -41,6 +41,17 @@ class Config:
     cell_clip: Optional[float] = None
     proj_clip: Optional[float] = None
     reverse: bool = False  # one direction reading each sequence from its end
+    coupled_input_forget: bool = False  # CIFG (SPEC §7): f = 1 - i, no forget block
+
+    @property
+    def gates(self) -> Tuple[str, ...]:
+        """The gate blocks of ``z``, in order."""
+        return ("i", "g", "o") if self.coupled_input_forget else ("i", "f", "g", "o")
+
+    @property
+    def peephole_rows(self) -> Tuple[str, ...]:
+        """The gates the peepholes feed, in the order of ``weight_peephole``'s rows."""
+        return ("i", "o") if self.coupled_input_forget else ("i", "f", "o")
 
     @property
     def directions(self) -> int:
@@ -66,21 +77,22 @@ def _suffix(layer: int, direction: int) -> str:
 def param_shapes(config: Config) -> Dict[str, Tuple[int, ...]]:
     """Every parameter's name and shape, in PyTorch's order, peepholes last."""
     H, P = config.hidden_size, config.output_size
+    G = len(config.gates) * H
     shapes: Dict[str, Tuple[int, ...]] = {}
     for layer in range(config.num_layers):
         for d in range(config.directions):
             s = _suffix(layer, d)
-            shapes["weight_ih" + s] = (4 * H, config.layer_input_size(layer))
-            shapes["weight_hh" + s] = (4 * H, P)
+            shapes["weight_ih" + s] = (G, config.layer_input_size(layer))
+            shapes["weight_hh" + s] = (G, P)
             if config.bias:
-                shapes["bias_ih" + s] = (4 * H,)
-                shapes["bias_hh" + s] = (4 * H,)
+                shapes["bias_ih" + s] = (G,)
+                shapes["bias_hh" + s] = (G,)
             if config.proj_size > 0:
                 shapes["weight_hr" + s] = (P, H)
     if config.peepholes:
         for layer in range(config.num_layers):
             for d in range(config.directions):
-                shapes["weight_peephole" + _suffix(layer, d)] = (3, H)
+                shapes["weight_peephole" + _suffix(layer, d)] = (len(config.peephole_rows), H)
     return shapes
 
 
@@ -256,25 +268,31 @@ def _product(a: np.ndarray, w) -> np.ndarray:
 # one cell: one layer, one direction
 
 
+def _peepholes(config: Config, p: Params):
+    """The peephole weights of gates i, f, o (0.0 where the cell has none)."""
+    rows = dict(zip(config.peephole_rows, p["weight_peephole"])) if config.peepholes else {}
+    return rows.get("i", 0.0), rows.get("f", 0.0), rows.get("o", 0.0)
+
+
 def _cell_forward(config: Config, p: Params, x, h0, c0, lengths, reverse: bool):
     """x (T,B,I), h0 (B,P), c0 (B,H), lengths (B). Returns y (T,B,P), h_n, c_n, cache."""
     T, B, _ = x.shape
-    H = config.hidden_size
     W_ih, W_hh = p["weight_ih"], p["weight_hh"]
     bias = p["bias_ih"] + p["bias_hh"] if config.bias else 0.0
-    w_i, w_f, w_o = p["weight_peephole"] if config.peepholes else (0.0, 0.0, 0.0)
+    w_i, w_f, w_o = _peepholes(config, p)
     W_hr = p.get("weight_hr")
 
     y = np.zeros((T, B, config.output_size), dtype=x.dtype)
     h, c = h0, c0
     steps = []
     for t in (reversed(range(T)) if reverse else range(T)):
-        z = _product(x[t], W_ih) + _product(h, W_hh) + bias  # (B,4H): one product for all four gates
-        i = sigmoid(z[:, :H] + w_i * c)
-        f = sigmoid(z[:, H : 2 * H] + w_f * c)
-        g = np.tanh(z[:, 2 * H : 3 * H])
+        z = _product(x[t], W_ih) + _product(h, W_hh) + bias  # (B,G): one product for all the gates
+        zs = dict(zip(config.gates, np.split(z, len(config.gates), axis=1)))
+        i = sigmoid(zs["i"] + w_i * c)
+        f = 1 - i if config.coupled_input_forget else sigmoid(zs["f"] + w_f * c)
+        g = np.tanh(zs["g"])
         c_new = _clip(f * c + i * g, config.cell_clip)
-        o = sigmoid(z[:, 3 * H :] + w_o * c_new)  # the output peephole sees the new cell
+        o = sigmoid(zs["o"] + w_o * c_new)  # the output peephole sees the new cell
         m = o * np.tanh(c_new)
         h_new = _clip(_product(m, W_hr), config.proj_clip) if W_hr is not None else m
         on = (t < lengths)[:, None]  # (B,1): elements past their length keep their state
@@ -288,7 +306,7 @@ def _cell_backward(cache, dy, dh_n, dc_n):
     """dy (T,B,P), dh_n (B,P), dc_n (B,H). Returns dx (T,B,I), dh0, dc0, grads."""
     config, p = cache["config"], cache["p"]
     W_ih, W_hh, W_hr = p["weight_ih"], p["weight_hh"], p.get("weight_hr")
-    w_i, w_f, w_o = p["weight_peephole"] if config.peepholes else (0.0, 0.0, 0.0)
+    w_i, w_f, w_o = _peepholes(config, p)
     grads = {name: np.zeros_like(v) for name, v in p.items()}
     dx = np.zeros((cache["T"], dy.shape[1], cache["I"]), dtype=dy.dtype)
     dh, dc = dh_n.copy(), dc_n.copy()
@@ -306,17 +324,23 @@ def _cell_backward(cache, dy, dh_n, dc_n):
         dzo = dm * tc * o * (1 - o)  # m = o * tanh(c)
         dct = np.where(on, dc, 0.0) + dm * o * (1 - tc**2) + dzo * w_o
         dct = dct * _passes(c_new, config.cell_clip)  # c = clip(f*c_prev + i*g)
-        dzi = dct * g * i * (1 - i)
-        dzf = dct * c_prev * f * (1 - f)
         dzg = dct * i * (1 - g**2)
-        dz = np.concatenate([dzi, dzf, dzg, dzo], axis=1)  # (B,4H); zero where the step did not run
+        if config.coupled_input_forget:  # f = 1 - i
+            dzi = dct * (g - c_prev) * i * (1 - i)
+            dzf = 0.0
+        else:
+            dzi = dct * g * i * (1 - i)
+            dzf = dct * c_prev * f * (1 - f)
+        dzs = dict(i=dzi, f=dzf, g=dzg, o=dzo)
+        dz = np.concatenate([dzs[q] for q in config.gates], axis=1)  # (B,G); zero where the step did not run
         grads["weight_ih"] += dz.T @ s["x"]
         grads["weight_hh"] += dz.T @ s["h"]
         if config.bias:
             grads["bias_ih"] += dz.sum(0)
             grads["bias_hh"] += dz.sum(0)
-        if config.peepholes:
-            grads["weight_peephole"] += np.stack([(dzi * c_prev).sum(0), (dzf * c_prev).sum(0), (dzo * c_new).sum(0)])
+        if config.peepholes:  # each gate's peephole sees c_prev, the output gate's c_new
+            seen = dict(i=c_prev, f=c_prev, o=c_new)
+            grads["weight_peephole"] += np.stack([(dzs[q] * seen[q]).sum(0) for q in config.peephole_rows])
         dx[t] = dz @ W_ih
         dh = np.where(on, dz @ W_hh, dh)
         dc = np.where(on, dct * f + dzi * w_i + dzf * w_f, dc)

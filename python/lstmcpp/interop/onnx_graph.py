@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 
-from ._common import ONNX_FROM_OURS, OURS_FROM_ONNX, Converted, blocks, require
+from ._common import CIFG_FROM_ONNX, ONNX_FROM_OURS, OURS_FROM_ONNX, Converted, blocks, require, with_forget_block
 
 
 def _attributes(node: Any) -> Dict[str, Any]:
@@ -70,8 +70,6 @@ def _read_layers(path_or_model, quantized: bool):
         activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
         if activations and [a.lower() for a in activations] != ["sigmoid", "tanh", "tanh"] * (len(activations) // 3):
             refused.append(f"activations={activations}")
-        if attrs.get("input_forget", 0):
-            refused.append("input_forget=1")
         if "clip" in attrs:
             refused.append(f"clip={attrs['clip']}")
         if refused:
@@ -101,13 +99,15 @@ def _read_layers(path_or_model, quantized: bool):
         if direction not in ("forward", "reverse", "bidirectional"):
             raise ValueError(f"{where}: unknown direction {direction!r}")
         layers.append(dict(W=W, R=R, B=B, P=P, D=D, H=H, I=I, layout=attrs.get("layout", 0), where=where,
-                           reverse=direction == "reverse"))
+                           reverse=direction == "reverse", cifg=bool(attrs.get("input_forget", 0))))
 
     first = layers[0]
     D, H = first["D"], first["H"]
     for layer in layers[1:]:
         if layer["reverse"] != first["reverse"]:
             raise ValueError(f"{layer['where']}: its direction differs from the first node's; lstmcpp stacks layers of one direction")
+        if layer["cifg"] != first["cifg"]:
+            raise ValueError(f"{layer['where']}: its input_forget differs from the first node's; lstmcpp stacks layers of one cell")
         if layer["D"] != D or layer["H"] != H or layer["I"] != D * H:
             raise ValueError(f"{layer['where']}: cannot be stacked on the previous node (expected {D} direction(s), "
                              f"hidden_size {H}, input size {D * H}; got {layer['D']}, {layer['H']}, {layer['I']})")
@@ -123,24 +123,29 @@ def _converted(layers, dtype: Any, quantized: bool) -> Converted:
                      peepholes=peepholes, batch_first=first["layout"] == 1, dtype=dtype)
     if first["reverse"]:
         arguments["reverse"] = True
+    cifg = first["cifg"]  # input_forget=1: the forget block and its peephole are ignored
+    if cifg:
+        arguments["coupled_input_forget"] = True
+    order = CIFG_FROM_ONNX if cifg else OURS_FROM_ONNX
     state = {}
     for k, layer in enumerate(layers):
         for d in range(D):
             sfx = f"_l{k}" + ("_reverse" if d else "")
             for name, matrix in (("weight_ih", layer["W"]), ("weight_hh", layer["R"])):
                 if quantized:
-                    state[name + sfx + ".q"] = blocks(matrix[0][d], OURS_FROM_ONNX, H)
-                    state[name + sfx + ".scale"] = blocks(matrix[1][d], OURS_FROM_ONNX, H)
+                    state[name + sfx + ".q"] = blocks(matrix[0][d], order, H)
+                    state[name + sfx + ".scale"] = blocks(matrix[1][d], order, H)
                 else:
-                    state[name + sfx] = blocks(matrix[d], OURS_FROM_ONNX, H)
+                    state[name + sfx] = blocks(matrix[d], order, H)
             if has_bias:
                 B = layer["B"] if layer["B"] is not None else np.zeros((D, 8 * H))
-                state["bias_ih" + sfx] = blocks(B[d, : 4 * H], OURS_FROM_ONNX, H).astype(np.float32 if quantized else B.dtype)
-                state["bias_hh" + sfx] = blocks(B[d, 4 * H :], OURS_FROM_ONNX, H).astype(np.float32 if quantized else B.dtype)
+                state["bias_ih" + sfx] = blocks(B[d, : 4 * H], order, H).astype(np.float32 if quantized else B.dtype)
+                state["bias_hh" + sfx] = blocks(B[d, 4 * H :], order, H).astype(np.float32 if quantized else B.dtype)
             if peepholes:
                 P = layer["P"] if layer["P"] is not None else np.zeros((D, 3 * H))
-                p_i, p_o, p_f = P[d].reshape(3, H)  # ONNX's order i, o, f; ours i, f, o
-                state["weight_peephole" + sfx] = np.stack([p_i, p_f, p_o]).astype(np.float32 if quantized else P.dtype)
+                p_i, p_o, p_f = P[d].reshape(3, H)  # ONNX's order i, o, f; ours i, f, o (CIFG: i, o)
+                rows = [p_i, p_o] if cifg else [p_i, p_f, p_o]
+                state["weight_peephole" + sfx] = np.stack(rows).astype(np.float32 if quantized else P.dtype)
     return arguments, state
 
 
@@ -150,8 +155,9 @@ def read_onnx(path_or_model: Union[str, "os.PathLike[str]", bytes, Any], dtype: 
     One node gives one layer; several nodes (as :func:`write_onnx` writes them) are stacked in
     graph order. Weights (W, R, B, P) must be initializers. ``direction`` (forward, reverse: an
     LSTM with ``reverse=True``, or bidirectional) and ``layout`` 0 or 1 are honoured (a node
-    with custom activations, ``input_forget=1`` or ``clip``: ONNX's clip bounds the
-    gates' inputs, which lstmcpp does not do). ``sequence_lens`` and the initial state are run-
+    with custom activations or ``clip`` is refused: ONNX's clip bounds the gates' inputs, which
+    lstmcpp does not do). ``input_forget=1`` gives a CIFG model (``coupled_input_forget``), the
+    forget block and its peephole dropped, as ONNX ignores them. ``sequence_lens`` and the initial state are run-
     time inputs: pass them as ``lengths=`` and ``state=``.
     """
     return _converted(_read_layers(path_or_model, quantized=False), dtype, quantized=False)
@@ -196,6 +202,8 @@ def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "
     L, D, H = model.num_layers, model.num_directions, model.hidden_size
     quantized = getattr(model, "scheme", None) is not None  # an int8 QuantizedLSTM: DynamicQuantizeLSTM nodes
     sd = model.quantized_params() if quantized else model.state_dict()
+    cifg = getattr(model, "coupled_input_forget", False)  # ONNX's input_forget=1: a forget block of zeros, ignored
+    four = (lambda w: with_forget_block(w, H)) if cifg else (lambda w: w)
     hs, cs = [], []
     for layer in range(L):
         tag = f"{prefix}l{layer}"
@@ -205,15 +213,16 @@ def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "
             for key, name, out in (("W", "weight_ih", W), ("R", "weight_hh", R)):
                 if quantized:  # int8 (4H,K) -> (K,4H), the operator's transpose; a scale per row
                     rows = sd[name + sfx]
-                    out.append(np.ascontiguousarray(blocks(rows.q, ONNX_FROM_OURS, H).T))
-                    scales[key].append(blocks(rows.scale, ONNX_FROM_OURS, H))
+                    out.append(np.ascontiguousarray(blocks(four(rows.q), ONNX_FROM_OURS, H).T))
+                    scales[key].append(blocks(four(rows.scale), ONNX_FROM_OURS, H))
                 else:
-                    out.append(blocks(sd[name + sfx], ONNX_FROM_OURS, H))
+                    out.append(blocks(four(sd[name + sfx]), ONNX_FROM_OURS, H))
             if model.bias:
-                B.append(np.concatenate([blocks(sd["bias_ih" + sfx], ONNX_FROM_OURS, H),
-                                         blocks(sd["bias_hh" + sfx], ONNX_FROM_OURS, H)]))
+                B.append(np.concatenate([blocks(four(sd["bias_ih" + sfx]), ONNX_FROM_OURS, H),
+                                         blocks(four(sd["bias_hh" + sfx]), ONNX_FROM_OURS, H)]))
             if model.peepholes:
-                p_i, p_f, p_o = sd["weight_peephole" + sfx]
+                rows = sd["weight_peephole" + sfx]  # (3,H) i, f, o; CIFG (2,H) i, o
+                p_i, p_f, p_o = (rows[0], np.zeros_like(rows[0]), rows[1]) if cifg else rows
                 P.append(np.concatenate([p_i, p_o, p_f]))
         if not h0:  # zeros, as the operator takes an absent initial state
             h0_l, c0_l = "", ""
@@ -234,9 +243,10 @@ def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "
             inputs += [g.const(f"W_scale_{tag}", np.stack(scales["W"]).astype(np.float32)), g.const(f"W_zero_point_{tag}", zeros),
                        g.const(f"R_scale_{tag}", np.stack(scales["R"]).astype(np.float32)), g.const(f"R_zero_point_{tag}", zeros)]
             g.node(QUANTIZED_LSTM, inputs, [f"Y_{tag}", Y_h, Y_c], name=f"lstm_{tag}", domain="com.microsoft",
-                   hidden_size=H, direction=direction)
+                   hidden_size=H, direction=direction, input_forget=int(cifg))
         else:
-            g.node("LSTM", inputs, [f"Y_{tag}", Y_h, Y_c], name=f"lstm_{tag}", hidden_size=H, direction=direction)
+            g.node("LSTM", inputs, [f"Y_{tag}", Y_h, Y_c], name=f"lstm_{tag}", hidden_size=H, direction=direction,
+                   input_forget=int(cifg))
         # Y (T,D,B,H) -> (T,B,D*H), the next layer's input
         if D == 1:
             x = g.node("Squeeze", [f"Y_{tag}", g.const(f"axes_{tag}", np.array([1], np.int64))], [f"out_{tag}"])

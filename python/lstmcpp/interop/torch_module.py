@@ -68,6 +68,7 @@ def write_torch(model: Any):
     """A ``torch.nn.LSTM`` with ``model``'s configuration and weights (same dtype)."""
     torch = require("torch")
     lacking = [name for name, on in [("peepholes", model.peepholes), ("reverse", getattr(model, "reverse", False)),
+                                     ("coupled_input_forget", getattr(model, "coupled_input_forget", False)),
                                      ("cell_clip", model.cell_clip is not None),
                                      ("proj_clip", model.proj_clip is not None)] if on]
     if lacking:

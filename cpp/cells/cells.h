@@ -1,0 +1,18 @@
+// The cell variants (SPEC §7), and the one place that picks a model's: each is a type with the
+// members cells/lstm_cell.h lists, and the driver is instantiated once per type.
+#pragma once
+
+#include "cells/cifg_cell.h"
+#include "cells/lstm_cell.h"
+#include "core/config.h"
+
+namespace lstmcpp {
+
+// Calls f(Cell{}) with the cell type the configuration names (every branch returns void).
+template <class T, class F>
+void with_cell(const Config& c, F&& f) {
+    if (c.coupled_input_forget) f(CifgCell<T>{});
+    else f(LstmCell<T>{});
+}
+
+}  // namespace lstmcpp

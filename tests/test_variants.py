@@ -1,0 +1,174 @@
+"""The cell variants (SPEC §7) beyond the reference grid of test_core: parameter names and shapes,
+thread counts (bitwise), one step at a time against whole sequences, token input, files, and
+what is refused."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import lstmcpp
+
+from conftest import (ISAS, TOL, assert_bitwise_equal, compare_with_reference, make_inputs, on_one_and_two_threads,
+                      rel_err, run_forward_backward)
+
+# Each variant alone, and with every feature it combines with.
+VARIANTS = {
+    "cifg": dict(coupled_input_forget=True),
+    "cifg_everything": dict(coupled_input_forget=True, num_layers=2, bidirectional=True, peepholes=True, proj_size=5,
+                            cell_clip=0.5, proj_clip=0.4, batch_first=True, dropout=0.2),
+}
+ONE_DIRECTION = [name for name, kw in VARIANTS.items() if not kw.get("bidirectional")]
+
+
+def test_cifg_parameters_have_no_forget_block():
+    H, I = 6, 4
+    plain = lstmcpp.LSTM(I, H, peepholes=True, proj_size=3)
+    cifg = lstmcpp.LSTM(I, H, peepholes=True, proj_size=3, coupled_input_forget=True)
+    shapes = {k: v.shape for k, v in cifg.state_dict().items()}
+    assert list(shapes) == list(plain.state_dict())  # the same names, in the same order
+    assert shapes["weight_ih_l0"] == (3 * H, I) and shapes["weight_hh_l0"] == (3 * H, 3)
+    assert shapes["bias_ih_l0"] == (3 * H,) and shapes["weight_peephole_l0"] == (2, H)
+    assert shapes["weight_hr_l0"] == (3, H)
+    # a quarter fewer gate weights: the products are a quarter smaller
+    gate_weights = lambda m: sum(v.size for k, v in m.state_dict().items() if not k.startswith(("weight_hr", "weight_peephole")))
+    assert gate_weights(cifg) * 4 == gate_weights(plain) * 3
+    assert "coupled_input_forget=True" in repr(cifg)
+
+
+def test_cifg_forget_bias_lowers_the_input_gate():
+    """f = 1 - sigmoid(z_i) = sigmoid(-z_i): a forget bias b is -b on the input block."""
+    a = lstmcpp.LSTM(3, 5, coupled_input_forget=True, seed=0)
+    b = lstmcpp.LSTM(3, 5, coupled_input_forget=True, forget_bias=1.0, seed=0)
+    np.testing.assert_allclose(b.state_dict()["bias_ih_l0"][:5], a.state_dict()["bias_ih_l0"][:5] - 1.0)
+    np.testing.assert_array_equal(b.state_dict()["bias_ih_l0"][5:], a.state_dict()["bias_ih_l0"][5:])
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_one_and_two_threads_are_bitwise_equal(name, isa):
+    model = lstmcpp.LSTM(7, 37, seed=1, **VARIANTS[name])
+    x, state, lengths = make_inputs(model, T=6, B=5)
+    dy = np.random.default_rng(2).standard_normal(model(x, state, lengths=lengths)[0].shape).astype(np.float32)
+
+    def run():
+        model._dropout_rng = np.random.default_rng(5)  # the same dropout masks in both runs
+        return run_forward_backward(model, x, dy, lengths, state)
+
+    one, two = on_one_and_two_threads(run, isa)
+    assert_bitwise_equal(one, two)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_unbatched_input_matches_reference(name, dtype):
+    model = lstmcpp.LSTM(4, 6, dtype=dtype, seed=0, **{k: v for k, v in VARIANTS[name].items() if k != "batch_first"})
+    x, state, _ = make_inputs(model, T=5, B=1)
+    x = x[:, 0]
+    state = tuple(s[:, 0] for s in state)
+    errs = compare_with_reference(model, x, state, lengths=np.array(3), training=False)
+    assert max(errs.values()) < TOL[dtype], errs
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_step_by_step_equals_full_sequence(name, dtype):
+    """Forward one step per call, carrying the state; backward one step per call, carrying the
+    state's gradient: the same outputs and gradients as one call over the whole sequence."""
+    kw = {k: v for k, v in VARIANTS[name].items() if k not in ("batch_first", "dropout")}
+    model = lstmcpp.LSTM(5, 8, dtype=dtype, seed=4, **kw)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((9, 3, 5)).astype(dtype)
+    y, (h, c), cache = model.forward(x)
+    dy = rng.standard_normal(y.shape)
+    model.zero_grad()
+    dx, (dh0, dc0) = model.backward(cache, dy)
+    full_grads = {k: v.copy() for k, v in model.grads.items()}
+
+    if model.bidirectional:  # the reverse direction needs the whole sequence: forward only, by halves
+        return
+    state, caches, ys = None, [], []
+    for t in range(9):
+        yt, state, ct = model.forward(x[t : t + 1], state)
+        ys.append(yt)
+        caches.append(ct)
+    tol = TOL[dtype]
+    assert rel_err(np.concatenate(ys), y) < tol
+    assert rel_err(state[0], h) < tol and rel_err(state[1], c) < tol
+    model.zero_grad()
+    dstate = None
+    for t in reversed(range(9)):
+        dxt, dstate = model.backward(caches[t], dy[t : t + 1], dstate)
+        assert rel_err(dxt[0], dx[t]) < tol
+    assert rel_err(dstate[0], dh0) < tol and rel_err(dstate[1], dc0) < tol
+    for k, g in model.grads.items():
+        assert rel_err(g, full_grads[k]) < tol, k
+
+
+@pytest.mark.parametrize("name", ONE_DIRECTION)
+def test_a_stream_and_a_pool_equal_the_whole_sequence(name):
+    model = lstmcpp.LSTM(5, 12, seed=0, **{k: v for k, v in VARIANTS[name].items() if k != "batch_first"})
+    x = np.random.default_rng(0).standard_normal((9, 3, 5)).astype(np.float32)
+    y, (h, c) = model(x)
+    s = model.stream(3)
+    for t in range(9):
+        assert rel_err(s.step(x[t]), y[t]) < 1e-5
+    assert rel_err(s.state[0], h) < 1e-5 and rel_err(s.state[1], c) < 1e-5
+    pool = model.stream_pool(8)
+    ids = np.array([6, 1, 3])
+    for t in range(9):
+        assert rel_err(pool.step(ids, x[t]), y[t]) < 1e-5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_token_input_equals_the_embedded_input(name):
+    model = lstmcpp.LSTM(6, 9, seed=2, **VARIANTS[name])
+    rng = np.random.default_rng(3)
+    embedding = rng.standard_normal((11, 6)).astype(np.float32)
+    ids = rng.integers(0, 11, size=(4, 7) if model.batch_first else (7, 4))
+    model._dropout_rng = np.random.default_rng(1)
+    y, _, cache = model.forward_tokens(ids, embedding)
+    model._dropout_rng = np.random.default_rng(1)
+    y_dense, _, cache_dense = model.forward(embedding[ids])
+    assert rel_err(y, y_dense) < 1e-5
+    dy = rng.standard_normal(y.shape)
+    model.zero_grad()
+    d_embedding, _ = model.backward(cache, dy)
+    grads = {k: g.copy() for k, g in model.grads.items()}
+    model.zero_grad()
+    dx, _ = model.backward(cache_dense, dy)
+    expected = np.zeros_like(embedding)
+    np.add.at(expected, ids, dx)
+    assert rel_err(d_embedding, expected) < 1e-4
+    for k, g in model.grads.items():
+        assert rel_err(grads[k], g, floor=1e-2) < 1e-4, k
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_files_and_pickle_are_bit_exact(tmp_path, name):
+    model = lstmcpp.LSTM(5, 6, seed=3, **VARIANTS[name])
+    x, state, lengths = make_inputs(model, T=7, B=4)
+    path = tmp_path / "model.npz"
+    lstmcpp.save(model, path)
+    for clone in (lstmcpp.load(path), pickle.loads(pickle.dumps(model))):
+        assert clone.get_config() == model.get_config()
+        np.testing.assert_array_equal(clone(x, state, lengths=lengths)[0], model(x, state, lengths=lengths)[0])
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("scheme", ["int8", "bf16", "codebook4", "codebook8"])
+def test_quantized_variants_run_every_scheme(name, scheme, tmp_path):
+    model = lstmcpp.LSTM(5, 16, seed=3, **VARIANTS[name])
+    q = lstmcpp.quantize(model, scheme)
+    x, state, lengths = make_inputs(model, T=7, B=4)
+    y, (h, c) = q(x, state, lengths=lengths)
+    yd = q.dequantize()(x, state, lengths=lengths)[0]
+    assert rel_err(y, yd, floor=1e-2) < (5e-2 if scheme == "int8" else 1e-5)
+    lstmcpp.save(q, tmp_path / "q.npz")
+    np.testing.assert_array_equal(lstmcpp.load(tmp_path / "q.npz")(x, state, lengths=lengths)[0], y)
+
+
+def test_what_a_variant_refuses():
+    torch = pytest.importorskip("torch")  # noqa: F841
+    with pytest.raises(ValueError, match="coupled_input_forget"):
+        lstmcpp.LSTM(3, 4, coupled_input_forget=True).to_torch()
