@@ -74,7 +74,7 @@ const T* data_or_null(const std::optional<Array<T>>& a) {
 // The models' constructors' arguments, as the core's Config (which checks them when a model is made).
 Config make_config(int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
                    bool bidirectional, bool peepholes, double cell_clip, double proj_clip, bool reverse,
-                   bool coupled_input_forget) {
+                   bool coupled_input_forget, bool layer_norm, int64_t mogrify_rounds, int64_t mogrify_rank) {
     Config c;
     c.input_size = input_size;
     c.hidden_size = hidden_size;
@@ -87,6 +87,9 @@ Config make_config(int64_t input_size, int64_t hidden_size, int64_t num_layers, 
     c.proj_clip = proj_clip;
     c.reverse = reverse;
     c.coupled_input_forget = coupled_input_forget;
+    c.layer_norm = layer_norm;
+    c.mogrify_rounds = mogrify_rounds;
+    c.mogrify_rank = mogrify_rank;
     return c;
 }
 
@@ -244,14 +247,17 @@ void bind_model(py::module_& m, const char* model_name, const char* cache_name) 
     py::class_<M> cls(m, model_name, "The C++ LSTM: flat parameters and gradients, forward, backward.");
     cls.def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers,
                          int64_t proj_size, bool bias, bool bidirectional, bool peepholes,
-                         double cell_clip, double proj_clip, bool reverse, bool coupled_input_forget) {
+                         double cell_clip, double proj_clip, bool reverse, bool coupled_input_forget, bool layer_norm,
+                         int64_t mogrify_rounds, int64_t mogrify_rank) {
                  return new M(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional,
-                                          peepholes, cell_clip, proj_clip, reverse, coupled_input_forget));
+                                          peepholes, cell_clip, proj_clip, reverse, coupled_input_forget, layer_norm,
+                                          mogrify_rounds, mogrify_rank));
              }),
              py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1,
              py::arg("proj_size") = 0, py::arg("bias") = true, py::arg("bidirectional") = false,
              py::arg("peepholes") = false, py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0,
-             py::arg("reverse") = false, py::arg("coupled_input_forget") = false)
+             py::arg("reverse") = false, py::arg("coupled_input_forget") = false, py::arg("layer_norm") = false,
+             py::arg("mogrify_rounds") = 0, py::arg("mogrify_rank") = 0)
         .def_property_readonly("id", &M::id)
         .def("layout",
              [](const M& self) {
@@ -336,7 +342,7 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
                         bool bidirectional, bool peepholes, double cell_clip, double proj_clip, bool reverse,
                         bool coupled_input_forget) {
                 return new Q(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional, peepholes,
-                                         cell_clip, proj_clip, reverse, coupled_input_forget));
+                                         cell_clip, proj_clip, reverse, coupled_input_forget, false, 0, 0));
             }),
             py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1, py::arg("proj_size") = 0,
             py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("peepholes") = false,

@@ -58,12 +58,24 @@ GRID = {
     "cifg": dict(coupled_input_forget=True),
     "cifg_everything": dict(coupled_input_forget=True, num_layers=2, bidirectional=True, peepholes=True, proj_size=3,
                             cell_clip=0.3, proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
+    "layer_norm": dict(layer_norm=True),
+    "layer_norm_everything": dict(layer_norm=True, num_layers=2, bidirectional=True, peepholes=True, proj_size=3,
+                                  cell_clip=0.3, proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
+    "mogrifier": dict(mogrify_rounds=3),
+    "mogrifier_everything": dict(mogrify_rounds=4, mogrify_rank=2, num_layers=2, bidirectional=True, peepholes=True,
+                                 proj_size=3, cell_clip=0.3, proj_clip=0.1, batch_first=True, dropout=0.25, seed=7),
+    "all_variants": dict(coupled_input_forget=True, layer_norm=True, mogrify_rounds=5, mogrify_rank=3, num_layers=2,
+                         peepholes=True, cell_clip=0.3, reverse=True),
 }
-VARIANTS = {"coupled_input_forget"}  # arguments PyTorch's nn.LSTM has no counterpart for
+# arguments PyTorch's nn.LSTM has no counterpart for
+VARIANTS = {"coupled_input_forget", "layer_norm", "mogrify_rounds"}
+UNQUANTIZED = {"layer_norm", "mogrify_rounds"}  # variants quantize() refuses (for now)
+ONNX_REFUSES = {"layer_norm", "mogrify_rounds"}
 TORCH_GRID = {name: {k: v for k, v in kw.items() if k != "seed"} for name, kw in GRID.items()
               if not ({"peepholes", "cell_clip", "proj_clip", "dropout"} | VARIANTS) & set(kw)}
 ONNX_GRID = {name: {k: v for k, v in kw.items() if k not in ("seed", "dropout")} for name, kw in GRID.items()
-             if not ({"proj_size", "cell_clip", "proj_clip"} & set(kw))}
+             if not ({"proj_size", "cell_clip", "proj_clip"} | ONNX_REFUSES) & set(kw)}
+QUANTIZED_GRID = [name for name, kw in GRID.items() if not UNQUANTIZED & set(kw)]
 
 
 def reference_features(name):

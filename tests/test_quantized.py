@@ -13,7 +13,7 @@ import pytest
 import lstmcpp
 from lstmcpp import _core, reference
 
-from conftest import GRID, make_inputs, on_one_and_two_threads, assert_bitwise_equal, rel_err, scale_weights
+from conftest import GRID, QUANTIZED_GRID, make_inputs, on_one_and_two_threads, assert_bitwise_equal, rel_err, scale_weights
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def quantized_reference(q, x, state, lengths):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("name", GRID)
+@pytest.mark.parametrize("name", QUANTIZED_GRID)
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_quantized_lstm_matches_the_reference_of_its_format(isa, name, with_lengths, scheme):
     model, q = quantized_pair(name, scheme=scheme)

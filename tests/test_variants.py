@@ -2,6 +2,7 @@
 thread counts (bitwise), one step at a time against whole sequences, token input, files, and
 what is refused."""
 
+import importlib.util
 import pickle
 
 import numpy as np
@@ -17,8 +18,17 @@ VARIANTS = {
     "cifg": dict(coupled_input_forget=True),
     "cifg_everything": dict(coupled_input_forget=True, num_layers=2, bidirectional=True, peepholes=True, proj_size=5,
                             cell_clip=0.5, proj_clip=0.4, batch_first=True, dropout=0.2),
+    "layer_norm": dict(layer_norm=True),
+    "layer_norm_everything": dict(layer_norm=True, num_layers=2, bidirectional=True, peepholes=True, proj_size=5,
+                                  cell_clip=0.5, proj_clip=0.4, batch_first=True, dropout=0.2),
+    "mogrifier": dict(mogrify_rounds=5),
+    "mogrifier_everything": dict(mogrify_rounds=4, mogrify_rank=3, num_layers=2, bidirectional=True, peepholes=True,
+                                 proj_size=5, cell_clip=0.5, proj_clip=0.4, batch_first=True, dropout=0.2),
+    "all_variants": dict(coupled_input_forget=True, layer_norm=True, mogrify_rounds=3, mogrify_rank=2, num_layers=2,
+                         peepholes=True, proj_size=5, dropout=0.2),
 }
 ONE_DIRECTION = [name for name, kw in VARIANTS.items() if not kw.get("bidirectional")]
+QUANTIZABLE = [name for name, kw in VARIANTS.items() if not ({"layer_norm", "mogrify_rounds"} & set(kw))]
 
 
 def test_cifg_parameters_have_no_forget_block():
@@ -155,7 +165,7 @@ def test_files_and_pickle_are_bit_exact(tmp_path, name):
         np.testing.assert_array_equal(clone(x, state, lengths=lengths)[0], model(x, state, lengths=lengths)[0])
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", QUANTIZABLE)
 @pytest.mark.parametrize("scheme", ["int8", "bf16", "codebook4", "codebook8"])
 def test_quantized_variants_run_every_scheme(name, scheme, tmp_path):
     model = lstmcpp.LSTM(5, 16, seed=3, **VARIANTS[name])
@@ -168,7 +178,44 @@ def test_quantized_variants_run_every_scheme(name, scheme, tmp_path):
     np.testing.assert_array_equal(lstmcpp.load(tmp_path / "q.npz")(x, state, lengths=lengths)[0], y)
 
 
+def test_layer_norm_and_mogrifier_parameters():
+    H, I = 6, 4
+    ln = lstmcpp.LSTM(I, H, layer_norm=True, coupled_input_forget=True, bidirectional=True, seed=0)
+    sd = ln.state_dict()
+    assert sd["ln_weight_ih_l0"].shape == (3 * H,) and sd["ln_weight_hh_l0_reverse"].shape == (3 * H,)
+    assert sd["ln_weight_c_l0"].shape == (H,) and sd["ln_bias_c_l0_reverse"].shape == (H,)
+    assert (sd["ln_weight_c_l0"] == 1).all() and (sd["ln_bias_c_l0"] == 0).all()  # gains 1, bias 0
+    mog = lstmcpp.LSTM(I, H, num_layers=2, proj_size=3, mogrify_rounds=3, seed=0)
+    shapes = {k: v.shape for k, v in mog.state_dict().items() if "mogrify" in k}
+    assert shapes == {"weight_mogrify_l0_1": (I, 3), "weight_mogrify_l0_2": (3, I), "weight_mogrify_l0_3": (I, 3),
+                      "weight_mogrify_l1_1": (3, 3), "weight_mogrify_l1_2": (3, 3), "weight_mogrify_l1_3": (3, 3)}
+    low = lstmcpp.LSTM(I, H, mogrify_rounds=2, mogrify_rank=2, bidirectional=True)
+    shapes = {k: v.shape for k, v in low.state_dict().items() if "mogrify" in k}
+    assert shapes["weight_mogrify_l0_1_a"] == (I, 2) and shapes["weight_mogrify_l0_1_b"] == (2, H)
+    assert shapes["weight_mogrify_l0_2_a_reverse"] == (H, 2) and shapes["weight_mogrify_l0_2_b_reverse"] == (2, I)
+    assert mog.num_parameters() == sum(v.size for v in mog.state_dict().values())
+
+
+@pytest.mark.parametrize("kw, error, words", [
+    (dict(mogrify_rounds=-1), ValueError, "mogrify_rounds must be >= 0"),
+    (dict(mogrify_rounds=1.5), TypeError, "mogrify_rounds must be an integer"),
+    (dict(mogrify_rank=2), ValueError, "mogrify_rank needs mogrify_rounds > 0"),
+    (dict(mogrify_rounds=2, mogrify_rank=-3), ValueError, "mogrify_rank must be >= 0"),
+])
+def test_bad_variant_arguments(kw, error, words):
+    with pytest.raises(error, match=words):
+        lstmcpp.LSTM(3, 4, **kw)
+
+
 def test_what_a_variant_refuses():
+    for kw, words in [(dict(layer_norm=True), "layer normalisation"), (dict(mogrify_rounds=2), "Mogrifier")]:
+        model = lstmcpp.LSTM(3, 4, **kw)
+        with pytest.raises(ValueError, match="cannot be quantized"):
+            lstmcpp.quantize(model, "int8")
+        if importlib.util.find_spec("onnx"):
+            with pytest.raises(ValueError, match=words):
+                model.export_onnx()
     torch = pytest.importorskip("torch")  # noqa: F841
-    with pytest.raises(ValueError, match="coupled_input_forget"):
-        lstmcpp.LSTM(3, 4, coupled_input_forget=True).to_torch()
+    for kw in [dict(coupled_input_forget=True), dict(layer_norm=True), dict(mogrify_rounds=1)]:
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            lstmcpp.LSTM(3, 4, **kw).to_torch()

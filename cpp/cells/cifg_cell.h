@@ -19,6 +19,8 @@ namespace lstmcpp {
 template <class T>
 struct CifgCell {
     static constexpr int kGates = 3;  // z (3H): i, g, o
+    static constexpr int kPeepholeRows = 2;
+    static constexpr bool kLayerNorm = false;  // (cells/layer_norm_cell.h)
 
     int64_t H = 0;
     const T* peephole = nullptr;  // (2,H) rows i, o; zeros when the model has none

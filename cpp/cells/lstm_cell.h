@@ -3,6 +3,8 @@
 //
 // What the time loop (core/time_loop.cpp) asks of a cell type:
 //   kGates                    gate blocks in z, so G = kGates*H rows of W_ih, W_hh and the biases
+//   kPeepholeRows             rows of the peephole matrix, the output gate's last
+//   kLayerNorm                whether the cell normalises (cells/layer_norm_cell.h adds members)
 //   forward(K, z, c, m, c_prev, units)
 //                             one batch row, hidden units `units`: z (G) pre-activations in,
 //                             activations out (kept for backward); c (H) the new cell state;
@@ -11,7 +13,8 @@
 //                             the same row and units backwards: dz (G), dc_prev (H) out
 //   add_gradients(dz, c_prev, c, rows)
 //                             after the loop: its own parameters' gradients from all TB rows
-// A variant (layer-norm, CIFG, Mogrifier) is another type with these members.
+// A variant (CIFG, layer-norm) is another type with these members; the Mogrifier (cells/mogrifier.h)
+// transforms a step's input and state before any cell's gates.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +27,8 @@ namespace lstmcpp {
 template <class T>
 struct LstmCell {
     static constexpr int kGates = 4;  // z (4H): i, f, g, o
+    static constexpr int kPeepholeRows = 3;
+    static constexpr bool kLayerNorm = false;  // (cells/layer_norm_cell.h)
 
     int64_t H = 0;
     const T* peephole = nullptr;    // (3,H) rows i, f, o; zeros when the model has none

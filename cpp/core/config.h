@@ -24,8 +24,13 @@ struct Config {
     bool peepholes = false;
     double cell_clip = 0.0;  // 0: off
     double proj_clip = 0.0;  // 0: off (needs proj_size > 0)
-    // The cell variant (SPEC §7): the LSTM of §1, or CIFG (f = 1 - i, no forget block).
+    // The cell variants (SPEC §7): CIFG (f = 1 - i, no forget block); layer normalisation of the
+    // two products and of the cell's output; the Mogrifier's rounds before each step (rank 0:
+    // whole matrices, else each the product of two rank-q factors).
     bool coupled_input_forget = false;
+    bool layer_norm = false;
+    int64_t mogrify_rounds = 0;
+    int64_t mogrify_rank = 0;
 
     int64_t gates() const { return coupled_input_forget ? 3 : 4; }                  // i, f, g, o or i, g, o
     int64_t peephole_rows() const { return coupled_input_forget ? 2 : 3; }          // i, f, o or i, o
@@ -54,10 +59,17 @@ struct CellOffsets {
     int64_t bias_hh = -1;         // (G)
     int64_t weight_hr = -1;       // (P,H)
     int64_t weight_peephole = -1; // (3,H) rows i, f, o; CIFG (2,H) rows i, o
+    int64_t ln_weight_ih = -1;    // (G) layer_norm's gains and bias
+    int64_t ln_weight_hh = -1;    // (G)
+    int64_t ln_weight_c = -1;     // (H)
+    int64_t ln_bias_c = -1;       // (H)
+    // The Mogrifier's round j (1-based) at [j - 1]: Q_j (I,P) for odd j, R_j (P,I) for even j, or
+    // with a rank its factors a (rows,q) and b (q,cols) (then mogrify holds a's offset).
+    std::vector<int64_t> mogrify, mogrify_b;
 };
 
 // PyTorch's order: per layer, per direction: weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-// then our weight_peephole. Offsets are padded to 16 elements so every tensor is 64-byte aligned.
+// then ours, each kind for every cell in turn: weight_peephole, the ln_ parameters, weight_mogrify. Offsets are padded to 16 elements so every tensor is 64-byte aligned.
 std::vector<ParamEntry> param_layout(const Config& config, std::vector<CellOffsets>* cells,
                                      int64_t* total_size);
 

@@ -20,23 +20,49 @@ T* at(T* base, int64_t offset) {
     return offset < 0 ? nullptr : base + offset;
 }
 
-// One cell's parameters, as the time loop reads them.
+// One cell's parameters, as the time loop reads them (grads null: for inference).
 template <class T, class Cell>
 CellWeights<T, Cell> cell_weights(const Config& c, const T* params, T* grads, const CellOffsets& o,
                                   int64_t layer, const T* zero_peepholes) {
-    const int64_t H = c.hidden_size, P = c.output_size(), G = c.gates() * H;
+    const int64_t H = c.hidden_size, P = c.output_size(), G = c.gates() * H, I = c.layer_input_size(layer);
     const T* peephole = at(params, o.weight_peephole);
     Cell cell;
     cell.H = H;
     cell.peephole = peephole ? peephole : zero_peepholes;
     cell.peephole_grad = grads ? at(grads, o.weight_peephole) : nullptr;
     cell.cell_clip = clip_or_inf<T>(c.cell_clip);
-    return {DenseMatrix<T>{at(params, o.weight_ih), G, c.layer_input_size(layer)},
+    if constexpr (Cell::kLayerNorm) {
+        cell.gain_ih = at(params, o.ln_weight_ih);
+        cell.gain_hh = at(params, o.ln_weight_hh);
+        cell.gain_c = at(params, o.ln_weight_c);
+        cell.bias_c = at(params, o.ln_bias_c);
+        if (grads) {
+            cell.gain_ih_grad = at(grads, o.ln_weight_ih);
+            cell.gain_hh_grad = at(grads, o.ln_weight_hh);
+            cell.gain_c_grad = at(grads, o.ln_weight_c);
+            cell.bias_c_grad = at(grads, o.ln_bias_c);
+        }
+    }
+    Mogrifier<T> mogrifier;
+    mogrifier.rounds = c.mogrify_rounds;
+    mogrifier.rank = c.mogrify_rank;
+    mogrifier.I = I;
+    mogrifier.P = P;
+    for (size_t j = 0; j < o.mogrify.size(); ++j) {
+        mogrifier.a.push_back(params + o.mogrify[j]);
+        mogrifier.a_grad.push_back(grads ? grads + o.mogrify[j] : nullptr);
+        if (!o.mogrify_b.empty()) {
+            mogrifier.b.push_back(params + o.mogrify_b[j]);
+            mogrifier.b_grad.push_back(grads ? grads + o.mogrify_b[j] : nullptr);
+        }
+    }
+    return {DenseMatrix<T>{at(params, o.weight_ih), G, I},
             DenseMatrix<T>{at(params, o.weight_hh), G, P},
             at(params, o.bias_ih),
             at(params, o.bias_hh),
             DenseMatrix<T>{at(params, o.weight_hr), o.weight_hr < 0 ? 0 : P, o.weight_hr < 0 ? 0 : H},
-            cell};
+            cell,
+            std::move(mogrifier)};
 }
 
 template <class T>

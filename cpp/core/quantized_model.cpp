@@ -10,6 +10,8 @@ namespace lstmcpp {
 template <class Storage>
 QuantizedModel<Storage>::QuantizedModel(const Config& config) : config_(config) {
     config_.validate();
+    if (config_.layer_norm || config_.mogrify_rounds > 0)
+        throw std::invalid_argument("a layer-normalised or Mogrifier model cannot be quantized yet");
     cells_.resize(config_.num_layers * config_.directions());
     zero_peepholes_.assign(3 * config_.hidden_size, 0.0f);
 }

@@ -38,8 +38,8 @@ constexpr int64_t kStepwiseInputFromBatch = 32;
 // x W_ih^T and h0 W_hh^T, then the cell: packing per thread for one step cost as much as the step.
 constexpr int64_t kOneStepByBlasFromBatch = 32;
 
-Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool packed, int team, int me) {
-    if (packed && B >= kRowsPerThread * team) return {true, split(B, team, me, 1), {0, H}, {0, P}};
+Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool packed, int team, int me, bool whole_rows = false) {
+    if (whole_rows || (packed && B >= kRowsPerThread * team)) return {true, split(B, team, me, 1), {0, H}, {0, P}};
     const Range units = split(H, team, me, 16);
     return {false, {0, B}, units, projecting ? split(P, team, me, 16) : units};
 }
@@ -125,10 +125,21 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // large batch in a format whose per-step product is as fast as its product of every row
     // (int8): each step's gates stay in cache between the two products instead of coming back from
     // memory (T x B x 4H floats, 26 MB at T 50, B 64, H 512), and inference keeps one step's.
-    const bool by_blas = steps == 1 && !ids && Matrix::kPacks && B >= kOneStepByBlasFromBatch;
-    const bool fuse_input = !ids && !by_blas && (steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
+    // A cell that needs whole rows (layer norm, the Mogrifier) projects its input inside each step:
+    // the Mogrifier's input is only known then, layer norm normalises each product on its own.
+    const Mogrifier<T>& mog = w.mogrifier;
+    constexpr bool kNormalizes = Cell::kLayerNorm;
+    const bool whole_rows = kNormalizes || mog.rounds > 0;
+    if (whole_rows && ids)
+        throw std::invalid_argument("token input: a layer-normalised or Mogrifier cell takes the embedded input x");
+    const bool by_blas = !whole_rows && steps == 1 && !ids && Matrix::kPacks && B >= kOneStepByBlasFromBatch;
+    const bool fuse_input = !ids && !by_blas &&
+                            (whole_rows || steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
     const int64_t gate_rows = fuse_input ? B : steps * B;
-    Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0});
+    int64_t E = 0, R = mog.record_size();  // per row: the cell's kept values, the Mogrifier's record
+    if constexpr (kNormalizes) E = Cell::extra_size(H);
+    Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0,
+                        kNormalizes ? 2 * B * G : 0, cache ? 0 : B * E, cache ? 0 : B * R, B * mog.rank});
     T* gates;
     if (cache) {
         cache->gates.resize(steps * B * G);
@@ -136,6 +147,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         cache->c.resize(steps * B * H);
         cache->h_prev.resize(steps * B * P);
         cache->m.resize(s.projecting ? steps * B * H : 0);
+        cache->extra.resize(steps * B * E);
+        cache->records.resize(steps * B * R);
         gates = cache->gates.data();
     } else {
         gates = scratch.take(gate_rows * G);
@@ -149,18 +162,25 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     T* state = scratch.take(2 * B * P);
     T* cell = scratch.take(2 * B * H);
     T* m_local = s.projecting ? scratch.take(B * H) : nullptr;
+    T* products = scratch.take(kNormalizes ? 2 * B * G : 0);  // (B,2G) layer norm: a step's x W_ih^T, h W_hh^T
+    T* extra_local = scratch.take(cache ? 0 : B * E);         // (B,E) layer norm's values of a step
+    T* records_local = scratch.take(cache ? 0 : B * R);       // (B,R) the Mogrifier's rounds of a step
+    T* mog_tmp = scratch.take(B * mog.rank);                  // (B,q)
     if (h0) std::copy(h0, h0 + B * P, state);
     else std::fill(state, state + B * P, T(0));
     if (c0) std::copy(c0, c0 + B * H, cell);
     else std::fill(cell, cell + B * H, T(0));
 
-    const int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
+    int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
+    for (int64_t j = 1; j <= mog.rounds; ++j)
+        macs += B * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
     // a format that cannot pack splits the rows of its weights among the threads at every batch size
     const bool pack = Matrix::kPacks && !by_blas && packs_weights(B, steps, true);
     // Steps first .. steps for one thread's share of a team: returns where it stopped, steps or,
     // when the team is starved (StepBarrier), the step after the barrier that said so.
     StepBarrier barrier;
     auto run_steps = [&](const Share& my, int team, int64_t first) -> int64_t {
+        if (my.rows.size() == 0) return steps;  // whole rows, more threads than rows: nothing of mine
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
         const bool meets = team > 1 && !my.by_rows;  // a barrier each step (by batch rows: none)
@@ -178,10 +198,30 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
             T* c_cur = cell + (step % 2) * B * H;
             T* c_next = cell + (1 - step % 2) * B * H;
             T* z = z_of_step_0 + (gates_per_step ? t : 0) * B * G;  // (B,G) this step's gates
-            if (fuse_input) {  // my part of this step's input projection: biases + x_t W_ih[my units]^T
+            T* extra = cache ? cache->extra.data() + t * B * E : extra_local;  // (B,E)
+            // what the gates read: x_t and h_prev, or (the Mogrifier) their last rounds
+            const T* x_in = x ? x + (t * B + b0) * I : nullptr;
+            int64_t ld_x_in = I;
+            const T* h_in = h_cur + b0 * P;
+            int64_t ld_h_in = P;
+            if (mog.rounds > 0) {
+                T* record = (cache ? cache->records.data() + t * B * R : records_local) + b0 * R;
+                mog.forward(K, x_in, I, h_in, P, rows, record, R, mog_tmp + b0 * mog.rank);
+                const auto last = mog.last(record, R, h_in, P);
+                x_in = last.x, ld_x_in = last.ldx, h_in = last.h, ld_h_in = last.ldh;
+            }
+            if constexpr (kNormalizes) {  // z = LN(x W_ih^T)*g_ih + LN(h W_hh^T)*g_hh + b, row by row
+                T* a = products + b0 * 2 * G;  // (rows, 2G): a then r of each row
+                std::fill(a, a + rows * 2 * G, T(0));
+                input.add(a, 2 * G, x_in, ld_x_in, rows);
+                recurrent.add(a + G, 2 * G, h_in, ld_h_in, rows);
+                for (int64_t b = br.begin; b < br.end; ++b)
+                    w.cell.combine(z + b * G, products + b * 2 * G, products + b * 2 * G + G, w.bias_ih, w.bias_hh,
+                                   extra + b * E);
+            } else if (fuse_input) {  // my part of this step's input projection: biases + x_t W_ih[my units]^T
                 for (int64_t b = br.begin; b < br.end; ++b)
                     for (int64_t q = 0; q < Gates; ++q) start_gates(z + b * G, w, Range{q * H + jr.begin, q * H + jr.end});
-                input.add(z + b0 * G, G, x + (t * B + b0) * I, rows);
+                input.add(z + b0 * G, G, x_in, ld_x_in, rows);
             }
             if (ids) {  // my part of this step's input projections, by token
                 for (int64_t b = br.begin; b < br.end; ++b)
@@ -194,14 +234,17 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
                 copy_block(cache->h_prev.data() + t * B * P, P, h_cur, P, br, pr);
                 copy_block(cache->c_prev.data() + t * B * H, H, c_cur, H, br, jr);
             }
-            // z[my rows, my units of each gate] += h_prev[my rows] W_hh[my units]^T (made already: by_blas)
-            if (!by_blas) recurrent.add(z + b0 * G, G, h_cur + b0 * P, rows);
+            // z[my rows, my units of each gate] += h_prev[my rows] W_hh[my units]^T (made already: by_blas,
+            // or with the input's by a layer-normalised cell)
+            if (!by_blas && !kNormalizes) recurrent.add(z + b0 * G, G, h_in, ld_h_in, rows);
             // m (B,H): straight into the next state when not projecting
             T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local) : h_next;
             for (int64_t b = br.begin; b < br.end; ++b) {
                 if (active(lengths, b, t)) {
-                    w.cell.forward(K, z + b * G, c_next + b * H, m + b * H, c_cur + b * H, jr);
+                    if constexpr (kNormalizes) w.cell.forward(K, z + b * G, c_next + b * H, m + b * H, c_cur + b * H, jr, extra + b * E);
+                    else w.cell.forward(K, z + b * G, c_next + b * H, m + b * H, c_cur + b * H, jr);
                 } else {  // past this element's length: the state carries over unchanged
+                    std::fill(extra + b * E, extra + (b + 1) * E, T(0));  // (backward reads it times zero)
                     std::copy(c_cur + b * H + jr.begin, c_cur + b * H + jr.end, c_next + b * H + jr.begin);
                     if (s.projecting) std::fill(m + b * H + jr.begin, m + b * H + jr.end, T(0));
                     else std::copy(h_cur + b * P + jr.begin, h_cur + b * P + jr.end, h_next + b * P + jr.begin);
@@ -234,13 +277,14 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         copy_block(c_n, H, cell + (steps % 2) * B * H, H, my.rows, my.units);
     };
 
-    run_team(threads_for_step(macs), [&](int team, int me) {
-        const Share my = share_of(B, H, P, s.projecting, pack, team, me);
+    const int threads = whole_rows ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B)) : threads_for_step(macs);
+    run_team(threads, [&](int team, int me) {
+        const Share my = share_of(B, H, P, s.projecting, pack, team, me, whole_rows);
         const int64_t stopped = run_steps(my, team, 0);
         if (stopped == steps) {
             copy_final(my);
         } else if (me == 0) {  // starved: this thread finishes the call alone (the same results:
-            const Share all = share_of(B, H, P, s.projecting, pack, 1, 0);  // no sum depends on the split)
+            const Share all = share_of(B, H, P, s.projecting, pack, 1, 0, whole_rows);  // no sum depends on the split)
             count_starved_call();
             note_team_starved();
             run_steps(all, 1, stopped);
@@ -270,6 +314,11 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
     // batch is worth it. Else, for more than a few steps, W_hh^T (P,G) and W_hr^T (H,P) are made
     // once per call, so each step's products become rows dotted with rows, the faster small-batch
     // form, each thread's rows in its cache; for a few steps the kernels read W_hh and W_hr as they are.
+    const Mogrifier<T>& mog = w.mogrifier;
+    constexpr bool kNormalizes = Cell::kLayerNorm;
+    const bool whole_rows = kNormalizes || mog.rounds > 0;
+    if (whole_rows && ids)
+        throw std::invalid_argument("token input: a layer-normalised or Mogrifier cell takes the embedded input x");
     const bool pack = packs_weights(B, steps, false);
     const bool transposed = !pack && steps >= 8;
     AlignedVector<T> w_hh_t(transposed ? P * G : 0), w_hr_t(transposed && s.projecting ? H * P : 0);
@@ -281,6 +330,15 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
     AlignedVector<T> dz(TB * G);                         // (T,B,G) gradient of the pre-activations
     AlignedVector<T> dh_raw(s.projecting ? TB * P : 0);  // (T,B,P) gradient of h before proj_clip
     AlignedVector<T> dstate(2 * B * P), dcell(2 * B * H), dm(B * H);  // ping-pong, and (B,H)
+    // Layer norm: per row, the gradients of the two products, da (G) and dr (G), and du (H) (the
+    // cell's d_extra), which the products read instead of dz. The Mogrifier: per row, its rounds' dp.
+    int64_t E = 0, DE = 0;
+    if constexpr (kNormalizes) E = Cell::extra_size(H), DE = Cell::d_extra_size(H);
+    const int64_t R = mog.record_size(), RD = R / 2;
+    AlignedVector<T> d_extra(TB * DE), d_records(TB * RD);
+    const T* d_input_rows = kNormalizes ? d_extra.data() : dz.data();  // (T,B,*) what multiplies W_ih
+    const T* d_recurrent_rows = kNormalizes ? d_extra.data() + G : dz.data();  // and W_hh
+    const int64_t ld_d = kNormalizes ? DE : G;
     if (dh_n) std::copy(dh_n, dh_n + B * P, dstate.begin());
     else std::fill(dstate.begin(), dstate.begin() + B * P, T(0));
     if (dc_n) std::copy(dc_n, dc_n + B * H, dcell.begin());
@@ -288,8 +346,10 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
 
     const int64_t macs = B * (G * P + (s.projecting ? P * H : 0));
     StepBarrier barrier;
-    run_team(threads_for_step(macs), [&](int team, int me) {
-        const Share my = share_of(B, H, P, s.projecting, pack, team, me);
+    const int threads_in_loop = whole_rows ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B)) : threads_for_step(macs);
+    run_team(threads_in_loop, [&](int team, int me) {
+        const Share my = share_of(B, H, P, s.projecting, pack, team, me, whole_rows);
+        if (my.rows.size() == 0) return;  // whole rows, more threads than rows: nothing of mine
         StepBarrier::Waits waits;  // (training meets at full strength: large steps, no fallback)
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
@@ -300,6 +360,9 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
         const StepProduct<T> projection = !s.projecting ? StepProduct<T>()
                                           : transposed  ? hr_t.step_product(K, false, jr)
                                                         : w.weight_hr.step_product_transposed(K, pack, jr);
+        // the Mogrifier: dx_hat = d_input W_ih (the gradient of the last x), and its rounds' work
+        const StepProduct<T> input_t = mog.rounds > 0 ? w.weight_ih.step_product_transposed(K, pack, Range{0, I}) : StepProduct<T>();
+        AlignedVector<T> dx_hat(mog.rounds > 0 ? rows * I : 0), mog_work(mog.rounds > 0 ? rows * (I + P + RD + mog.rank) : 0);
         T* dh_cur = dstate.data();
         T* dh_next = dh_cur + B * P;
         T* dc_cur = dcell.data();
@@ -328,17 +391,30 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
             }
             for (int64_t b = br.begin; b < br.end; ++b) {
                 if (active(lengths, b, t)) {
-                    w.cell.backward(K, dz_t + b * G, dc_next + b * H, gates_t + b * G,
-                                    cache.c_prev.data() + (t * B + b) * H, cache.c.data() + (t * B + b) * H,
-                                    dm.data() + b * H, dc_cur + b * H, jr);
+                    const int64_t row = t * B + b;
+                    if constexpr (kNormalizes)
+                        w.cell.backward(K, dz_t + b * G, dc_next + b * H, gates_t + b * G, cache.c_prev.data() + row * H,
+                                        cache.c.data() + row * H, dm.data() + b * H, dc_cur + b * H, jr,
+                                        cache.extra.data() + row * E, d_extra.data() + row * DE);
+                    else
+                        w.cell.backward(K, dz_t + b * G, dc_next + b * H, gates_t + b * G, cache.c_prev.data() + row * H,
+                                        cache.c.data() + row * H, dm.data() + b * H, dc_cur + b * H, jr);
                 } else {  // the step did not run: no gate gradient, the cell gradient passes through
                     for (int64_t q = 0; q < Gates; ++q)
                         std::fill(dz_t + b * G + q * H + jr.begin, dz_t + b * G + q * H + jr.end, T(0));
+                    std::fill(d_extra.data() + (t * B + b) * DE, d_extra.data() + (t * B + b + 1) * DE, T(0));
                     std::copy(dc_cur + b * H + jr.begin, dc_cur + b * H + jr.end, dc_next + b * H + jr.begin);
                 }
             }
             if (!my.by_rows) barrier.wait(team, waits, false);
-            recurrent.apply(dh_next + b0 * P, P, dz_t + b0 * G, G, rows, T(0));
+            recurrent.apply(dh_next + b0 * P, P, d_recurrent_rows + (t * B + b0) * ld_d, ld_d, rows, T(0));
+            if (mog.rounds > 0) {  // back through the rounds: dx_t (added into dx) and dh_prev (into dh_next)
+                const int64_t row0 = t * B + b0;
+                input_t.apply(dx_hat.data(), I, d_input_rows + row0 * ld_d, ld_d, rows, T(0));
+                mog.backward(K, x + row0 * I, I, cache.h_prev.data() + row0 * P, P, cache.records.data() + row0 * R, R,
+                             dx_hat.data(), I, dh_next + b0 * P, P, dx + row0 * I, I, dh_next + b0 * P, P,
+                             d_records.data() + row0 * RD, RD, rows, mog_work.data());
+            }
             for (int64_t b = br.begin; b < br.end; ++b)
                 if (!active(lengths, b, t))
                     std::copy(dh_cur + b * P + pr.begin, dh_cur + b * P + pr.end, dh_next + b * P + pr.begin);
@@ -361,12 +437,19 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
         dz_rows = d_table;
         rows = vocab;
     } else {
-        // forward was: z = x W_ih^T + h_prev W_hh^T + b_ih + b_hh
-        gemm_parallel<T>(threads, false, false, TB, I, G, T(1), dz.data(), G, w.weight_ih.data, I, T(1), dx, I);
-        gemm_parallel<T>(threads, true, false, G, I, TB, T(1), dz.data(), G, x, I, T(1), grad.weight_ih, I);
+        // forward was: z = x_in W_ih^T + h_in W_hh^T + b_ih + b_hh, x_in = x and h_in = h_prev but
+        // for the Mogrifier (its last rounds; it made dx in the loop) and layer norm (which
+        // normalised the two products: d_input_rows and d_recurrent_rows are theirs)
+        const T* x_in = mog.rounds > 0 ? cache.records.data() + mog.offset(mog.last_x()) : x;
+        if (mog.rounds == 0)
+            gemm_parallel<T>(threads, false, false, TB, I, G, T(1), d_input_rows, ld_d, w.weight_ih.data, I, T(1), dx, I);
+        gemm_parallel<T>(threads, true, false, G, I, TB, T(1), d_input_rows, ld_d, x_in, mog.rounds > 0 ? R : I, T(1),
+                         grad.weight_ih, I);
     }
-    gemm_parallel<T>(threads, true, false, G, P, TB, T(1), dz.data(), G, cache.h_prev.data(), P,
-                     T(1), grad.weight_hh, P);
+    const bool h_mogrified = mog.rounds > 0 && mog.last_h() > 0;
+    gemm_parallel<T>(threads, true, false, G, P, TB, T(1), d_recurrent_rows, ld_d,
+                     h_mogrified ? cache.records.data() + mog.offset(mog.last_h()) : cache.h_prev.data(),
+                     h_mogrified ? R : P, T(1), grad.weight_hh, P);
     if (grad.bias_ih || grad.bias_hh) {
         AlignedVector<T> dbias(G);
         column_sums(dbias.data(), dz_rows, rows, G);
@@ -378,7 +461,12 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
     if (s.projecting)  // forward was: h_raw = m W_hr^T
         gemm_parallel<T>(threads, true, false, P, H, TB, T(1), dh_raw.data(), P, cache.m.data(), H,
                          T(1), grad.weight_hr, H);
-    w.cell.add_gradients(dz.data(), cache.c_prev.data(), cache.c.data(), TB);
+    if constexpr (kNormalizes)
+        w.cell.add_gradients(dz.data(), cache.c_prev.data(), cache.c.data(), TB, cache.extra.data(), d_extra.data());
+    else
+        w.cell.add_gradients(dz.data(), cache.c_prev.data(), cache.c.data(), TB);
+    if (mog.rounds > 0)
+        mog.add_gradients(x, I, cache.h_prev.data(), P, cache.records.data(), R, d_records.data(), RD, TB, threads);
 }
 
 #define LSTMCPP_INSTANTIATE_FORWARD(T, Cell, Matrix)                                                              \
@@ -405,5 +493,11 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
 
 LSTMCPP_INSTANTIATE_CELL(LstmCell)
 LSTMCPP_INSTANTIATE_CELL(CifgCell)
+template <class T>
+using LayerNormLstmCell = LayerNormCell<T, LstmCell<T>>;
+template <class T>
+using LayerNormCifgCell = LayerNormCell<T, CifgCell<T>>;
+LSTMCPP_INSTANTIATE_CELL(LayerNormLstmCell)
+LSTMCPP_INSTANTIATE_CELL(LayerNormCifgCell)
 
 }  // namespace lstmcpp

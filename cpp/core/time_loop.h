@@ -7,10 +7,13 @@
 // projection, so its rows of W_hh stay in its own cache; one barrier per step, two when
 // projecting) or by batch rows (each thread runs whole steps for its rows; no barrier). Backward
 // mirrors it, and computes the weight gradients as large products after its reverse-time loop.
+// A cell that needs whole rows at every step (layer norm's statistics, the Mogrifier's rounds)
+// always runs split by batch rows, its input projected inside each step.
 #pragma once
 
 #include <cstdint>
 
+#include "cells/mogrifier.h"
 #include "core/aligned.h"
 #include "weights/bf16.h"
 #include "weights/codebook.h"
@@ -27,6 +30,8 @@ struct CellCache {
     AlignedVector<T> c;       // (T,B,H) cell state after the step at t (after cell_clip)
     AlignedVector<T> h_prev;  // (T,B,P) output state entering the step at t
     AlignedVector<T> m;       // (T,B,H) the cell's output before the projection, kept only when projecting
+    AlignedVector<T> extra;   // (T,B,E) what a layer-normalised cell keeps of each row (Cell::extra_size)
+    AlignedVector<T> records; // (T,B,R) the Mogrifier's rounds of each row (Mogrifier::record_size)
 };
 
 // One cell's parameters as the time loop reads them: the matrices in a weight format (weights/:
@@ -39,6 +44,7 @@ struct CellWeights {
     const T* bias_hh;     // (G) or null
     Matrix weight_hr;     // (P,H); data null when not projecting
     Cell cell;
+    Mogrifier<T> mogrifier{};  // rounds 0: none
 };
 
 // Where backward adds one cell's gradients (the cell type's own go through Cell).

@@ -167,8 +167,9 @@ public:
         for (int q = 0; q < Gates; ++q)
             gates_[q] = W.step_product(K, pack, Range{q * H + units.begin, q * H + units.end});
     }
-    void add(T* z, int64_t ldz, const T* A, int64_t B) const {
-        const typename Product::Prepared a = Product::prepare(*K_, A, depth_, B, depth_);
+    void add(T* z, int64_t ldz, const T* A, int64_t B) const { add(z, ldz, A, depth_, B); }
+    void add(T* z, int64_t ldz, const T* A, int64_t lda, int64_t B) const {
+        const typename Product::Prepared a = Product::prepare(*K_, A, lda, B, depth_);
         for (const Product& gate : gates_) gate.apply(z, ldz, a, B, T(1));
     }
 

@@ -27,7 +27,9 @@ class ForwardCache:
         self.steps = steps
         self.batch = batch
         self.unbatched = unbatched
-        self.tokens = tokens  # made by forward_tokens: backward returns the embedding's gradient
+        # made by forward_tokens: backward returns the embedding's gradient (a tuple (ids, V): the
+        # rows were gathered in Python, and backward sums their gradients by id)
+        self.tokens = tokens
 
     def __repr__(self) -> str:
         return f"<lstmcpp.ForwardCache T={self.steps} B={self.batch}>"
@@ -63,6 +65,17 @@ class LSTM(LayerArguments):
         The CIFG cell (ONNX's ``input_forget=1``): the forget gate is ``1 - i``, so there is no
         forget block; the gate blocks are i, g, o (``weight_ih`` is ``(3H, I)``) and the
         peepholes ``(2, H)`` rows i, o.
+    layer_norm : bool, default False
+        Layer normalisation (Ba et al. 2016): ``z = LN(x W_ih^T)*g_ih + LN(h W_hh^T)*g_hh + b``,
+        each over its whole row, and ``m = o * tanh(LN(c)*g_c + b_c)``; parameters
+        ``ln_weight_ih_l{k}``, ``ln_weight_hh_l{k}`` (G), ``ln_weight_c_l{k}``, ``ln_bias_c_l{k}`` (H).
+    mogrify_rounds : int, default 0
+        The Mogrifier (Melis et al. 2020): before each step's gates, x and h gate each other for
+        this many rounds (``x = 2*sigmoid(h Q_j^T) * x`` on odd rounds, ``h = 2*sigmoid(x R_j^T) * h``
+        on even ones); parameters ``weight_mogrify_l{k}_{j}``.
+    mogrify_rank : int, default 0
+        When > 0, each Mogrifier matrix is the product of two factors of this rank
+        (``weight_mogrify_l{k}_{j}_a``, ``_b``).
     forget_bias : float, default 0.0
         Added to the forget-gate block of ``bias_ih`` at initialisation (Keras' 1.0). With
         ``coupled_input_forget`` it is taken from the input block instead (``1 - sigmoid(z)`` is
@@ -99,6 +112,9 @@ class LSTM(LayerArguments):
         cell_clip: Optional[float] = None,
         proj_clip: Optional[float] = None,
         coupled_input_forget: bool = False,
+        layer_norm: bool = False,
+        mogrify_rounds: int = 0,
+        mogrify_rank: int = 0,
         forget_bias: float = 0.0,
         dtype: Any = "float32",
         seed: Optional[int] = None,
@@ -130,6 +146,11 @@ class LSTM(LayerArguments):
             raise ValueError("reverse is for a one-direction model (bidirectional runs both ways already)")
         self.peepholes = bool(peepholes)
         self.coupled_input_forget = bool(coupled_input_forget)
+        self.layer_norm = bool(layer_norm)
+        self.mogrify_rounds = check_int("mogrify_rounds", mogrify_rounds, 0)
+        self.mogrify_rank = check_int("mogrify_rank", mogrify_rank, 0)
+        if self.mogrify_rank and not self.mogrify_rounds:
+            raise ValueError("mogrify_rank needs mogrify_rounds > 0")
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
@@ -145,7 +166,8 @@ class LSTM(LayerArguments):
         self._core = model_class(
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias,
             self.bidirectional, self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0, reverse=self.reverse,
-            coupled_input_forget=self.coupled_input_forget,
+            coupled_input_forget=self.coupled_input_forget, layer_norm=self.layer_norm,
+            mogrify_rounds=self.mogrify_rounds, mogrify_rank=self.mogrify_rank,
         )
         # Named views into the core's flat parameter and gradient buffers.
         flat, flat_grads = self._core.params, self._core.grads
@@ -175,11 +197,15 @@ class LSTM(LayerArguments):
         return self.proj_size if self.proj_size > 0 else self.hidden_size
 
     def reset_parameters(self, rng: Optional[np.random.Generator] = None) -> None:
-        """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), plus ``forget_bias``."""
+        """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), plus ``forget_bias``; layer norm's
+        gains 1 and its bias 0."""
         rng = np.random.default_rng() if rng is None else rng
         k = 1.0 / math.sqrt(self.hidden_size)
         H = self.hidden_size
         for name, p in self._params.items():
+            if name.startswith("ln_"):
+                p[...] = 1.0 if name.startswith("ln_weight") else 0.0
+                continue
             p[...] = rng.uniform(-k, k, p.shape)
             if name.startswith("bias_ih"):
                 if self.coupled_input_forget:  # f = 1 - sigmoid(z_i) = sigmoid(-z_i)
@@ -244,7 +270,9 @@ class LSTM(LayerArguments):
             input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
             batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, reverse=self.reverse,
             proj_size=self.proj_size, peepholes=self.peepholes, cell_clip=self.cell_clip, proj_clip=self.proj_clip,
-            coupled_input_forget=self.coupled_input_forget, forget_bias=self.forget_bias, dtype=str(self.dtype),
+            coupled_input_forget=self.coupled_input_forget, layer_norm=self.layer_norm,
+            mogrify_rounds=self.mogrify_rounds, mogrify_rank=self.mogrify_rank, forget_bias=self.forget_bias,
+            dtype=str(self.dtype),
             check_finite=self.check_finite,
         )
 
@@ -398,6 +426,13 @@ class LSTM(LayerArguments):
         token_ids(a, table.shape[0])
         if self.check_finite:
             require_finite(embedding=table)
+        if self.layer_norm or self.mogrify_rounds:
+            # These cells project each step's input inside the step (the Mogrifier changes it first;
+            # layer norm normalises it alone), so a table of projected tokens has nothing to save:
+            # the rows are gathered here and backward scatters their gradient.
+            y, state_n, cache = self._forward(np.ascontiguousarray(table[a]), None, unbatched, state, lengths, training)
+            cache.tokens = (np.ascontiguousarray(a), table.shape[0])
+            return y, state_n, cache
         return self._forward(np.ascontiguousarray(a, dtype=np.int32), table, unbatched, state, lengths, training)
 
     def _forward(self, x3: np.ndarray, embedding: Optional[np.ndarray], unbatched: bool, state: Any, lengths: Any,
@@ -451,6 +486,11 @@ class LSTM(LayerArguments):
         if self.check_finite:
             require_finite(dy=dy3, dh_n=dh_n, dc_n=dc_n)
         dx, dh0, dc0 = self._core.backward(cache._core, dy3, dh_n, dc_n)
+        if isinstance(cache.tokens, tuple):  # tokens gathered by forward_tokens: their rows' gradients summed
+            ids, vocab = cache.tokens
+            d_embedding = np.zeros((vocab, self.input_size), self.dtype)
+            np.add.at(d_embedding, ids, dx)
+            dx = d_embedding
         if self.check_finite:
             require_finite(dx=dx, dh_0=dh0, dc_0=dc0, **{"gradient of " + k: g for k, g in self._grads.items()})
         if cache.tokens:
@@ -463,7 +503,8 @@ class LSTM(LayerArguments):
         extras = [f"num_layers={self.num_layers}"] if self.num_layers != 1 else []
         for name, default in [("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False),
                               ("reverse", False), ("proj_size", 0), ("peepholes", False), ("cell_clip", None), ("proj_clip", None),
-                              ("coupled_input_forget", False)]:
+                              ("coupled_input_forget", False), ("layer_norm", False), ("mogrify_rounds", 0),
+                              ("mogrify_rank", 0)]:
             value = getattr(self, name)
             if value != default:
                 extras.append(f"{name}={value!r}")

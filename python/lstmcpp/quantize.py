@@ -100,6 +100,9 @@ def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
     """
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"scheme: expected one of {list(SCHEMES)}, got {scheme!r}")
+    lstm = getattr(model, "lstm", model)
+    if getattr(lstm, "layer_norm", False) or getattr(lstm, "mogrify_rounds", 0):
+        raise ValueError("model: a layer_norm or Mogrifier LSTM cannot be quantized yet (only the LSTM and CIFG cells)")
     if hasattr(model, "children") and isinstance(getattr(model, "lstm", None), LSTM):
         quantized = copy.deepcopy(model)
         for name, child in model.children.items():

@@ -42,6 +42,9 @@ class Config:
     proj_clip: Optional[float] = None
     reverse: bool = False  # one direction reading each sequence from its end
     coupled_input_forget: bool = False  # CIFG (SPEC §7): f = 1 - i, no forget block
+    layer_norm: bool = False  # SPEC §7: the two products' and the cell's layer normalisation
+    mogrify_rounds: int = 0  # SPEC §7: rounds of the Mogrifier before each step's gates
+    mogrify_rank: int = 0  # 0: full Q_j and R_j; else each the product of two rank-q factors
 
     @property
     def gates(self) -> Tuple[str, ...]:
@@ -93,14 +96,50 @@ def param_shapes(config: Config) -> Dict[str, Tuple[int, ...]]:
         for layer in range(config.num_layers):
             for d in range(config.directions):
                 shapes["weight_peephole" + _suffix(layer, d)] = (len(config.peephole_rows), H)
+    if config.layer_norm:
+        for layer in range(config.num_layers):
+            for d in range(config.directions):
+                s = _suffix(layer, d)
+                shapes["ln_weight_ih" + s] = (G,)
+                shapes["ln_weight_hh" + s] = (G,)
+                shapes["ln_weight_c" + s] = (H,)
+                shapes["ln_bias_c" + s] = (H,)
+    for layer in range(config.num_layers):
+        for d in range(config.directions):
+            for name, shape in _mogrifier_shapes(config, layer).items():
+                shapes[name.replace("_l", f"_l{layer}", 1) + ("_reverse" if d else "")] = shape
+    return shapes
+
+
+def _mogrifier_shapes(config: Config, layer: int) -> Dict[str, Tuple[int, ...]]:
+    """One cell's Mogrifier matrices, named ``weight_mogrify_l_{j}[_a|_b]`` (the layer's number
+    goes after ``_l``): Q_j (I,P) for odd j, R_j (P,I) for even j, or their factors."""
+    I, P, q = config.layer_input_size(layer), config.output_size, config.mogrify_rank
+    shapes = {}
+    for j in range(1, config.mogrify_rounds + 1):
+        rows, cols = (I, P) if j % 2 else (P, I)
+        if q:
+            shapes[f"weight_mogrify_l_{j}_a"] = (rows, q)
+            shapes[f"weight_mogrify_l_{j}_b"] = (q, cols)
+        else:
+            shapes[f"weight_mogrify_l_{j}"] = (rows, cols)
     return shapes
 
 
 def init_params(config: Config, seed: Optional[int] = None, dtype=np.float64) -> Params:
-    """PyTorch's initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H))."""
+    """PyTorch's initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H)); layer norm's gains 1
+    and its bias 0."""
     rng = np.random.default_rng(seed)
     k = 1.0 / np.sqrt(config.hidden_size)
-    return {n: rng.uniform(-k, k, s).astype(dtype) for n, s in param_shapes(config).items()}
+    params = {}
+    for n, s in param_shapes(config).items():
+        if n.startswith("ln_weight"):
+            params[n] = np.ones(s, dtype)
+        elif n.startswith("ln_bias"):
+            params[n] = np.zeros(s, dtype)
+        else:
+            params[n] = rng.uniform(-k, k, s).astype(dtype)
+    return params
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -274,6 +313,63 @@ def _peepholes(config: Config, p: Params):
     return rows.get("i", 0.0), rows.get("f", 0.0), rows.get("o", 0.0)
 
 
+LN_EPS = 1e-5
+
+
+def _normalize(v: np.ndarray):
+    """Layer normalisation of each row of ``v`` (no gain, no bias): ``(v_hat, 1/std)``."""
+    mean = v.mean(axis=1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((v - mean) ** 2).mean(axis=1, keepdims=True) + LN_EPS)
+    return (v - mean) * rstd, rstd
+
+
+def _normalize_backward(d_hat: np.ndarray, v_hat: np.ndarray, rstd: np.ndarray) -> np.ndarray:
+    """The gradient of ``v`` from that of ``v_hat = _normalize(v)[0]``."""
+    return rstd * (d_hat - d_hat.mean(axis=1, keepdims=True) - v_hat * (d_hat * v_hat).mean(axis=1, keepdims=True))
+
+
+def _mogrifier_matrix(p: Params, j: int) -> np.ndarray:
+    """Q_j (odd j) or R_j (even j), whole or as the product of its factors."""
+    if f"mogrify_{j}" in p:
+        return p[f"mogrify_{j}"]
+    return p[f"mogrify_{j}_a"] @ p[f"mogrify_{j}_b"]
+
+
+def _mogrify(config: Config, p: Params, x: np.ndarray, h: np.ndarray):
+    """The Mogrifier's rounds on one step's x (B,I) and h (B,P): ``xs, hs`` keyed by round, with
+    xs[-1] = x, hs[0] = h; odd j: xs[j] = 2*sigmoid(hs[j-1] Q_j^T) * xs[j-2]; even j:
+    hs[j] = 2*sigmoid(xs[j-1] R_j^T) * hs[j-2]. The gates read the last of each."""
+    xs, hs = {-1: x}, {0: h}
+    for j in range(1, config.mogrify_rounds + 1):
+        if j % 2:
+            xs[j] = 2 * sigmoid(hs[j - 1] @ _mogrifier_matrix(p, j).T) * xs[j - 2]
+        else:
+            hs[j] = 2 * sigmoid(xs[j - 1] @ _mogrifier_matrix(p, j).T) * hs[j - 2]
+    return xs, hs
+
+
+def _mogrify_backward(config: Config, p: Params, xs, hs, dx_last, dh_last, grads: Params):
+    """Back through _mogrify's rounds: the gradients of its x and h, from those of the last x and
+    h the gates read; adds the matrices' gradients into grads."""
+    dxs, dhs = {max(xs): dx_last}, {max(hs): dh_last}
+    for j in range(config.mogrify_rounds, 0, -1):
+        M = _mogrifier_matrix(p, j)
+        # odd j: xs[j] = s * xs[j-2], s = 2*sigmoid(hs[j-1] M^T); even j the same with x and h swapped
+        out, src, scaled, d_out, d_src, d_scaled = ((xs, hs, xs, dxs, dhs, dxs) if j % 2 else (hs, xs, hs, dhs, dxs, dhs))
+        s = 2 * sigmoid(src[j - 1] @ M.T)
+        d = d_out.pop(j)
+        d_scaled[j - 2] = d_scaled.get(j - 2, 0.0) + d * s
+        dp = d * scaled[j - 2] * s * (1 - s / 2)  # d(2*sigmoid(p))/dp = 2*sig*(1 - sig)
+        dM = dp.T @ src[j - 1]
+        if f"mogrify_{j}" in p:
+            grads[f"mogrify_{j}"] += dM
+        else:
+            grads[f"mogrify_{j}_a"] += dM @ p[f"mogrify_{j}_b"].T
+            grads[f"mogrify_{j}_b"] += p[f"mogrify_{j}_a"].T @ dM
+        d_src[j - 1] = d_src.get(j - 1, 0.0) + dp @ M
+    return dxs.get(-1, 0.0), dhs.get(0, 0.0)
+
+
 def _cell_forward(config: Config, p: Params, x, h0, c0, lengths, reverse: bool):
     """x (T,B,I), h0 (B,P), c0 (B,H), lengths (B). Returns y (T,B,P), h_n, c_n, cache."""
     T, B, _ = x.shape
@@ -286,17 +382,33 @@ def _cell_forward(config: Config, p: Params, x, h0, c0, lengths, reverse: bool):
     h, c = h0, c0
     steps = []
     for t in (reversed(range(T)) if reverse else range(T)):
-        z = _product(x[t], W_ih) + _product(h, W_hh) + bias  # (B,G): one product for all the gates
+        step = dict(t=t, x=x[t], h=h, c=c)
+        x_in, h_in = x[t], h
+        if config.mogrify_rounds:  # x and h gate each other before the gates read them
+            step["xs"], step["hs"] = xs, hs = _mogrify(config, p, x[t], h)
+            x_in, h_in = xs[max(xs)], hs[max(hs)]
+        if config.layer_norm:  # each product normalised over its whole row, then its gain
+            step["a_hat"], step["a_rstd"] = _normalize(x_in @ W_ih.T)
+            step["r_hat"], step["r_rstd"] = _normalize(h_in @ W_hh.T)
+            z = step["a_hat"] * p["ln_weight_ih"] + step["r_hat"] * p["ln_weight_hh"] + bias
+        else:
+            z = _product(x_in, W_ih) + _product(h_in, W_hh) + bias  # (B,G): one product for all the gates
         zs = dict(zip(config.gates, np.split(z, len(config.gates), axis=1)))
         i = sigmoid(zs["i"] + w_i * c)
         f = 1 - i if config.coupled_input_forget else sigmoid(zs["f"] + w_f * c)
         g = np.tanh(zs["g"])
         c_new = _clip(f * c + i * g, config.cell_clip)
         o = sigmoid(zs["o"] + w_o * c_new)  # the output peephole sees the new cell
-        m = o * np.tanh(c_new)
+        if config.layer_norm:  # m reads the normalised cell; the state carries c_new itself
+            step["c_hat"], step["c_rstd"] = _normalize(c_new)
+            tanh_c = np.tanh(step["c_hat"] * p["ln_weight_c"] + p["ln_bias_c"])
+        else:
+            tanh_c = np.tanh(c_new)
+        m = o * tanh_c
         h_new = _clip(_product(m, W_hr), config.proj_clip) if W_hr is not None else m
         on = (t < lengths)[:, None]  # (B,1): elements past their length keep their state
-        steps.append(dict(t=t, on=on, x=x[t], h=h, c=c, i=i, f=f, g=g, o=o, c_new=c_new, m=m, h_new=h_new))
+        step.update(on=on, x_in=x_in, h_in=h_in, i=i, f=f, g=g, o=o, c_new=c_new, tanh_c=tanh_c, m=m, h_new=h_new)
+        steps.append(step)
         y[t] = np.where(on, h_new, 0.0)
         h, c = np.where(on, h_new, h), np.where(on, c_new, c)
     return y, h, c, dict(config=config, p=p, steps=steps, T=T, I=x.shape[2])
@@ -312,7 +424,7 @@ def _cell_backward(cache, dy, dh_n, dc_n):
     dh, dc = dh_n.copy(), dc_n.copy()
     for s in reversed(cache["steps"]):  # the reverse of the order the forward ran
         t, on = s["t"], s["on"]
-        i, f, g, o, c_prev, c_new = s["i"], s["f"], s["g"], s["o"], s["c"], s["c_new"]
+        i, f, g, o, c_prev, c_new, tanh_c = s["i"], s["f"], s["g"], s["o"], s["c"], s["c_new"], s["tanh_c"]
         dh_step = np.where(on, dh + dy[t], 0.0)
         if W_hr is not None:  # h = clip(m W_hr^T)
             dh_raw = dh_step * _passes(s["h_new"], config.proj_clip)
@@ -320,9 +432,15 @@ def _cell_backward(cache, dy, dh_n, dc_n):
             dm = dh_raw @ W_hr
         else:
             dm = dh_step
-        tc = np.tanh(c_new)
-        dzo = dm * tc * o * (1 - o)  # m = o * tanh(c)
-        dct = np.where(on, dc, 0.0) + dm * o * (1 - tc**2) + dzo * w_o
+        dzo = dm * tanh_c * o * (1 - o)  # m = o * tanh_c
+        d_tanh_c = dm * o * (1 - tanh_c**2)
+        if config.layer_norm:  # tanh_c = tanh(LN(c)*g_c + b_c)
+            grads["ln_weight_c"] += (d_tanh_c * s["c_hat"]).sum(0)
+            grads["ln_bias_c"] += d_tanh_c.sum(0)
+            d_cell = _normalize_backward(d_tanh_c * p["ln_weight_c"], s["c_hat"], s["c_rstd"])
+        else:
+            d_cell = d_tanh_c
+        dct = np.where(on, dc, 0.0) + d_cell + dzo * w_o
         dct = dct * _passes(c_new, config.cell_clip)  # c = clip(f*c_prev + i*g)
         dzg = dct * i * (1 - g**2)
         if config.coupled_input_forget:  # f = 1 - i
@@ -333,16 +451,26 @@ def _cell_backward(cache, dy, dh_n, dc_n):
             dzf = dct * c_prev * f * (1 - f)
         dzs = dict(i=dzi, f=dzf, g=dzg, o=dzo)
         dz = np.concatenate([dzs[q] for q in config.gates], axis=1)  # (B,G); zero where the step did not run
-        grads["weight_ih"] += dz.T @ s["x"]
-        grads["weight_hh"] += dz.T @ s["h"]
         if config.bias:
             grads["bias_ih"] += dz.sum(0)
             grads["bias_hh"] += dz.sum(0)
         if config.peepholes:  # each gate's peephole sees c_prev, the output gate's c_new
             seen = dict(i=c_prev, f=c_prev, o=c_new)
             grads["weight_peephole"] += np.stack([(dzs[q] * seen[q]).sum(0) for q in config.peephole_rows])
-        dx[t] = dz @ W_ih
-        dh = np.where(on, dz @ W_hh, dh)
+        if config.layer_norm:  # z = LN(a)*g_ih + LN(r)*g_hh + b: a and r's own gradients
+            grads["ln_weight_ih"] += (dz * s["a_hat"]).sum(0)
+            grads["ln_weight_hh"] += (dz * s["r_hat"]).sum(0)
+            da = _normalize_backward(dz * p["ln_weight_ih"], s["a_hat"], s["a_rstd"])
+            dr = _normalize_backward(dz * p["ln_weight_hh"], s["r_hat"], s["r_rstd"])
+        else:
+            da = dr = dz
+        grads["weight_ih"] += da.T @ s["x_in"]
+        grads["weight_hh"] += dr.T @ s["h_in"]
+        dx_in, dh_in = da @ W_ih, dr @ W_hh
+        if config.mogrify_rounds:
+            dx_in, dh_in = _mogrify_backward(config, p, s["xs"], s["hs"], dx_in, dh_in, grads)
+        dx[t] = dx_in
+        dh = np.where(on, dh_in, dh)
         dc = np.where(on, dct * f + dzi * w_i + dzf * w_f, dc)
     return dx, dh, dc, grads
 
@@ -351,13 +479,28 @@ def _cell_backward(cache, dy, dh_n, dc_n):
 # the whole layer
 
 
-_CELL_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole")
+_CELL_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole",
+                "ln_weight_ih", "ln_weight_hh", "ln_weight_c", "ln_bias_c")
 
 
 def _cell_params(params: Params, layer: int, direction: int) -> Params:
-    """One cell's parameters, keyed without their ``_l{layer}[_reverse]`` suffix."""
+    """One cell's parameters, keyed without their ``_l{layer}[_reverse]`` suffix (the Mogrifier's
+    ``weight_mogrify_l{layer}_{j}[_a|_b][_reverse]`` as ``mogrify_{j}[_a|_b]``)."""
     s = _suffix(layer, direction)
-    return {n: params[n + s] for n in _CELL_PARAMS if n + s in params}
+    p = {n: params[n + s] for n in _CELL_PARAMS if n + s in params}
+    tail = "_reverse" if direction else ""
+    for name, value in params.items():
+        prefix = f"weight_mogrify_l{layer}_"
+        if name.startswith(prefix) and name.endswith(tail) and (direction or not name.endswith("_reverse")):
+            p["mogrify_" + name[len(prefix) : len(name) - len(tail)]] = value
+    return p
+
+
+def _param_name(key: str, layer: int, direction: int) -> str:
+    """_cell_params' key back to the parameter's name."""
+    if key.startswith("mogrify_"):
+        return f"weight_mogrify_l{layer}_{key[len('mogrify_'):]}" + ("_reverse" if direction else "")
+    return key + _suffix(layer, direction)
 
 
 def forward(
@@ -416,7 +559,7 @@ def backward(cache, dy: np.ndarray, dh_n: Optional[np.ndarray] = None, dc_n: Opt
             k = layer * D + d
             dxk, dh0[k], dc0[k], g = _cell_backward(cache["cells"][k], d_out[:, :, d * P : (d + 1) * P], dh_n[k], dc_n[k])
             d_in = d_in + dxk
-            grads.update({n + _suffix(layer, d): v for n, v in g.items()})
+            grads.update({_param_name(n, layer, d): v for n, v in g.items()})
         if layer > 0 and cache["masks"] is not None:
             d_in = d_in * cache["masks"][layer - 1]
         d_out = d_in

@@ -193,6 +193,12 @@ def _refuse_unexportable(model: Any) -> None:
                                      ("proj_clip", model.proj_clip is not None)] if on]
     if lacking:
         raise ValueError(f"ONNX's LSTM has no equivalent of {', '.join(lacking)}: this model cannot be exported")
+    if getattr(model, "layer_norm", False):
+        raise ValueError("ONNX's LSTM operator has no layer normalisation inside its recurrence (it normalises "
+                         "nothing between the products and the gates): a layer_norm model cannot be exported")
+    if getattr(model, "mogrify_rounds", 0):
+        raise ValueError("ONNX's LSTM operator reads x_t and h_(t-1) as they are; the Mogrifier's rounds change "
+                         "both inside the recurrence, so a mogrify_rounds model cannot be exported")
 
 
 def _lstm_nodes(g: _Graph, model: Any, x: str, *, lengths: str = "", h0: str = "", c0: str = "",

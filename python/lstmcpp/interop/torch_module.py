@@ -69,6 +69,8 @@ def write_torch(model: Any):
     torch = require("torch")
     lacking = [name for name, on in [("peepholes", model.peepholes), ("reverse", getattr(model, "reverse", False)),
                                      ("coupled_input_forget", getattr(model, "coupled_input_forget", False)),
+                                     ("layer_norm", getattr(model, "layer_norm", False)),
+                                     ("mogrify_rounds", getattr(model, "mogrify_rounds", 0) > 0),
                                      ("cell_clip", model.cell_clip is not None),
                                      ("proj_clip", model.proj_clip is not None)] if on]
     if lacking:
