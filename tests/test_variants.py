@@ -219,3 +219,27 @@ def test_what_a_variant_refuses():
     for kw in [dict(coupled_input_forget=True), dict(layer_norm=True), dict(mogrify_rounds=1)]:
         with pytest.raises(ValueError, match=next(iter(kw))):
             lstmcpp.LSTM(3, 4, **kw).to_torch()
+
+
+@pytest.mark.parametrize("cifg", [False, True])
+def test_layer_norm_equals_the_cell_written_with_pytorch_ops(cifg):
+    """The layer-normalised cell as a PyTorch user writes it (F.layer_norm, autograd's backward):
+    the same outputs and parameter gradients, in float64."""
+    torch = pytest.importorskip("torch")
+    from lstmcpp.torch_cells import layer_norm_lstm
+
+    model = lstmcpp.LSTM(5, 8, layer_norm=True, coupled_input_forget=cifg, dtype="float64", seed=0)
+    rng = np.random.default_rng(1)
+    for _, p in model.named_parameters():  # gains and bias away from 1 and 0
+        p[...] = 0.5 * rng.standard_normal(p.shape)
+    run = layer_norm_lstm(model)
+    x = rng.standard_normal((6, 3, 5))
+    y = run(torch.from_numpy(x))
+    ours, _, cache = model.forward(x)
+    assert rel_err(ours, y.detach().numpy()) < 1e-12
+    dy = rng.standard_normal(ours.shape)
+    y.backward(torch.from_numpy(dy))
+    model.zero_grad()
+    model.backward(cache, dy)
+    for name, g in model.grads.items():
+        assert rel_err(g, run.params[name[: -len("_l0")]].grad.numpy()) < 1e-12, name

@@ -409,6 +409,54 @@ def charlm_training(threads: int, min_seconds: float) -> dict:
             "lstm_s": lstm_time, "rest_s": max(step - lstm_time, 0.0), "chars_per_s": B * L / step}
 
 
+VARIANTS = {  # issue 13's cells, each as LSTM arguments
+    "lstm": {},
+    "cifg": dict(coupled_input_forget=True),
+    "layer_norm": dict(layer_norm=True),
+    "mogrifier r5": dict(mogrify_rounds=5),
+    "mogrifier r5 q64": dict(mogrify_rounds=5, mogrify_rank=64),
+}
+
+
+def cell_variants(threads: int, min_seconds: float, T: int = 100, B: int = 32, H: int = 256) -> dict:
+    """Forward + backward (B32 T100 H256) of each cell variant, interleaved, against the plain
+    LSTM's; and the layer-normalised cell written with PyTorch ops (autograd) against ours. Also
+    each variant's multiply-adds per step (forward and backward), so the Mogrifier's extra products
+    can be stated."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    impls, macs = {}, {}
+    for name, kw in VARIANTS.items():
+        model = lstmcpp.LSTM(H, H, seed=0, **kw)
+
+        def train(model=model):
+            _, _, cache = model.forward(x)
+            model.backward(cache, dy)
+        impls[name] = train
+        G = (3 if model.coupled_input_forget else 4) * H
+        rounds = sum(H * (model.mogrify_rank * 2 if model.mogrify_rank else H) for _ in range(model.mogrify_rounds))
+        macs[name] = 3 * (G * 2 * H + rounds)  # forward, and backward's two products for each
+    try:
+        import torch
+
+        from .torch_cells import layer_norm_lstm
+
+        torch.set_num_threads(threads)
+        run = layer_norm_lstm(lstmcpp.LSTM(H, H, seed=0, layer_norm=True))
+        xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+
+        def torch_layer_norm():
+            for p in run.params.values():
+                p.grad = None
+            run(xt).backward(dyt)
+        impls["layer_norm, PyTorch ops"] = torch_layer_norm
+    except ImportError:
+        pass
+    medians = _time_interleaved(impls, min_seconds, max_rounds=100)
+    return {"median_s": medians, "macs_per_row_step": macs, "T": T, "B": B, "H": H}
+
+
 def peak_training_memory(threads: int) -> Dict[str, float]:
     """Peak extra resident memory (MiB) of "train H256" steps (forward and backward), each library
     in a fresh process: the peak resident size during two steps less the size before the first
@@ -540,6 +588,17 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
           + (f", torch {lm['step_s']['torch'] * 1e3:.1f} ms: {ratio:.2f}x" if ratio else ", torch not installed")
           + f"; lstmcpp's step: LSTM {lm['lstm_s'] * 1e3:.1f} ms, the rest {lm['rest_s'] * 1e3:.1f} ms"
           + f" ({threads}-thread scaling before and after it: {scaling[1]:.2f}x, {scaling[2]:.2f}x)")
+    variants = cell_variants(threads, min_seconds=1.0 if quick else 6.0)
+    plain, ln = variants["median_s"]["lstm"], variants["median_s"]["layer_norm"]
+    print(f"\ncell variants, forward + backward B{variants['B']} T{variants['T']} H{variants['H']} (goal: within 1.3x "
+          "of the LSTM's, the Mogrifier plus its extra products; layer norm >= 3x PyTorch ops):")
+    for name, t in variants["median_s"].items():
+        if name in variants["macs_per_row_step"]:
+            work = variants["macs_per_row_step"][name] / variants["macs_per_row_step"]["lstm"]
+            print(f"  {name:18s} {t * 1e3:7.1f} ms  {t / plain:.2f}x the LSTM's time  ({work:.2f}x its multiply-adds)")
+    if "layer_norm, PyTorch ops" in variants["median_s"]:
+        print(f"  layer_norm with PyTorch ops (autograd): {variants['median_s']['layer_norm, PyTorch ops'] * 1e3:.1f} ms, "
+              f"{variants['median_s']['layer_norm, PyTorch ops'] / ln:.2f}x lstmcpp's layer_norm")
     memory = {}
     if not quick:
         memory = peak_training_memory(threads)
@@ -549,6 +608,6 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
             json.dump({"machine": machine, "threads": threads, "gemm_gflops": rate / 1e9,
                        "thread_scaling": {"start": scaling[0], "before_charlm": scaling[1], "after_charlm": scaling[2]},
                        "results": results,
-                       "charlm_training": lm, "train_h256_peak_extra_mib": memory}, f, indent=2)
+                       "charlm_training": lm, "cell_variants": variants, "train_h256_peak_extra_mib": memory}, f, indent=2)
         print(f"\nwrote {json_path}")
     return 0
