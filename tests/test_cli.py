@@ -1,5 +1,6 @@
 """The command line: every command's help, and each command run end to end."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ def run_cli(*args, cwd=None):
 
 
 def test_cli_help_for_every_command():
-    for command in ["demo", "train-charlm", "generate", "forecast", "quantize", "check", "bench", "info"]:
+    for command in ["demo", "train-charlm", "generate", "forecast", "quantize", "check", "bench", "compare-cells",
+                    "gradient-flow", "info"]:
         out = run_cli(command, "--help")
         assert out.returncode == 0 and "usage" in out.stdout, (command, out.stderr)
 
@@ -66,3 +68,32 @@ def test_cli_quantize_an_lstm_and_refuse_other_models(tmp_path):
     assert type(lstmcpp.load(tmp_path / "q.npz")) is lstmcpp.QuantizedLSTM
     out = run_cli("quantize", str(tmp_path / "q.npz"), "-o", str(tmp_path / "qq.npz"))
     assert out.returncode == 2 and "model:" in out.stderr
+
+
+def test_cli_trains_each_cell_and_compares_them(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("hello world, hello lstm. " * 400)
+    for cell in ["layernorm", "cifg", "mogrifier"]:
+        out = run_cli("train-charlm", str(text), "--cell", cell, "--seconds", "1", "--hidden", "16", "--embedding", "4",
+                      "--batch", "4", "--seq-len", "20", "--out", str(tmp_path / f"{cell}.npz"), "--no-progress", "--prompt", "hello",
+                      "--generate", "10")
+        assert out.returncode == 0 and f"{cell} 16 x 1" in out.stdout, out.stderr
+        gen = run_cli("generate", str(tmp_path / f"{cell}.npz"), "--prompt", "hello", "-n", "10", "--seed", "1")
+        assert gen.returncode == 0 and gen.stdout.startswith("hello"), gen.stderr
+    out = run_cli("compare-cells", "--seconds", "1", "--hidden", "16", "--max-chars", "100000", "--cells", "lstm",
+                  "cifg", "--plot", str(tmp_path / "cells.png"))
+    assert out.returncode == 0, out.stderr
+    assert "| lstm |" in out.stdout and "| cifg |" in out.stdout
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "cells.png").stat().st_size > 1000
+
+
+def test_cli_gradient_flow(tmp_path):
+    out = run_cli("gradient-flow", "--steps", "30", "--hidden", "16", "--plot", str(tmp_path / "flow.png"))
+    assert out.returncode == 0, out.stderr
+    rows = {line[:24].strip(): [float(v) for v in line[24:].split()] for line in out.stdout.splitlines()[2:8]}
+    assert set(rows) == {"tanh RNN", "LSTM", "LSTM, forget bias 1", "layer-norm LSTM", "CIFG", "Mogrifier (5 rounds)"}
+    # the notes' picture: the forget gate's carousel carries the gradient back further than tanh
+    assert rows["LSTM, forget bias 1"][0] > 1e3 * rows["tanh RNN"][0]
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "flow.png").stat().st_size > 1000

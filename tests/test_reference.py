@@ -79,3 +79,13 @@ def test_reference_step_by_step_equals_full_sequence():
     np.testing.assert_allclose(dh, dh0, rtol=1e-10, atol=1e-12)
     for k in total:
         np.testing.assert_allclose(total[k], grads[k], rtol=1e-10, atol=1e-12)
+
+
+def test_the_tanh_rnn_input_gradient_matches_finite_differences():
+    params = reference.init_rnn_tanh(3, 5, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 3))
+    R = rng.standard_normal((6, 2, 5))
+    y, cache = reference.rnn_tanh_forward(params, x)
+    dx = reference.rnn_tanh_backward(cache, R)
+    check_gradients(lambda: np.sum(reference.rnn_tanh_forward(params, x)[0] * R), [("x", x, dx)], rng, samples=12)

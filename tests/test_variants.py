@@ -243,3 +243,29 @@ def test_layer_norm_equals_the_cell_written_with_pytorch_ops(cifg):
     model.backward(cache, dy)
     for name, g in model.grads.items():
         assert rel_err(g, run.params[name[: -len("_l0")]].grad.numpy()) < 1e-12, name
+
+
+@pytest.mark.parametrize("cell", [dict(layer_norm=True), dict(coupled_input_forget=True),
+                                  dict(mogrify_rounds=3, mogrify_rank=2)])
+def test_the_models_take_the_variants(tmp_path, cell):
+    from lstmcpp.models import AttentionClassifier, CharLM, Forecaster
+
+    rng = np.random.default_rng(0)
+    lm = CharLM("abcdef", embedding_dim=4, hidden_size=8, seed=0, **cell)
+    ids = rng.integers(0, 6, (3, 12))
+    cls = AttentionClassifier(10, 3, embedding_dim=4, hidden_size=6, seed=0, **cell)
+    fc = Forecaster(window=8, hidden_size=6, seed=0, **cell)
+    batches = {lm: (ids[:, :-1], ids[:, 1:]), cls: (rng.integers(0, 10, (4, 7)), np.array([7, 3, 5, 1]), np.array([0, 2, 1, 0])),
+               fc: (rng.standard_normal((5, 8, 1)), rng.standard_normal((5, 1, 1)))}
+    for model, batch in batches.items():
+        for k, v in cell.items():
+            assert getattr(model.lstm, k) == v
+        loss, _ = model.train_step(batch)
+        assert np.isfinite(loss)
+        path = tmp_path / f"{type(model).__name__}.npz"
+        lstmcpp.save(model, path)
+        loaded = lstmcpp.load(path)
+        assert loaded.get_config() == model.get_config()
+        model.reset_state()
+        loaded.reset_state()
+        assert model.evaluate(batch) == loaded.evaluate(batch)

@@ -1,4 +1,5 @@
-"""The command line: ``python -m lstmcpp {demo,train-charlm,generate,forecast,quantize,check,bench,info} --help``."""
+"""The command line: ``python -m lstmcpp {demo,train-charlm,generate,forecast,quantize,check,bench,compare-cells,
+gradient-flow,info} --help``."""
 
 from __future__ import annotations
 
@@ -42,14 +43,14 @@ def train_charlm_on(text: str, args: argparse.Namespace, source: str) -> int:
         print(f"lstmcpp {lstmcpp.__version__} ({lstmcpp.info()['isa']} kernels, {lstmcpp.get_num_threads()} threads): "
               f"training a character LSTM on {source}")
         print(f"  {train_chars:,} training and {val_chars:,} validation characters, {len(lm.vocab)} distinct; "
-              f"{lm.num_parameters():,} parameters (embedding {args.embedding}, LSTM {args.hidden} x {args.layers}); "
+              f"{lm.num_parameters():,} parameters (embedding {args.embedding}, {args.cell} {args.hidden} x {args.layers}); "
               f"batches of {args.batch} x {args.seq_len}; about {args.seconds:.0f} s")
 
     try:
         run = train_charlm(text, embedding_dim=args.embedding, hidden_size=args.hidden, num_layers=args.layers,
                            dropout=args.dropout, batch=args.batch, seq_len=args.seq_len, lr=args.lr,
                            seconds=args.seconds, epochs=args.epochs, seed=args.seed, progress=not args.no_progress,
-                           on_start=announce)
+                           on_start=announce, cell=args.cell)
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
@@ -76,6 +77,51 @@ def train_charlm(args: argparse.Namespace) -> int:
     with open(args.file, encoding="utf-8", errors="replace") as f:
         text = f.read()
     return train_charlm_on(text, args, args.file)
+
+
+def compare_cells(args: argparse.Namespace) -> int:
+    """The four cells trained on the demo's text for the same time: a table and a PNG."""
+    import lstmcpp
+    from lstmcpp.studies import common_step, compare_cells as run, plot_curves
+    from lstmcpp.tasks import stdlib_text
+
+    if args.threads:
+        lstmcpp.set_num_threads(args.threads)
+    text = stdlib_text(args.max_chars)
+    print(f"each cell trains a CharLM (embedding 64, hidden {args.hidden}) on the standard library's source "
+          f"for {args.seconds:g} s of training ({lstmcpp.get_num_threads()} threads, {lstmcpp.info()['isa']} kernels):")
+    curves = run(text, args.cells, seconds=args.seconds, hidden_size=args.hidden, seed=args.seed, log=print)
+    same = common_step(curves)  # the most steps every cell validated at
+    print(f"\n| cell | parameters | ms/step | steps in {args.seconds:g} s | validation loss at {args.seconds:g} s | "
+          f"at step {same} |")
+    print("|---|---|---|---|---|---|")
+    for c in curves:
+        print(f"| {c.cell} | {c.parameters:,} | {1e3 * c.seconds_per_step:.1f} | {c.steps[-1]} | {c.val_loss[-1]:.3f} | "
+              f"{c.loss_at_step(same):.3f} |")
+    try:
+        plot_curves(curves, args.plot, f"CharLM on the standard library's source, {args.seconds:g} s of training each")
+        print(f"\nwrote {args.plot}")
+    except ImportError as e:
+        print(f"\nno plot: {e}", file=sys.stderr)
+    return 0
+
+
+def gradient_flow(args: argparse.Namespace) -> int:
+    """|dL/dx_t| against t for a tanh RNN, the LSTM and each variant: a PNG."""
+    from lstmcpp.studies import gradient_flow as run, plot_gradient_flow
+
+    flows = run(T=args.steps, hidden_size=args.hidden, seed=args.seed)
+    print(f"|dL/dx_t| with the loss on step {args.steps - 1}'s output only (hidden {args.hidden}, default initialisation):")
+    marks = [0, args.steps // 4, args.steps // 2, 3 * args.steps // 4, args.steps - 1]
+    print(f"{'':24s}" + "".join(f"{'t=' + str(t):>10s}" for t in marks))
+    for label, g in flows.items():
+        print(f"{label:24s}" + "".join(f"{g[t]:10.1e}" for t in marks))
+    try:
+        plot_gradient_flow(flows, args.plot)
+        print(f"wrote {args.plot}")
+    except ImportError as e:
+        print(f"no plot: {e}", file=sys.stderr)
+    return 0
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -204,6 +250,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--hidden", type=int, default=256, help="LSTM hidden size (default 256)")
         p.add_argument("--embedding", type=int, default=64, help="embedding size (default 64)")
         p.add_argument("--layers", type=int, default=1, help="LSTM layers (default 1)")
+        p.add_argument("--cell", default="lstm", choices=["lstm", "layernorm", "cifg", "mogrifier"],
+                       help="the cell: the LSTM, layer-normalised, coupled input-forget, or the Mogrifier's five "
+                            "rounds (default lstm)")
         p.add_argument("--dropout", type=float, default=0.0, help="dropout between LSTM layers (default 0)")
         p.add_argument("--batch", type=int, default=32, help="parallel streams per batch (default 32)")
         p.add_argument("--seq-len", type=int, default=100, help="characters per chunk of truncated BPTT (default 100)")
@@ -269,6 +318,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("-o", "--out", required=True, help="where to save the quantized model")
     p.add_argument("--data", help="a CharLM's text to measure the held-out loss on (default: the demo's text)")
     p.set_defaults(run=quantize)
+
+    p = sub.add_parser("compare-cells", help="the LSTM, layer-norm, CIFG and Mogrifier cells trained on the demo's text "
+                                             "for the same time: validation loss, speed, a PNG of the learning curves")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time of each cell (default 60)")
+    p.add_argument("--cells", nargs="+", default=["lstm", "layernorm", "cifg", "mogrifier"],
+                   choices=["lstm", "layernorm", "cifg", "mogrifier"], help="which cells (default all four)")
+    p.add_argument("--hidden", type=int, default=256, help="hidden size (default 256)")
+    p.add_argument("--max-chars", type=int, default=4_000_000, help="use at most this much source (default 4,000,000)")
+    p.add_argument("--plot", default="cells.png", help="where to write the PNG (default cells.png)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+    p.set_defaults(run=compare_cells)
+
+    p = sub.add_parser("gradient-flow", help="|dL/dx_t| against t for a tanh RNN, the LSTM and each variant (a PNG)")
+    p.add_argument("--steps", type=int, default=100, help="sequence length (default 100)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size (default 64)")
+    p.add_argument("--plot", default="gradient_flow.png", help="where to write the PNG (default gradient_flow.png)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(run=gradient_flow)
 
     p = sub.add_parser("info", help="version, instruction set in use, threads, BLAS")
     p.set_defaults(run=info)

@@ -102,19 +102,24 @@ class CharLM(_Saved):
     """
 
     def __init__(self, vocab: str, embedding_dim: int = 64, hidden_size: int = 256, num_layers: int = 1,
-                 dropout: float = 0.0, dtype: str = "float32", seed: Optional[int] = None):
+                 dropout: float = 0.0, dtype: str = "float32", seed: Optional[int] = None, *,
+                 coupled_input_forget: bool = False, layer_norm: bool = False, mogrify_rounds: int = 0,
+                 mogrify_rank: int = 0):
         super().__init__()
         if len(vocab) < 2 or len(set(vocab)) != len(vocab):
             raise ValueError("vocab: expected at least two distinct characters, each once")
+        cell = dict(coupled_input_forget=coupled_input_forget, layer_norm=layer_norm, mogrify_rounds=mogrify_rounds,
+                    mogrify_rank=mogrify_rank)
         self._config = dict(vocab=vocab, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
-                           dropout=dropout, dtype=dtype, seed=seed)
+                           dropout=dropout, dtype=dtype, seed=seed, **cell)
         self.vocab = vocab
         self._index = {ch: k for k, ch in enumerate(vocab)}
         rng = np.random.default_rng(seed)
         V = len(vocab)
         self.embedding = Embedding(V, embedding_dim, dtype=dtype, rng=rng)
         # time-major (T,B) inside, the LSTM's own layout: nothing is transposed on the way through
-        self.lstm = LSTM(embedding_dim, hidden_size, num_layers, dropout=dropout, dtype=dtype, seed=_child_seed(rng))
+        self.lstm = LSTM(embedding_dim, hidden_size, num_layers, dropout=dropout, dtype=dtype, seed=_child_seed(rng),
+                         **cell)
         self.head = Linear(hidden_size, V, dtype=dtype, rng=rng)
         self.children = {"embedding": self.embedding, "lstm": self.lstm, "head": self.head}
         self._state = None
@@ -240,13 +245,18 @@ class Forecaster(_Saved):
     """
 
     def __init__(self, n_features: int = 1, window: int = 30, horizon: int = 1, hidden_size: int = 64,
-                 num_layers: int = 1, dtype: str = "float32", seed: Optional[int] = None):
+                 num_layers: int = 1, dtype: str = "float32", seed: Optional[int] = None, *,
+                 coupled_input_forget: bool = False, layer_norm: bool = False, mogrify_rounds: int = 0,
+                 mogrify_rank: int = 0):
         super().__init__()
+        cell = dict(coupled_input_forget=coupled_input_forget, layer_norm=layer_norm, mogrify_rounds=mogrify_rounds,
+                    mogrify_rank=mogrify_rank)
         self._config = dict(n_features=n_features, window=window, horizon=horizon, hidden_size=hidden_size,
-                           num_layers=num_layers, dtype=dtype, seed=seed)
+                           num_layers=num_layers, dtype=dtype, seed=seed, **cell)
         rng = np.random.default_rng(seed)
         self.n_features, self.window, self.horizon = n_features, window, horizon
-        self.lstm = LSTM(n_features, hidden_size, num_layers, batch_first=True, dtype=dtype, seed=_child_seed(rng))
+        self.lstm = LSTM(n_features, hidden_size, num_layers, batch_first=True, dtype=dtype, seed=_child_seed(rng),
+                         **cell)
         self.head = Linear(hidden_size, horizon * n_features, dtype=dtype, rng=rng)
         self.children = {"lstm": self.lstm, "head": self.head}
         self.mean = np.zeros(n_features)
@@ -348,16 +358,20 @@ class AttentionClassifier(_Saved):
     """
 
     def __init__(self, vocab_size: int, num_classes: int, embedding_dim: int = 32, hidden_size: int = 64,
-                 attention_dim: int = 32, bidirectional: bool = True, dtype: str = "float32", seed: Optional[int] = None):
+                 attention_dim: int = 32, bidirectional: bool = True, dtype: str = "float32", seed: Optional[int] = None,
+                 *, coupled_input_forget: bool = False, layer_norm: bool = False, mogrify_rounds: int = 0,
+                 mogrify_rank: int = 0):
         super().__init__()
+        cell = dict(coupled_input_forget=coupled_input_forget, layer_norm=layer_norm, mogrify_rounds=mogrify_rounds,
+                    mogrify_rank=mogrify_rank)
         self._config = dict(vocab_size=vocab_size, num_classes=num_classes, embedding_dim=embedding_dim,
                            hidden_size=hidden_size, attention_dim=attention_dim, bidirectional=bidirectional,
-                           dtype=dtype, seed=seed)
+                           dtype=dtype, seed=seed, **cell)
         rng = np.random.default_rng(seed)
         D = 2 if bidirectional else 1
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, rng=rng)
         self.lstm = LSTM(embedding_dim, hidden_size, batch_first=True, bidirectional=bidirectional, dtype=dtype,
-                         seed=_child_seed(rng))
+                         seed=_child_seed(rng), **cell)
         self.attention = AttentionPool(D * hidden_size, attention_dim, dtype=dtype, rng=rng)
         self.head = Linear(D * hidden_size, num_classes, dtype=dtype, rng=rng)
         self.children = {"embedding": self.embedding, "lstm": self.lstm, "attention": self.attention, "head": self.head}

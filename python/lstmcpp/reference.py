@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["Config", "param_shapes", "init_params", "forward", "backward", "sigmoid", "QuantizedRows",
            "quantize_rows_int8", "quantize_activations_int8", "int8_product", "Bfloat16Rows", "to_bfloat16",
-           "CodebookRows", "codebook_rows", "kmeans_1d"]
+           "CodebookRows", "codebook_rows", "kmeans_1d", "init_rnn_tanh", "rnn_tanh_forward", "rnn_tanh_backward"]
 
 Params = Dict[str, Any]  # name -> array, or QuantizedRows for a matrix in the int8 format
 
@@ -564,3 +564,39 @@ def backward(cache, dy: np.ndarray, dh_n: Optional[np.ndarray] = None, dc_n: Opt
             d_in = d_in * cache["masks"][layer - 1]
         d_out = d_in
     return d_out, (dh0, dc0), {n: grads[n] for n in param_shapes(config)}
+
+
+# ----------------------------------------------------------------------------------------------
+# the vanilla RNN the LSTM was made to fix (the notes' starting point), for comparison only
+
+
+def init_rnn_tanh(input_size: int, hidden_size: int, seed: Optional[int] = None) -> Params:
+    """PyTorch's ``nn.RNN`` initialisation, U(-1/sqrt(H), 1/sqrt(H)), under its names."""
+    rng = np.random.default_rng(seed)
+    k = 1.0 / np.sqrt(hidden_size)
+    shapes = dict(weight_ih=(hidden_size, input_size), weight_hh=(hidden_size, hidden_size), bias_ih=(hidden_size,),
+                  bias_hh=(hidden_size,))
+    return {n: rng.uniform(-k, k, s) for n, s in shapes.items()}
+
+
+def rnn_tanh_forward(p: Params, x: np.ndarray, h0: Optional[np.ndarray] = None):
+    """h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) over x (T,B,I): ``y (T,B,H), cache``."""
+    T, B, _ = x.shape
+    h = np.zeros((B, p["weight_hh"].shape[0])) if h0 is None else h0
+    hs = [h]
+    for t in range(T):
+        h = np.tanh(x[t] @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"])
+        hs.append(h)
+    return np.stack(hs[1:]), dict(p=p, x=x, hs=hs)
+
+
+def rnn_tanh_backward(cache, dy: np.ndarray) -> np.ndarray:
+    """The gradient of the input x (T,B,I) for the upstream gradient dy (T,B,H) of the outputs."""
+    p, x, hs = cache["p"], cache["x"], cache["hs"]
+    dx = np.zeros_like(x)
+    dh = np.zeros_like(hs[0])
+    for t in reversed(range(len(x))):
+        dz = (dh + dy[t]) * (1 - hs[t + 1] ** 2)  # h = tanh(z)
+        dx[t] = dz @ p["weight_ih"]
+        dh = dz @ p["weight_hh"]
+    return dx

@@ -117,18 +117,32 @@ def held_out_size(text_length: int, batch: int, seq_len: int) -> int:
     return max(text_length // 20, batch * (seq_len + 1) * 2)
 
 
+# The cells the command line's --cell names (SPEC §7), as LSTM arguments. The Mogrifier's five
+# rounds are the paper's choice for character models.
+CELLS = {
+    "lstm": {},
+    "layernorm": dict(layer_norm=True),
+    "cifg": dict(coupled_input_forget=True),
+    "mogrifier": dict(mogrify_rounds=5),
+}
+
+
 def train_charlm(text: str, *, embedding_dim: int = 64, hidden_size: int = 256, num_layers: int = 1,
                  dropout: float = 0.0, batch: int = 32, seq_len: int = 100, lr: float = 3e-3,
                  seconds: Optional[float] = None, epochs: int = 1000, seed: int = 0, progress: bool = True,
-                 on_start: Optional[Callable[[CharLM, int, int], None]] = None) -> CharLMRun:
+                 on_start: Optional[Callable[[CharLM, int, int], None]] = None, cell: str = "lstm",
+                 steps: Optional[int] = None, val_every: Optional[int] = None) -> CharLMRun:
     """Train a :class:`CharLM` on ``text`` (its last :func:`held_out_size` characters held out),
-    with Adam and gradient clipping, for ``epochs`` or ``seconds``. ``on_start(model, train_chars,
-    val_chars)`` runs before training (the CLI prints there)."""
+    with Adam and gradient clipping, for ``epochs`` or ``seconds`` (or ``steps`` batches). ``cell``
+    is a key of :data:`CELLS`. ``on_start(model, train_chars, val_chars)`` runs before training
+    (the CLI prints there)."""
+    if cell not in CELLS:
+        raise ValueError(f"cell: expected one of {list(CELLS)}, got {cell!r}")
     held_out = held_out_size(len(text), batch, seq_len)
     if len(text) < 2 * held_out:
         raise ValueError(f"text: too short ({len(text)} characters) for batches of {batch} x {seq_len}")
     lm = CharLM.from_text(text, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
-                          dropout=dropout, seed=seed)
+                          dropout=dropout, seed=seed, **CELLS[cell])
     ids = lm.encode(text)
     train_ids, val_ids = ids[:-held_out], ids[-held_out:]
     if on_start is not None:
