@@ -215,7 +215,7 @@ def test_what_a_variant_refuses():
         if importlib.util.find_spec("onnx"):
             with pytest.raises(ValueError, match=words):
                 model.export_onnx()
-    torch = pytest.importorskip("torch")  # noqa: F841
+    pytest.importorskip("torch")
     for kw in [dict(coupled_input_forget=True), dict(layer_norm=True), dict(mogrify_rounds=1)]:
         with pytest.raises(ValueError, match=next(iter(kw))):
             lstmcpp.LSTM(3, 4, **kw).to_torch()

@@ -20,6 +20,7 @@ selection=("$@")
 if [ ${#selection[@]} -eq 0 ]; then
   selection=(tests/test_core.py tests/test_lengths.py tests/test_state.py tests/test_errors.py tests/test_threads.py
              tests/test_reliability.py tests/test_properties.py tests/test_training.py tests/test_quantized.py tests/test_streams.py
+             tests/test_variants.py
              -k "not gil_is_released")
 fi
 runtime="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
