@@ -17,13 +17,14 @@ def test_core_matches_reference(name, dtype, with_lengths, isa, products):
     model = lstmcpp.LSTM(7, 13, dtype=dtype, **{"seed": 1, **GRID[name]})
     tol = TOL[dtype]
     if model.layer_norm and dtype == "float32":
-        # Layer norm divides each row by its standard deviation, so a row of small values (h
-        # projected to 3 outputs and clipped to 0.1; a cell clipped to +-0.3) has its rounding
-        # multiplied by up to 1/sqrt(eps) = 316, at every normalisation of every step. With weights
-        # tripled the model is chaotic: in float64, changing x by 1e-7 moves y by 100%. So the
-        # float32 comparison keeps the initial weights and allows that amplification; float64
-        # checks the same code to 1e-10.
-        tol = 2e-3
+        # Layer norm divides each row by its standard deviation, so a row of small or nearly equal
+        # values (h projected to 3 outputs and clipped to 0.1; a cell clipped to +-0.3) has its
+        # rounding multiplied by up to 1/sqrt(eps) = 316, at every normalisation of every step. With
+        # weights tripled the model is chaotic: in float64, changing x by 1e-7 moves y by 100%. So
+        # the float32 comparison keeps the initial weights, and allows that amplification where a
+        # clip or a small projection makes such rows; float64 checks the same code to 1e-10.
+        if model.proj_size or model.cell_clip or model.proj_clip:
+            tol = 2e-3
     else:
         scale_weights(model, 3.0)  # engage the clips
     x, state, lengths = make_inputs(model, with_lengths=with_lengths)

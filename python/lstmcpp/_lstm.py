@@ -14,6 +14,18 @@ from ._args import LayerArguments, as_real_array, check_clip, check_int, require
 State = Tuple[np.ndarray, np.ndarray]
 
 
+def _sum_rows_by_id(rows: np.ndarray, ids: np.ndarray, vocab: int) -> np.ndarray:
+    """(vocab, F): row v the sum of the rows (..., F) whose id (...) is v, in their order. (Sorting
+    the ids and summing runs of equal ones is 7x faster than np.add.at at T 100, B 32.)"""
+    flat = ids.ravel()
+    order = np.argsort(flat, kind="stable")
+    sorted_ids = flat[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    out = np.zeros((vocab, rows.shape[-1]), rows.dtype)
+    out[sorted_ids[starts]] = np.add.reduceat(rows.reshape(-1, rows.shape[-1])[order], starts, axis=0)
+    return out
+
+
 class ForwardCache:
     """What :meth:`LSTM.forward` keeps for :meth:`LSTM.backward` (opaque)."""
 
@@ -487,10 +499,7 @@ class LSTM(LayerArguments):
             require_finite(dy=dy3, dh_n=dh_n, dc_n=dc_n)
         dx, dh0, dc0 = self._core.backward(cache._core, dy3, dh_n, dc_n)
         if isinstance(cache.tokens, tuple):  # tokens gathered by forward_tokens: their rows' gradients summed
-            ids, vocab = cache.tokens
-            d_embedding = np.zeros((vocab, self.input_size), self.dtype)
-            np.add.at(d_embedding, ids, dx)
-            dx = d_embedding
+            dx = _sum_rows_by_id(dx, *cache.tokens)
         if self.check_finite:
             require_finite(dx=dx, dh_0=dh0, dc_0=dc0, **{"gradient of " + k: g for k, g in self._grads.items()})
         if cache.tokens:
