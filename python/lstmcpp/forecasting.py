@@ -1,0 +1,170 @@
+"""What a forecaster is measured against (issue 14): real series that ship with vega-datasets and
+statsmodels, the seasonal period read off a series' autocorrelation, the classical baselines
+(last value, same season ago, Holt-Winters) and the rolling-origin evaluation over a series'
+last part. vega-datasets and statsmodels are optional: ``pip install "lstmcpp[forecast]"``.
+
+>>> from lstmcpp import forecasting
+>>> task = forecasting.load_task("seattle-temps")
+>>> forecasting.evaluate(task, forecasting.seasonal_naive(task.season))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from .interop._common import require
+
+__all__ = ["Task", "TASKS", "load_task", "detect_season", "rolling_origins", "evaluate", "last_value",
+           "seasonal_naive", "seasonal_difference_persistence", "holt_winters"]
+
+# A forecast method: (history (n,), horizon) -> the next `horizon` values.
+Method = Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclasses.dataclass
+class Task:
+    """A series and how it is forecast: ``horizon`` values ahead from ``window`` values of history,
+    with seasonal period ``season`` (0: none), at rolling origins over the last ``test_fraction``."""
+
+    name: str
+    series: np.ndarray
+    horizon: int
+    window: int
+    season: int
+    unit: str
+    trend: bool = False
+    test_fraction: float = 0.2
+
+
+# name -> (loader, horizon, window, season, unit, trend). The seasons are the series' known
+# periods (detect_season finds the same ones, tested).
+TASKS: Dict[str, tuple] = {
+    "seattle-temps": ("vega:seattle-temps:temp", 24, 168, 24, "°F", False),        # hourly, a day ahead
+    "seattle-weather": ("vega:seattle-weather:temp_max", 7, 56, 365, "°C", False),  # daily, a week ahead
+    "sunspots": ("statsmodels:sunspots:SUNACTIVITY", 5, 44, 11, "sunspots", False),  # yearly
+    "elnino": ("statsmodels:elnino", 12, 60, 12, "°C", False),                       # monthly, a year ahead
+}
+
+
+def load_task(name: str) -> Task:
+    """One of :data:`TASKS`, its series loaded from the package that ships it."""
+    if name not in TASKS:
+        raise ValueError(f"name: expected one of {list(TASKS)}, got {name!r}")
+    source, horizon, window, season, unit, trend = TASKS[name]
+    kind, *rest = source.split(":")
+    if kind == "vega":
+        require("vega_datasets", '"lstmcpp[forecast]"')
+        from vega_datasets import local_data
+
+        dataset, column = rest
+        series = local_data(dataset)[column].to_numpy(np.float64)
+    else:
+        sm = require("statsmodels.api", '"lstmcpp[forecast]"')
+        if rest[0] == "elnino":  # one row per year, a column per month
+            table = sm.datasets.elnino.load_pandas().data
+            series = table.drop(columns="YEAR").to_numpy(np.float64).ravel()
+        else:
+            dataset, column = rest
+            series = getattr(sm.datasets, dataset).load_pandas().data[column].to_numpy(np.float64)
+    return Task(name, series, horizon, window, season, unit, trend)
+
+
+def detect_season(series: np.ndarray, max_lag: Optional[int] = None, threshold: float = 0.2) -> int:
+    """The seasonal period of ``series`` (0: none), read off two autocorrelations: of the series
+    less its straight-line trend (which shows a slow season, a year of daily values) and of its
+    first differences (which shows a fast one under a slow one, a day of hourly values through a
+    year). In each, the candidate is the first local peak past the first fall below zero that
+    reaches ``threshold`` (past that fall, the noise's bumps near lag 0 and a longer cycle's larger
+    peak, El Nino's four years in monthly data, are not taken for the season); the stronger
+    candidate wins. ``max_lag`` defaults to a third of the series (at most 400)."""
+    y = np.asarray(series, np.float64)
+    if len(y) < 8:
+        return 0
+    t = np.arange(len(y))
+    best, best_acf = 0, -1.0
+    for x in (y - np.polyval(np.polyfit(t, y, 1), t), np.diff(y)):
+        lag, value = _first_seasonal_peak(x - x.mean(), max_lag, threshold)
+        if lag and value > best_acf:
+            best, best_acf = lag, value
+    return best
+
+
+def _first_seasonal_peak(x: np.ndarray, max_lag: Optional[int], threshold: float):
+    """(lag, autocorrelation) of detect_season's candidate in ``x`` (zero mean), or (0, 0)."""
+    n = len(x)
+    max_lag = min(n // 3, 400) if max_lag is None else min(max_lag, n - 2)
+    if max_lag < 3 or not np.any(x):
+        return 0, 0.0
+    spectrum = np.fft.rfft(x, 2 * n)
+    acf = np.fft.irfft(spectrum * np.conj(spectrum))[: max_lag + 2]
+    acf = acf / acf[0]
+    below = np.flatnonzero(acf[1:] < 0)
+    if below.size == 0:
+        return 0, 0.0
+    for k in range(int(below[0]) + 2, max_lag + 1):
+        if acf[k] > acf[k - 1] and acf[k] >= acf[k + 1] and acf[k] >= threshold:
+            return k, float(acf[k])
+    return 0, 0.0
+
+
+def rolling_origins(n: int, horizon: int, window: int, test_fraction: float = 0.2) -> np.ndarray:
+    """The forecast origins (each the index of the first value forecast) over the last
+    ``test_fraction`` of a series of ``n`` values, ``horizon`` apart, each with ``window`` values
+    of history and ``horizon`` values of truth."""
+    first = max(int(n * (1 - test_fraction)), window)
+    return np.arange(first, n - horizon + 1, horizon)
+
+
+def evaluate(task: Task, method: Method) -> float:
+    """The mean absolute error of ``method`` over ``task``'s rolling origins, each given the whole
+    history before it."""
+    y = task.series
+    errors = [np.abs(np.asarray(method(y[:o], task.horizon)) - y[o : o + task.horizon]).mean()
+              for o in rolling_origins(len(y), task.horizon, task.window, task.test_fraction)]
+    return float(np.mean(errors))
+
+
+def last_value() -> Method:
+    return lambda history, horizon: np.full(horizon, history[-1])
+
+
+def seasonal_naive(season: int) -> Method:
+    """Each value as it was one season before (the last value when there is no season)."""
+    if season < 1:
+        return last_value()
+
+    def method(history, horizon):
+        return np.array([history[len(history) - season + k % season] for k in range(horizon)])
+    return method
+
+
+def seasonal_difference_persistence(season: int) -> Method:
+    """The same season ago, plus the difference between the last value and its own season ago:
+    the last value of the seasonally differenced series carried forward."""
+    if season < 1:
+        return last_value()
+    naive = seasonal_naive(season)
+
+    def method(history, horizon):
+        return naive(history, horizon) + (history[-1] - history[-1 - season])
+    return method
+
+
+def holt_winters(season: int, trend: bool = False, history_seasons: int = 28) -> Method:
+    """statsmodels' Holt-Winters (additive season; additive trend when ``trend``), fitted at each
+    origin on at most the last ``history_seasons`` seasons of history."""
+    holtwinters = require("statsmodels.tsa.holtwinters", '"lstmcpp[forecast]"')
+
+    def method(history, horizon):
+        fit_on = history[-history_seasons * season:] if season else history[-200:]
+        with warnings.catch_warnings():  # convergence chatter on short or flat pieces
+            warnings.simplefilter("ignore")
+            model = holtwinters.ExponentialSmoothing(fit_on, trend="add" if trend else None,
+                                                     seasonal="add" if season else None,
+                                                     seasonal_periods=season or None).fit()
+        return np.asarray(model.forecast(horizon))
+    return method

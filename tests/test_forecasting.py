@@ -1,0 +1,66 @@
+"""The forecasting yardstick (issue 14): seasons read off a series, the classical baselines, the
+rolling origins, and the real series (vega-datasets and statsmodels; skipped without them)."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from lstmcpp import forecasting as F
+
+
+def test_detect_season_on_known_series():
+    rng = np.random.default_rng(0)
+    t = np.arange(2000)
+    weekly = np.sin(2 * np.pi * t[:300] / 7) + 0.3 * rng.standard_normal(300) + 0.01 * t[:300]
+    assert F.detect_season(weekly) == 7
+    # a day of hourly values under a slow cycle that dominates the variance
+    hourly = 10 * np.sin(2 * np.pi * t / 5000) + np.sin(2 * np.pi * t / 24) + 0.05 * rng.standard_normal(2000)
+    assert F.detect_season(hourly) == 24
+    assert F.detect_season(rng.standard_normal(500)) == 0
+    assert F.detect_season(np.cumsum(rng.standard_normal(500))) == 0
+    assert F.detect_season(np.ones(100)) == 0 and F.detect_season(np.arange(5.0)) == 0
+
+
+def test_rolling_origins_cover_the_last_part():
+    origins = F.rolling_origins(100, horizon=5, window=10, test_fraction=0.2)
+    assert origins[0] == 80 and origins[-1] + 5 <= 100 and np.all(np.diff(origins) == 5)
+    assert F.rolling_origins(22, horizon=3, window=18)[0] == 18  # never less history than the window
+    assert F.rolling_origins(20, horizon=3, window=18).size == 0  # no room for one
+
+
+def test_baselines_are_exact_where_they_should_be():
+    t = np.arange(400.0)
+    periodic = np.sin(2 * np.pi * t / 12)
+    trending = periodic + 0.05 * t
+    task = F.Task("periodic", periodic, horizon=12, window=24, season=12, unit="")
+    assert F.evaluate(task, F.seasonal_naive(12)) < 1e-12
+    task = F.Task("trending", trending, horizon=6, window=24, season=12, unit="")
+    assert F.evaluate(task, F.seasonal_naive(12)) == pytest.approx(0.05 * 12)
+    assert F.evaluate(task, F.seasonal_difference_persistence(12)) < 1e-12
+    assert F.evaluate(task, F.last_value()) > 0.1
+    # a horizon longer than the season repeats the last season
+    np.testing.assert_array_equal(F.seasonal_naive(3)(np.arange(9.0), 7), [6, 7, 8, 6, 7, 8, 6])
+
+
+def test_holt_winters_follows_a_clean_season():
+    pytest.importorskip("statsmodels")
+    t = np.arange(300.0)
+    task = F.Task("clean", 5 + np.sin(2 * np.pi * t / 12), horizon=12, window=48, season=12, unit="")
+    assert F.evaluate(task, F.holt_winters(12)) < 1e-2
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("statsmodels") and importlib.util.find_spec("vega_datasets")),
+                    reason='needs pip install "lstmcpp[forecast]"')
+@pytest.mark.parametrize("name", list(F.TASKS))
+def test_the_real_series_load_and_their_seasons_are_found(name):
+    task = F.load_task(name)
+    train = task.series[: int(len(task.series) * (1 - task.test_fraction))]
+    assert np.isfinite(task.series).all() and len(task.series) > 4 * task.window
+    found = F.detect_season(train)
+    assert abs(found - task.season) <= max(1, task.season // 10), (name, found)
+
+
+def test_bad_task_name():
+    with pytest.raises(ValueError, match="expected one of"):
+        F.load_task("nope")
