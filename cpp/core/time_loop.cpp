@@ -267,7 +267,9 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
                 if (active(lengths, b, t)) std::copy(h_next + b * P + pr.begin, h_next + b * P + pr.end, out + pr.begin);
                 else std::fill(out + pr.begin, out + pr.end, T(0));
             }
-            if (meets && barrier.wait(team, waits)) return step + 1;
+            // (after the last step the team's closing barrier is the meeting: one fewer, which a
+            // one-step call, a stream's step, pays in full)
+            if (meets && step + 1 < steps && barrier.wait(team, waits)) return step + 1;
         }
         return steps;
     };
