@@ -64,3 +64,69 @@ def test_the_real_series_load_and_their_seasons_are_found(name):
 def test_bad_task_name():
     with pytest.raises(ValueError, match="expected one of"):
         F.load_task("nope")
+
+
+# ------------------------------------------------------------------------------------------------
+# Forecaster.fit
+
+
+def test_fit_learns_a_noisy_season_and_keeps_the_best(tmp_path):
+    import lstmcpp
+    from lstmcpp.models import Forecaster
+
+    rng = np.random.default_rng(0)
+    t = np.arange(900)
+    series = 10 + 0.01 * t + 3 * np.sin(2 * np.pi * t / 24) + 0.5 * np.sin(2 * np.pi * t / 240) + 0.1 * rng.standard_normal(900)
+    train, test = series[:800], series[800:]
+    fc = Forecaster(window=48, horizon=6, hidden_size=16, seed=0, quantiles=(0.1, 0.5, 0.9))
+    messages = []
+    info = fc.fit(train, epochs=30, progress=False, log=messages.append)
+    assert info["season"] == 24 and any("season: 24" in m for m in messages)
+    assert info["val_error"] <= info["baseline_error"]  # the baseline is where training starts
+    task = F.Task("synthetic", series, horizon=6, window=200, season=24, unit="", test_fraction=0.1)
+    ours = F.evaluate(task, lambda h, n: fc.forecast(h, n))
+    assert ours < F.evaluate(task, F.seasonal_naive(24))
+    point, bands = fc.forecast(train, 6, quantiles=(0.1, 0.9))
+    assert point.shape == (6,) and np.all(bands[0.1] <= bands[0.9])
+    # files and pickles keep every choice fit made
+    lstmcpp.save(fc, tmp_path / "fc.npz")
+    loaded = lstmcpp.load(tmp_path / "fc.npz")
+    np.testing.assert_array_equal(loaded.forecast(train, 10), fc.forecast(train, 10))
+    import pickle
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fc)).forecast(train, 10), fc.forecast(train, 10))
+    assert np.isfinite(test).all()
+
+
+def test_quantiles_cover_about_what_they_say():
+    from lstmcpp.models import Forecaster
+
+    rng = np.random.default_rng(1)
+    series = np.cumsum(rng.standard_normal(1500))  # a random walk: the change is N(0, k) after k steps
+    fc = Forecaster(window=20, horizon=1, hidden_size=8, seed=0, season=0, quantiles=(0.1, 0.9))
+    fc.fit(series[:1200], epochs=15, progress=False, log=None)
+    inside = []
+    for o in range(1200, 1499):
+        _, bands = fc.forecast(series[:o], 1, quantiles=(0.1, 0.9))
+        inside.append(bands[0.1][0] <= series[o] <= bands[0.9][0])
+    assert 0.65 < np.mean(inside) < 0.95
+
+
+def test_fit_and_forecast_refuse_bad_input():
+    from lstmcpp.models import Forecaster
+
+    fc = Forecaster(window=10, horizon=2, hidden_size=4, seed=0, season=0)
+    with pytest.raises(ValueError, match="too few"):
+        fc.fit(np.arange(12.0), progress=False, log=None)
+    with pytest.raises(ValueError, match="NaN"):
+        fc.fit(np.r_[np.arange(50.0), np.nan], progress=False, log=None)
+    with pytest.raises(ValueError, match="expected shape"):
+        fc.fit(np.zeros((50, 2, 1)), progress=False, log=None)
+    with pytest.raises(ValueError, match="quantiles"):
+        Forecaster(quantiles=(0.9, 0.1))
+    with pytest.raises(ValueError, match="season"):
+        Forecaster(season=-1)
+    fc.fit(np.sin(np.arange(200) / 3), epochs=1, progress=False, log=None)
+    with pytest.raises(ValueError, match="at least 10 values"):
+        fc.forecast(np.arange(5.0), 2)
+    with pytest.raises(ValueError, match="not among the model's"):
+        fc.forecast(np.arange(50.0), 2, quantiles=(0.5,))

@@ -239,28 +239,54 @@ class CharLM(_Saved):
 
 class Forecaster(_Saved):
     """The next ``horizon`` values of a series from the last ``window``: ``LSTM -> linear`` on
-    the last output. Series are scaled to zero mean and unit variance per feature (fitted by
-    :meth:`fit_scaling`, saved with the model); :meth:`forecast` predicts further ahead by
-    feeding its predictions back.
+    the last output.
+
+    :meth:`fit` does all of it in one call (issue 14): it reads the season off the series (or takes
+    ``season``), picks the simple baseline that forecasts the validation part best (the last value;
+    the same season ago; that moved by the last seasonal difference; or the average of the last few
+    seasons moved to the last season's level), and trains
+    the network to predict each window's change from that baseline, in units of the window's own
+    spread, so that a series leaving its training range is no harder than one inside it. The head
+    starts at zero, so the untrained model is the baseline, and the model kept is the one with the
+    best validation error (the baseline itself if training never beats it). ``quantiles`` adds
+    outputs trained with the pinball loss, for :meth:`forecast`'s intervals.
+
+    The older way (:meth:`fit_scaling`, :meth:`windows`, :func:`lstmcpp.train.fit`) scales the
+    whole series to zero mean and unit variance per feature and predicts the scaled values.
     """
+
+    BASELINES = ("last", "seasonal", "seasonal_change", "seasonal_mean")
 
     def __init__(self, n_features: int = 1, window: int = 30, horizon: int = 1, hidden_size: int = 64,
                  num_layers: int = 1, dtype: str = "float32", seed: Optional[int] = None, *,
+                 season: Optional[int] = None, quantiles: Sequence[float] = (),
                  coupled_input_forget: bool = False, layer_norm: bool = False, mogrify_rounds: int = 0,
                  mogrify_rank: int = 0):
         super().__init__()
         cell = dict(coupled_input_forget=coupled_input_forget, layer_norm=layer_norm, mogrify_rounds=mogrify_rounds,
                     mogrify_rank=mogrify_rank)
+        quantiles = tuple(float(q) for q in quantiles)
+        if any(not 0 < q < 1 for q in quantiles) or list(quantiles) != sorted(set(quantiles)):
+            raise ValueError(f"quantiles: expected increasing values in (0, 1), got {quantiles}")
+        if season is not None and (isinstance(season, bool) or not isinstance(season, int) or season < 0):
+            raise ValueError(f"season: expected None (detect it) or an integer >= 0, got {season!r}")
         self._config = dict(n_features=n_features, window=window, horizon=horizon, hidden_size=hidden_size,
-                           num_layers=num_layers, dtype=dtype, seed=seed, **cell)
+                           num_layers=num_layers, dtype=dtype, seed=seed, season=season, quantiles=list(quantiles),
+                           **cell)
         rng = np.random.default_rng(seed)
         self.n_features, self.window, self.horizon = n_features, window, horizon
+        self.quantiles = quantiles
         self.lstm = LSTM(n_features, hidden_size, num_layers, batch_first=True, dtype=dtype, seed=_child_seed(rng),
                          **cell)
-        self.head = Linear(hidden_size, horizon * n_features, dtype=dtype, rng=rng)
+        self.head = Linear(hidden_size, horizon * n_features * (1 + len(quantiles)), dtype=dtype, rng=rng)
         self.children = {"lstm": self.lstm, "head": self.head}
         self.mean = np.zeros(n_features)
         self.std = np.ones(n_features)
+        # set by fit(): the season used (0: none), the baseline's index in BASELINES (-1: not fitted),
+        # and how many seasons the seasonal mean averages
+        self.season = season
+        self.baseline = -1
+        self.seasons_averaged = 1
 
     def _series(self, series: np.ndarray) -> np.ndarray:
         s = np.asarray(series, dtype=np.float64)
@@ -296,15 +322,27 @@ class Forecaster(_Saved):
         return one_pass
 
     def forward(self, x: np.ndarray, training: bool = True):
+        """``(B, horizon, F)`` predictions for windows ``x (B, window, F)`` (the quantile outputs,
+        when the model has them, are :meth:`_outputs`'), and the caches for :meth:`backward`."""
+        out, caches = self._outputs(x, training)
+        return out[:, 0], caches
+
+    def _outputs(self, x: np.ndarray, training: bool):
+        """``(B, 1 + Q, horizon, F)``: the point forecast, then each quantile's."""
         if training:
             h, _, lstm_cache = self.lstm.forward(x, training=True)
         else:
             (h, _), lstm_cache = self.lstm(x), None
         pred, head_cache = self.head.forward(h[:, -1])
-        return pred.reshape(len(x), self.horizon, self.n_features), (lstm_cache, head_cache, h.shape)
+        return pred.reshape(len(x), 1 + len(self.quantiles), self.horizon, self.n_features), (lstm_cache, head_cache, h.shape)
 
     def backward(self, caches, dpred: np.ndarray) -> None:
+        """``dpred``: the gradient of :meth:`forward`'s ``(B, horizon, F)``, or of :meth:`_outputs`'."""
         lstm_cache, head_cache, h_shape = caches
+        if dpred.ndim == 3 and self.quantiles:  # the point forecast's gradient alone
+            full = np.zeros((len(dpred), 1 + len(self.quantiles)) + dpred.shape[1:], dpred.dtype)
+            full[:, 0] = dpred
+            dpred = full
         dh = np.zeros(h_shape, dpred.dtype)
         dh[:, -1] = self.head.backward(head_cache, dpred.reshape(len(dpred), -1))
         self.lstm.backward(lstm_cache, dh)
@@ -324,9 +362,40 @@ class Forecaster(_Saved):
         pred, _ = self.forward(x, training=False)
         return mse(pred, y)[0] * len(x), len(x)
 
-    def forecast(self, history: np.ndarray, steps: int) -> np.ndarray:
-        """The next ``steps`` values after ``history`` (at least ``window`` values), unscaled,
-        shaped ``(steps,)`` for a one-feature series given as ``(N,)``, else ``(steps, F)``."""
+    def forecast(self, history: np.ndarray, steps: int, quantiles: Optional[Sequence[float]] = None):
+        """The next ``steps`` values after ``history`` (at least ``window`` values; after :meth:`fit`,
+        also at least a season and one), shaped ``(steps,)`` for a one-feature series given as
+        ``(N,)``, else ``(steps, F)``. Further than ``horizon``, the forecasts are fed back. With
+        ``quantiles`` (some of the model's, ``steps <= horizon``), returns ``(forecast, {q: values})``."""
+        s = self._series(history)
+        if quantiles is not None:
+            missing = [q for q in quantiles if float(q) not in self.quantiles]
+            if missing:
+                raise ValueError(f"quantiles: {missing} are not among the model's {list(self.quantiles)}")
+            if steps > self.horizon:
+                raise ValueError(f"quantiles: only for steps <= horizon ({self.horizon}), got steps {steps}")
+        if self.baseline < 0:  # the older way: the whole series scaled, one step block fed back at a time
+            if quantiles is not None:
+                raise ValueError("quantiles: come from a model trained by Forecaster.fit")
+            return self._forecast_scaled(history, steps)
+        need = self._history_length()
+        if len(s) < need:
+            raise ValueError(f"history: expected at least {need} values, got {len(s)}")
+        out, bands = [], None
+        while len(out) < steps:
+            outputs, base, scale = self._window_outputs(s[None])
+            values = (base + outputs * scale)[0]  # (1 + Q, horizon, F)
+            if bands is None:
+                bands = values[1:]
+            out.extend(values[0])
+            s = np.concatenate([s, values[0]])
+        result = np.asarray(out[:steps])
+        squeeze = (lambda a: a[..., 0]) if np.ndim(history) == 1 else (lambda a: a)
+        if quantiles is None:
+            return squeeze(result)
+        return squeeze(result), {float(q): squeeze(bands[self.quantiles.index(float(q)), :steps]) for q in quantiles}
+
+    def _forecast_scaled(self, history: np.ndarray, steps: int) -> np.ndarray:
         s = list(self._scaled(history)[-self.window :])
         if len(s) < self.window:
             raise ValueError(f"history: expected at least {self.window} values, got {len(s)}")
@@ -339,11 +408,168 @@ class Forecaster(_Saved):
         result = np.asarray(out[:steps], np.float64) * self.std + self.mean
         return result[:, 0] if np.ndim(history) == 1 else result
 
+    # fit(): a window's change from a baseline, in the window's own units
+
+    def _baseline_values(self, histories: np.ndarray, kind: int) -> np.ndarray:
+        """(B, horizon, F) forecasts of baseline BASELINES[kind] from histories (B, n, F)."""
+        S, n = self.season, histories.shape[1]
+        last = histories[:, -1:]
+        if kind == 0 or S == 0:
+            return np.repeat(last, self.horizon, axis=1)
+        ago = histories[:, n - S + np.arange(self.horizon) % S]  # the same season ago
+        if kind == 1:
+            return ago
+        if kind == 2:
+            return ago + (last - histories[:, n - 1 - S][:, None])
+        m = self.seasons_averaged  # the average season, at the last season's level
+        seasons = histories[:, n - m * S :].reshape(len(histories), m, S, -1)
+        profile = seasons.mean(axis=1)
+        return profile[:, np.arange(self.horizon) % S] + (seasons[:, -1].mean(axis=1) - profile.mean(axis=1))[:, None]
+
+    def _history_length(self) -> int:
+        """The values a fitted model reads before each forecast: its window, and the seasons its
+        baselines look back over."""
+        return max(self.window, self.season * self.seasons_averaged + 1)
+
+    def _window_inputs(self, histories: np.ndarray):
+        """The network's input (B, window, F) for histories (B, n, F): the last ``window`` values
+        less the last one, over the window's mean absolute change (its own units); and that scale."""
+        w = histories[:, -self.window :]
+        scale = np.abs(np.diff(w, axis=1)).mean(axis=1, keepdims=True) + 1e-8 * (np.abs(w).mean(axis=1, keepdims=True) + 1)
+        return ((w - w[:, -1:]) / scale).astype(self.lstm.dtype), scale
+
+    def _window_outputs(self, histories: np.ndarray):
+        """(outputs (B, 1 + Q, horizon, F) in window units, baseline (B, 1, horizon, F), scale (B, 1, 1, F))."""
+        x, scale = self._window_inputs(histories)
+        outputs, _ = self._outputs(x, training=False)
+        return outputs, self._baseline_values(histories, self.baseline)[:, None], scale[:, None]
+
+    def fit(self, series: np.ndarray, *, time_budget: Optional[float] = None, epochs: Optional[int] = None,
+            val_fraction: float = 0.1, seed: int = 0, progress: bool = True, lr: float = 3e-3,
+            batch_size: int = 64, patience: int = 20, log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
+        """Train on ``series`` (N,) or (N, F) in one call: the season (``season=None``: read off the
+        series' autocorrelation, and said), the baseline, windows and targets, Adam with early
+        stopping on the last ``val_fraction`` of the windows (in time order), the best model kept.
+        Stops after ``epochs`` passes or ``time_budget`` seconds (default: 100 passes). Returns
+        what it chose and measured: season, baseline, the validation error (mean absolute, in the
+        series' units) of the baseline and of the model kept, epochs, seconds."""
+        import time
+
+        from .forecasting import detect_season
+        from .optim import Adam, clip_grad_norm
+
+        s = self._series(series)
+        if not np.isfinite(s).all():
+            raise ValueError("series: holds NaN or Inf")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
+        say = log or (lambda message: None)
+        season = self._config["season"]
+        if season is None:
+            season = detect_season(s[:, 0])
+            say(f"season: {season} (read off the autocorrelation)" if season else "season: none found")
+        self.season = season
+        self.seasons_averaged = int(np.clip(len(s) // (2 * season), 1, 5)) if season else 1
+        first = self._history_length()
+        origins = np.arange(first, len(s) - self.horizon + 1)
+        n_val = max(1, int(round(len(origins) * val_fraction)))
+        if len(origins) < n_val + 2 * self.horizon + 1:
+            raise ValueError(f"series: {len(s)} values are too few for window {self.window}, season {season} and "
+                             f"horizon {self.horizon} (at least {first + 2 * self.horizon + n_val + 1})")
+        val, train = origins[-n_val:], origins[: -n_val - self.horizon + 1]  # no training target in validation
+        history_len = self._history_length()
+        hist = lambda at: np.stack([s[o - history_len : o] for o in at])  # noqa: E731
+        truth = lambda at: np.stack([s[o : o + self.horizon] for o in at])  # noqa: E731
+        val_hist, val_truth = hist(val), truth(val)
+        errors = [float(np.abs(self._baseline_values(val_hist, k) - val_truth).mean()) for k in range(len(self.BASELINES))]
+        self.baseline = int(np.argmin(errors)) if season else 0
+        say(f"baseline: {self.BASELINES[self.baseline]} (validation error {errors[self.baseline]:.4g})")
+
+        train_hist = hist(train)
+        x_train, scale = self._window_inputs(train_hist)
+        y_train = ((truth(train) - self._baseline_values(train_hist, self.baseline)) / scale).astype(self.lstm.dtype)
+        # start at the baseline, each quantile at the training targets' own
+        for p in self.head.parameters():
+            p[...] = 0
+        if self.quantiles:
+            bias = self.head.params["bias"].reshape(1 + len(self.quantiles), self.horizon, self.n_features)
+            bias[1:] = np.quantile(y_train, self.quantiles, axis=0)
+        taus_val = np.asarray(self.quantiles)[None, :, None, None]
+
+        def val_error():
+            """(the point forecast's mean absolute error, that plus the quantiles' mean pinball losses)."""
+            outputs, base, sc = self._window_outputs(val_hist)
+            values = base + outputs * sc
+            error = float(np.abs(values[:, 0] - val_truth).mean())
+            if not self.quantiles:
+                return error, error
+            r = val_truth[:, None] - values[:, 1:]
+            return error, error + float(np.maximum(taus_val * r, (taus_val - 1) * r).mean(axis=(0, 2, 3)).sum())
+
+        best, best_score = val_error()
+        kept = {k: v.copy() for k, v in self.named_parameters()}
+        rng = np.random.default_rng(seed)
+        opt = Adam(self, lr=lr)
+        taus = np.asarray(self.quantiles, self.lstm.dtype)[None, :, None, None]
+        start, epoch, stale = time.perf_counter(), 0, 0
+        max_epochs = epochs if epochs is not None else (10**9 if time_budget is not None else 100)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=None, unit="epoch", dynamic_ncols=True, leave=False, disable=None)
+        while epoch < max_epochs and stale < patience:
+            order = rng.permutation(len(train))
+            for k in range(0, len(order), batch_size):
+                batch = order[k : k + batch_size]
+                opt.zero_grad()
+                outputs, caches = self._outputs(x_train[batch], training=True)
+                target = y_train[batch]
+                grad = np.zeros_like(outputs)
+                grad[:, 0] = 2 * (outputs[:, 0] - target) / target.size  # the point: squared error
+                if self.quantiles:  # each quantile: the pinball loss
+                    below = target[:, None] < outputs[:, 1:]
+                    grad[:, 1:] = np.where(below, 1 - taus, -taus) / target.size
+                self.backward(caches, grad)
+                clip_grad_norm(opt.grads, 1.0)
+                opt.step()
+                if time_budget is not None and time.perf_counter() - start >= time_budget:
+                    break
+            epoch += 1
+            error, score = val_error()  # the model kept: the best point forecast and quantiles together
+            if score < best_score:
+                best, best_score, stale = error, score, 0
+                kept = {k: v.copy() for k, v in self.named_parameters()}
+            else:
+                stale += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"validation error {error:.4g} (best {best:.4g})")
+            if time_budget is not None and time.perf_counter() - start >= time_budget:
+                break
+        if bar is not None:
+            bar.close()
+        for k, v in self.named_parameters():
+            v[...] = kept[k]
+        seconds = time.perf_counter() - start
+        say(f"kept the model with validation error {best:.4g} (the baseline's {errors[self.baseline]:.4g}) "
+            f"after {epoch} epochs in {seconds:.0f} s")
+        return dict(season=season, baseline=self.BASELINES[self.baseline], baseline_error=errors[self.baseline],
+                    val_error=best, epochs=epoch, seconds=seconds)
+
     def _extra_arrays(self):
-        return {"scaling.mean": np.asarray(self.mean, np.float64), "scaling.std": np.asarray(self.std, np.float64)}
+        return {"scaling.mean": np.asarray(self.mean, np.float64), "scaling.std": np.asarray(self.std, np.float64),
+                "fitted.season": np.array(-1 if self.season is None else self.season, np.int64),
+                "fitted.baseline": np.array(self.baseline, np.int64),
+                "fitted.seasons_averaged": np.array(self.seasons_averaged, np.int64)}
 
     def _load_extra_arrays(self, arrays):
         self.mean, self.std = arrays["scaling.mean"], arrays["scaling.std"]
+        if "fitted.baseline" in arrays:  # (files from before fit() have neither)
+            season = int(arrays["fitted.season"])
+            self.season = None if season < 0 else season
+            self.baseline = int(arrays["fitted.baseline"])
+            self.seasons_averaged = int(arrays["fitted.seasons_averaged"])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -380,6 +380,10 @@ def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = No
                        opset, path)
 
     if isinstance(model, models.Forecaster):
+        if model.baseline >= 0:
+            raise ValueError("a Forecaster trained by Forecaster.fit forecasts each window's change from a baseline "
+                             "in the window's own units; its graph is not written yet (export one trained with "
+                             "fit_scaling and windows)")
         F, horizon = model.n_features, model.horizon
         mean, std = np.asarray(model.mean, dtype), np.asarray(model.std, dtype)
         scaled = g.node("Div", [g.node("Sub", ["x", g.const("mean", mean)], ["centred"]), g.const("std", std)], ["scaled"])
