@@ -40,16 +40,29 @@ def test_cli_demo_train_and_generate(tmp_path):
 
 def test_cli_forecast_writes_a_plot(tmp_path):
     pytest.importorskip("matplotlib")
-    out = run_cli("forecast", "--epochs", "2", "--hidden", "8", "--plot", str(tmp_path / "f.png"), "--no-progress")
+    out = run_cli("forecast", "--dataset", "goog", "--epochs", "2", "--hidden", "8", "--plot", str(tmp_path / "f.png"),
+                  "--no-progress")
     assert out.returncode == 0, out.stderr
     assert "naive last-value forecast" in out.stdout and (tmp_path / "f.png").stat().st_size > 1000
     csv = tmp_path / "s.csv"
-    csv.write_text("day,close\n" + "\n".join(f"{k},{np.sin(k / 5):.4f}" for k in range(200)))
-    out = run_cli("forecast", "--csv", str(csv), "--column", "close", "--epochs", "2", "--window", "10",
-                  "--plot", str(tmp_path / "g.png"), "--no-progress")
+    csv.write_text("day,close\n" + "\n".join(f"{k},{np.sin(2 * np.pi * k / 12) + 0.01 * k:.4f}" for k in range(300)))
+    out = run_cli("forecast", "--csv", str(csv), "--column", "close", "--horizon", "4", "--window", "24",
+                  "--seconds", "3", "--plot", str(tmp_path / "g.png"), "--no-progress")
     assert out.returncode == 0 and (tmp_path / "g.png").exists(), out.stderr
+    assert "season 12" in out.stdout and "| Forecaster |" in out.stdout and "| same season ago |" in out.stdout
     out = run_cli("forecast", "--csv", str(csv), "--column", "nope", "--plot", str(tmp_path / "h.png"))
     assert out.returncode == 2 and "no column 'nope'" in out.stderr
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("statsmodels") and importlib.util.find_spec("vega_datasets")
+                         and importlib.util.find_spec("matplotlib")), reason='needs pip install "lstmcpp[forecast]"')
+def test_cli_forecast_compares_with_the_classical_methods(tmp_path):
+    out = run_cli("forecast", "--dataset", "elnino", "--seconds", "2", "--hidden", "8", "--plot",
+                  str(tmp_path / "e.png"), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    for method in ("Forecaster", "last value", "same season ago", "Holt-Winters"):
+        assert f"| {method} |" in out.stdout
+    assert "interval held" in out.stdout and (tmp_path / "e.png").stat().st_size > 1000
 
 
 def test_check_command_runs():

@@ -149,32 +149,98 @@ def _require_matplotlib():
 
 
 def forecast(args: argparse.Namespace) -> int:
-    """Train a Forecaster on a real series; report the test error against a naive forecast."""
-    from lstmcpp.tasks import forecast_one_step
+    """Fit a Forecaster on a real series; compare it with the classical methods over rolling
+    origins; plot the last forecasts with their interval. (--dataset goog: the older one-step
+    forecast of stock prices against the last value.)"""
+    if args.dataset == "goog" and not args.csv:
+        return forecast_goog(args)
+    from lstmcpp import forecasting as F
+    from lstmcpp.tasks import compare_forecasts
 
-    matplotlib, plt = _require_matplotlib()
-    if args.csv:
-        import csv
-
-        with open(args.csv, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or args.column not in rows[0]:
-            print(f"{args.csv}: no column {args.column!r} (columns: {list(rows[0]) if rows else []})", file=sys.stderr)
-            return 2
-        series, name = np.array([float(r[args.column]) for r in rows]), f"{args.csv}:{args.column}"
-    else:
-        from matplotlib import cbook
-
-        prices = cbook.get_sample_data("goog.npz")["price_data"]
-        series, name = np.asarray(prices["adj_close"], np.float64), "GOOG adjusted close (matplotlib sample data)"
-    split = int(len(series) * (1 - args.test_fraction))
-    print(f"forecasting {name}: {split} training and {len(series) - split} test days, window {args.window}")
     try:
-        run = forecast_one_step(series, window=args.window, hidden_size=args.hidden, epochs=args.epochs, lr=args.lr,
-                                test_fraction=args.test_fraction, seed=args.seed, progress=not args.no_progress)
+        if args.csv:
+            task = csv_task(args, F)
+        else:
+            task = F.load_task(args.dataset)
+    except ImportError as e:
+        print(e, file=sys.stderr)
+        return 2
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
+    for name in ("horizon", "window", "season"):
+        if getattr(args, name) is not None:
+            setattr(task, name, getattr(args, name))
+    print(f"forecasting {task.name} ({len(task.series)} values): {task.horizon} ahead from {task.window}, season "
+          f"{task.season or 'none'}; rolling origins over the last {100 * task.test_fraction:.0f}%")
+    try:
+        r = compare_forecasts(task, seconds=args.seconds, hidden_size=args.hidden, seed=args.seed,
+                              progress=not args.no_progress)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"\n| method | mean absolute error ({task.unit}) | against the Forecaster's |")
+    print("|---|---|---|")
+    ours = r.errors["Forecaster"]
+    for name, error in r.errors.items():
+        print(f"| {name} | {error:.4g} | {error / ours:.2f}x |")
+    print(f"\nthe 10-90% interval held {100 * r.coverage:.0f}% of the true values (80% intended)")
+    try:
+        _, plt = _require_matplotlib()
+    except SystemExit:
+        return 0
+    fig, ax = plt.subplots(figsize=(11, 4))
+    y, H = task.series, task.horizon
+    shown = r.origins[-min(len(r.origins), 8):]
+    start = max(0, shown[0] - 3 * task.window)
+    ax.plot(np.arange(start, len(y)), y[start:], color="black", linewidth=1, label="truth")
+    for k, o in enumerate(shown):
+        row = len(r.origins) - len(shown) + k
+        steps = np.arange(o, o + H)
+        ax.fill_between(steps, r.bands[0.1][row], r.bands[0.9][row], color="tab:red", alpha=0.2,
+                        label="10-90% interval" if k == 0 else None)
+        ax.plot(steps, r.forecasts[row], color="tab:red", label="Forecaster" if k == 0 else None)
+    ax.set_title(f"{task.name}: {H} ahead; mean absolute error {ours:.3g} {task.unit} "
+                 f"(same season ago {r.errors['same season ago']:.3g})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=100)
+    print(f"wrote {args.plot}")
+    return 0
+
+
+def csv_task(args: argparse.Namespace, F):
+    """A forecasting task from a CSV column (rows in time order, or sorted by --time-column)."""
+    import csv
+
+    with open(args.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or args.column not in rows[0]:
+        raise ValueError(f"{args.csv}: no column {args.column!r} (columns: {list(rows[0]) if rows else []})")
+    if args.time_column:
+        if args.time_column not in rows[0]:
+            raise ValueError(f"{args.csv}: no column {args.time_column!r}")
+        rows.sort(key=lambda r: r[args.time_column])
+    series = np.array([float(r[args.column]) for r in rows])
+    horizon, window = args.horizon or 1, args.window or 30
+    season = args.season if args.season is not None else F.detect_season(series[: int(0.8 * len(series))])
+    return F.Task(f"{args.csv}:{args.column}", series, horizon, max(window, 1), season, "")
+
+
+def forecast_goog(args: argparse.Namespace) -> int:
+    """GOOG's daily prices, one day ahead from the true history, against the last value (RMSE)."""
+    from lstmcpp.tasks import forecast_one_step
+
+    matplotlib, plt = _require_matplotlib()
+    from matplotlib import cbook
+
+    prices = cbook.get_sample_data("goog.npz")["price_data"]
+    series, name = np.asarray(prices["adj_close"], np.float64), "GOOG adjusted close (matplotlib sample data)"
+    window = args.window or 30
+    split = int(len(series) * 0.8)
+    print(f"forecasting {name}: {split} training and {len(series) - split} test days, window {window}")
+    run = forecast_one_step(series, window=window, hidden_size=args.hidden, epochs=args.epochs, lr=args.lr,
+                            test_fraction=0.2, seed=args.seed, progress=not args.no_progress)
     print(f"test RMSE: LSTM {run.rmse:.3f}, naive last-value forecast {run.rmse_naive:.3f} "
           f"(ratio {run.rmse / run.rmse_naive:.3f}; below 1 beats it)")
     fig, ax = plt.subplots(figsize=(10, 4))
@@ -286,14 +352,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.set_defaults(run=generate)
 
-    p = sub.add_parser("forecast", help="forecast a series (default: stock prices from matplotlib's sample data), plot it")
-    p.add_argument("--csv", help="a CSV file with the series (default: matplotlib's GOOG sample prices)")
+    p = sub.add_parser("forecast", help="fit a Forecaster on a real series (default: Seattle's hourly temperatures, a day "
+                                        "ahead), compare it with the classical methods, plot it")
+    p.add_argument("--dataset", default="seattle-temps",
+                   choices=["seattle-temps", "seattle-weather", "sunspots", "elnino", "goog"],
+                   help="the series (vega-datasets' and statsmodels': pip install \"lstmcpp[forecast]\"; goog: "
+                        "matplotlib's sample stock prices, one day ahead) (default seattle-temps)")
+    p.add_argument("--csv", help="a CSV file with the series instead")
     p.add_argument("--column", default="close", help="the CSV column to forecast (default 'close')")
-    p.add_argument("--window", type=int, default=30, help="days the model sees (default 30)")
+    p.add_argument("--time-column", help="the CSV column to order the rows by")
+    p.add_argument("--horizon", type=int, help="values ahead (default: the dataset's; 1 for a CSV)")
+    p.add_argument("--window", type=int, help="values the model sees (default: the dataset's; 30 for a CSV)")
+    p.add_argument("--season", type=int, help="the seasonal period (default: the dataset's; read off a CSV's series)")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time budget (default 60)")
     p.add_argument("--hidden", type=int, default=32, help="LSTM hidden size (default 32)")
-    p.add_argument("--epochs", type=int, default=20, help="training passes (default 20)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="the last part held out for testing (default 0.2)")
+    p.add_argument("--epochs", type=int, default=20, help="training passes, --dataset goog (default 20)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, --dataset goog (default 1e-3)")
     p.add_argument("--plot", default="forecast.png", help="where to write the PNG plot (default forecast.png)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

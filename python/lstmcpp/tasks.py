@@ -9,7 +9,7 @@ import glob
 import os
 import sysconfig
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -194,6 +194,58 @@ def forecast_one_step(series: np.ndarray, *, window: int = 30, hidden_size: int 
         progress=progress, unit="windows", log=None)
     predicted = np.array([series[t - 1] + model.forecast(changes[: t - 1], 1)[0] for t in range(split, len(series))])
     return ForecastRun(model, split, predicted, series[split:], series[split - 1 : -1])
+
+
+@dataclasses.dataclass
+class ForecastComparison:
+    """A Forecaster fitted on a task's series before its first rolling origin, and the classical
+    methods, each forecasting at every origin from the history before it."""
+
+    task: Any
+    model: Forecaster
+    fit_info: Dict[str, Any]
+    errors: Dict[str, float]       # method -> mean absolute error over the origins
+    origins: np.ndarray
+    forecasts: np.ndarray          # (origins, horizon) the Forecaster's
+    bands: Dict[float, np.ndarray]  # quantile -> (origins, horizon)
+    coverage: float                # the share of true values inside the outermost band
+
+
+def compare_forecasts(task, *, seconds: float = 60.0, hidden_size: int = 32, seed: int = 0,
+                      quantiles: Sequence[float] = (0.1, 0.5, 0.9), progress: bool = True,
+                      log: Optional[Callable[[str], None]] = print) -> ForecastComparison:
+    """Fit a :class:`Forecaster` on ``task`` (an :class:`lstmcpp.forecasting.Task`) and measure it
+    and the baselines (last value, same season ago, and statsmodels' Holt-Winters when installed)."""
+    from . import forecasting as F
+
+    y = task.series
+    origins = F.rolling_origins(len(y), task.horizon, task.window, task.test_fraction)
+    if origins.size == 0:
+        raise ValueError(f"series: {len(y)} values leave no forecast origin for window {task.window} and horizon "
+                         f"{task.horizon}")
+    model = Forecaster(window=task.window, horizon=task.horizon, hidden_size=hidden_size, seed=seed,
+                       season=task.season, quantiles=quantiles)
+    info = model.fit(y[: origins[0]], time_budget=seconds, seed=seed, progress=progress, log=log)
+    forecasts, bands = [], {q: [] for q in quantiles}
+    for o in origins:
+        point, qs = model.forecast(y[:o], task.horizon, quantiles=quantiles)
+        forecasts.append(point)
+        for q in quantiles:
+            bands[q].append(qs[q])
+    forecasts = np.asarray(forecasts)
+    truth = np.stack([y[o : o + task.horizon] for o in origins])
+    errors = {"Forecaster": float(np.abs(forecasts - truth).mean()),
+              "last value": F.evaluate(task, F.last_value()),
+              "same season ago": F.evaluate(task, F.seasonal_naive(task.season))}
+    try:
+        errors["Holt-Winters"] = F.evaluate(task, F.holt_winters(task.season, task.trend))
+    except ImportError as e:
+        if log is not None:
+            log(f"no Holt-Winters: {e}")
+    bands = {q: np.asarray(v) for q, v in bands.items()}
+    low, high = bands[min(quantiles)], bands[max(quantiles)]
+    coverage = float(np.mean((truth >= low) & (truth <= high)))
+    return ForecastComparison(task, model, info, errors, origins, forecasts, bands, coverage)
 
 
 # ------------------------------------------------------------------------------------------------
