@@ -339,3 +339,24 @@ def test_load_onnx_of_a_foreign_reverse_node_with_lengths(ort):
         model.stream()
     with pytest.raises(ValueError, match="reverse"):
         model.to_torch()
+
+
+@pytest.mark.parametrize("season, baseline", [(0, 0), (12, 1), (12, 2), (12, 3)])
+def test_a_fitted_forecaster_exports_history_to_forecast_and_quantiles(ort, tmp_path, season, baseline):
+    """The window's own units, the network and the chosen baseline, all inside the graph."""
+    t = np.arange(400)
+    rng = np.random.default_rng(0)
+    series = np.stack([5 + np.sin(2 * np.pi * t / 12) + 0.02 * t, np.cos(2 * np.pi * t / 12)], 1) + 0.1 * rng.standard_normal((400, 2))
+    fc = lstmcpp.models.Forecaster(n_features=2, window=20, horizon=5, hidden_size=6, seed=0, season=season,
+                                   quantiles=(0.2, 0.8))
+    fc.fit(series, epochs=2, progress=False, log=None)
+    fc.baseline = baseline if season else 0  # each baseline's graph, whatever fit chose
+    session = _session(ort, fc, tmp_path / "fc.onnx")
+    L = fc._history_length()
+    histories = np.stack([series[k - L : k] for k in (L, 250, 399)]).astype(np.float32)
+    point, bands = session.run(None, {"history": histories})
+    for row, q_rows, history in zip(point, bands, histories):
+        ours, ours_bands = fc.forecast(history.astype(np.float64), 5, quantiles=(0.2, 0.8))
+        np.testing.assert_allclose(row, ours, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(q_rows[0], ours_bands[0.2], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(q_rows[1], ours_bands[0.8], rtol=1e-4, atol=1e-4)

@@ -337,13 +337,74 @@ def _linear(g: _Graph, layer: Any, x: str, name: str) -> str:
     return out
 
 
+def _fitted_forecaster(g: _Graph, model: Any, lstm: Any, info: Any, elem: Any, dtype: Any, opset: int, path: Any):
+    """A Forecaster trained by ``fit``: ``history`` (B, L, F), the last L raw values (L its
+    history length) -> ``forecast`` (B, horizon, F) and, with quantiles, ``quantiles`` (B, Q,
+    horizon, F): the window in its own units, the network, and the baseline it chose, in the graph."""
+    L, W, H, F, S = model._history_length(), model.window, model.horizon, model.n_features, model.season
+    Q = len(model.quantiles)
+    ints = lambda name, values: g.const(name, np.asarray(values, np.int64))  # noqa: E731
+
+    def cut(x, begin, end, name):  # x[:, begin:end]
+        return g.node("Slice", [x, ints(f"{name}_begin", [begin]), ints(f"{name}_end", [end]), ints(f"{name}_axis", [1])],
+                      [name])
+
+    def mean_over_time(x, name):
+        return g.node("ReduceMean", [x], [name], axes=[1], keepdims=1)
+
+    def steps(x, indices, name):  # x[:, indices]
+        return g.node("Gather", [x, ints(f"{name}_at", indices)], [name], axis=1)
+
+    w = cut("history", L - W, L, "window")
+    last = cut("history", L - 1, L, "last")
+    change = g.node("Abs", [g.node("Sub", [cut(w, 1, W, "later"), cut(w, 0, W - 1, "earlier")], ["changes"])], ["abs_changes"])
+    size = g.node("Add", [mean_over_time(g.node("Abs", [w], ["abs_window"]), "window_size"), g.const("one", np.array(1, dtype))],
+                  ["size_plus_one"])
+    scale = g.node("Add", [mean_over_time(change, "mean_change"),
+                           g.node("Mul", [size, g.const("tiny", np.array(1e-8, dtype))], ["floor"])], ["scale"])
+    x = g.node("Div", [g.node("Sub", [w, last], ["from_last"]), scale], ["window_units"])
+    y, _, _ = _lstm_nodes(g, lstm, g.node("Transpose", [x], ["window_time_major"], perm=[1, 0, 2]))
+    out = _linear(g, model.head, g.node("Gather", [y, g.const("last_step", np.array(-1, np.int64))], ["last_output"], axis=0),
+                  "head")
+    out = g.node("Reshape", [out, ints("outputs_shape", [0, 1 + Q, H, F])], ["outputs_units"])
+    kind = model.BASELINES[model.baseline] if S else "last"
+    ahead = np.arange(H) % max(S, 1)
+    if kind == "last":
+        base = steps("history", [L - 1] * H, "baseline")
+    elif kind == "seasonal":
+        base = steps("history", L - S + ahead, "baseline")
+    elif kind == "seasonal_change":
+        moved = g.node("Sub", [last, steps("history", [L - 1 - S], "last_season_ago")], ["seasonal_change"])
+        base = g.node("Add", [steps("history", L - S + ahead, "same_season_ago"), moved], ["baseline"])
+    else:  # the last m seasons' average, at the last season's level
+        m = model.seasons_averaged
+        seasons = g.node("Reshape", [cut("history", L - m * S, L, "seasons"), ints("seasons_shape", [0, m, S, F])],
+                         ["seasons_split"])
+        profile = g.node("ReduceMean", [seasons], ["profile"], axes=[1], keepdims=0)  # (B, S, F)
+        level = g.node("Sub", [mean_over_time(cut("history", L - S, L, "last_season"), "last_season_mean"),
+                               mean_over_time(profile, "profile_mean")], ["level"])
+        base = g.node("Add", [steps(profile, ahead, "profile_ahead"), level], ["baseline"])
+    axis1 = ints("axis1", [1])
+    values = g.node("Add", [g.node("Unsqueeze", [base, axis1], ["baseline_4d"]),
+                            g.node("Mul", [out, g.node("Unsqueeze", [scale, axis1], ["scale_4d"])], ["outputs_scaled"])],
+                    ["values"])
+    g.node("Gather", [values, g.const("point", np.array(0, np.int64))], ["forecast"], axis=1)
+    outputs = [info("forecast", elem, ["B", H, F])]
+    if Q:
+        cut(values, 1, 1 + Q, "quantiles")
+        outputs.append(info("quantiles", elem, ["B", Q, H, F]))
+    return _finish(g, [info("history", elem, ["B", L, F])], outputs, opset, path)
+
+
 def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14):
     """Write a whole model of :mod:`lstmcpp.models` as one ONNX graph, which ONNX Runtime runs
     with outputs equal to the model's own (inference: no dropout):
 
     - ``CharLM``: ``ids`` (B,T) int64, ``h0``, ``c0`` (L,B,H) -> ``logits`` (B,T,V), ``h_n``, ``c_n``
       (the state carries generation on from call to call: pass zeros to start);
-    - ``Forecaster``: ``x`` (B, window, F), raw values -> ``forecast`` (B, horizon, F), raw values
+    - ``Forecaster``: ``x`` (B, window, F), raw values -> ``forecast`` (B, horizon, F), raw values;
+      trained by ``Forecaster.fit``: ``history`` (B, L, F), its last L raw values (L: the window, or
+      the seasons its baseline reads) -> ``forecast`` and, with quantiles, ``quantiles`` (B, Q, horizon, F)
       (the model's scaling inside the graph);
     - ``AttentionClassifier``: ``ids`` (B,T) int64, ``lengths`` (B) int32 -> ``probabilities``
       (B, classes) and ``attention`` (B,T) (zero past each length).
@@ -379,11 +440,10 @@ def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = No
                        [info("logits", elem, ["B", "T", V]), info("h_n", elem, [L, "B", H]), info("c_n", elem, [L, "B", H])],
                        opset, path)
 
+    if isinstance(model, models.Forecaster) and model.baseline >= 0:
+        return _fitted_forecaster(g, model, lstm, info, elem, dtype, opset, path)
+
     if isinstance(model, models.Forecaster):
-        if model.baseline >= 0:
-            raise ValueError("a Forecaster trained by Forecaster.fit forecasts each window's change from a baseline "
-                             "in the window's own units; its graph is not written yet (export one trained with "
-                             "fit_scaling and windows)")
         F, horizon = model.n_features, model.horizon
         mean, std = np.asarray(model.mean, dtype), np.asarray(model.std, dtype)
         scaled = g.node("Div", [g.node("Sub", ["x", g.const("mean", mean)], ["centred"]), g.const("std", std)], ["scaled"])
