@@ -130,3 +130,15 @@ def test_fit_and_forecast_refuse_bad_input():
         fc.forecast(np.arange(5.0), 2)
     with pytest.raises(ValueError, match="not among the model's"):
         fc.forecast(np.arange(50.0), 2, quantiles=(0.5,))
+
+
+def test_a_noiseless_periodic_series_is_forecast_closely():
+    from lstmcpp.models import Forecaster
+
+    t = np.arange(600)
+    series = 20 + 5 * np.sin(2 * np.pi * t / 25) + 2 * np.cos(2 * np.pi * t / 25 * 3)
+    fc = Forecaster(window=50, horizon=10, hidden_size=8, seed=0)
+    info = fc.fit(series[:500], epochs=5, progress=False, log=None)
+    assert info["season"] == 25
+    for o in (520, 555, 590):
+        np.testing.assert_allclose(fc.forecast(series[:o], 10), series[o : o + 10], atol=1e-2)
