@@ -277,3 +277,31 @@ def compare_with_reference(model, x, state=None, lengths=None, seed=0, training=
     for name, g in grads.items():
         errs["grad " + name] = err(model.grads[name], g)
     return errs
+
+
+def assert_step_by_step_equals_full_sequence(model, tol, T=9, B=3, seed=1):
+    """Forward one step per call, carrying the state; backward one step per call, carrying the
+    state's gradient: the same outputs and gradients as one call over the whole sequence (a
+    one-direction, time-major model)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, model.input_size)).astype(model.dtype)
+    y, (h, c), cache = model.forward(x)
+    dy = rng.standard_normal(y.shape)
+    model.zero_grad()
+    dx, (dh0, dc0) = model.backward(cache, dy)
+    full_grads = {k: v.copy() for k, v in model.grads.items()}
+    state, caches, ys = None, [], []
+    for t in range(T):
+        yt, state, ct = model.forward(x[t : t + 1], state)
+        ys.append(yt)
+        caches.append(ct)
+    assert rel_err(np.concatenate(ys), y) < tol
+    assert rel_err(state[0], h) < tol and rel_err(state[1], c) < tol
+    model.zero_grad()
+    dstate = None
+    for t in reversed(range(T)):
+        dxt, dstate = model.backward(caches[t], dy[t : t + 1], dstate)
+        assert rel_err(dxt[0], dx[t]) < tol
+    assert rel_err(dstate[0], dh0) < tol and rel_err(dstate[1], dc0) < tol
+    for k, g in model.grads.items():
+        assert rel_err(g, full_grads[k]) < tol, k

@@ -7,7 +7,8 @@ import pytest
 import lstmcpp
 from lstmcpp import _core, reference
 
-from conftest import rel_err, TOL, GRID, make_inputs, scale_weights, compare_with_reference
+from conftest import (rel_err, TOL, GRID, make_inputs, scale_weights, compare_with_reference,
+                      assert_step_by_step_equals_full_sequence)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -69,30 +70,7 @@ def test_unbatched_input_matches_reference():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_step_by_step_equals_full_sequence(dtype):
     model = lstmcpp.LSTM(5, 8, num_layers=2, peepholes=True, proj_size=6, cell_clip=1.5, dtype=dtype, seed=4)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((9, 3, 5)).astype(dtype)
-    dy = rng.standard_normal((9, 3, 6))
-    y, (h, c), cache = model.forward(x)
-    model.zero_grad()
-    dx, (dh0, dc0) = model.backward(cache, dy)
-    full_grads = {k: v.copy() for k, v in model.grads.items()}
-
-    state, caches, ys = None, [], []
-    for t in range(9):
-        yt, state, ct = model.forward(x[t : t + 1], state)
-        ys.append(yt)
-        caches.append(ct)
-    tol = TOL[dtype]
-    assert rel_err(np.concatenate(ys), y) < tol
-    assert rel_err(state[0], h) < tol and rel_err(state[1], c) < tol
-    model.zero_grad()
-    dstate = None
-    for t in reversed(range(9)):
-        dxt, dstate = model.backward(caches[t], dy[t : t + 1], dstate)
-        assert rel_err(dxt[0], dx[t]) < tol
-    assert rel_err(dstate[0], dh0) < tol and rel_err(dstate[1], dc0) < tol
-    for k, v in full_grads.items():
-        assert rel_err(model.grads[k], v) < tol, k
+    assert_step_by_step_equals_full_sequence(model, TOL[dtype])
 
 
 def test_gradients_accumulate_until_zeroed():

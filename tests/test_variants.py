@@ -10,8 +10,8 @@ import pytest
 
 import lstmcpp
 
-from conftest import (ISAS, TOL, assert_bitwise_equal, compare_with_reference, make_inputs, on_one_and_two_threads,
-                      rel_err, run_forward_backward)
+from conftest import (ISAS, TOL, assert_bitwise_equal, assert_step_by_step_equals_full_sequence, compare_with_reference,
+                      make_inputs, on_one_and_two_threads, rel_err, run_forward_backward)
 
 # Each variant alone, and with every feature it combines with.
 VARIANTS = {
@@ -80,39 +80,11 @@ def test_unbatched_input_matches_reference(name, dtype):
     assert max(errs.values()) < TOL[dtype], errs
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", ONE_DIRECTION)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_step_by_step_equals_full_sequence(name, dtype):
-    """Forward one step per call, carrying the state; backward one step per call, carrying the
-    state's gradient: the same outputs and gradients as one call over the whole sequence."""
     kw = {k: v for k, v in VARIANTS[name].items() if k not in ("batch_first", "dropout")}
-    model = lstmcpp.LSTM(5, 8, dtype=dtype, seed=4, **kw)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((9, 3, 5)).astype(dtype)
-    y, (h, c), cache = model.forward(x)
-    dy = rng.standard_normal(y.shape)
-    model.zero_grad()
-    dx, (dh0, dc0) = model.backward(cache, dy)
-    full_grads = {k: v.copy() for k, v in model.grads.items()}
-
-    if model.bidirectional:  # the reverse direction needs the whole sequence: forward only, by halves
-        return
-    state, caches, ys = None, [], []
-    for t in range(9):
-        yt, state, ct = model.forward(x[t : t + 1], state)
-        ys.append(yt)
-        caches.append(ct)
-    tol = TOL[dtype]
-    assert rel_err(np.concatenate(ys), y) < tol
-    assert rel_err(state[0], h) < tol and rel_err(state[1], c) < tol
-    model.zero_grad()
-    dstate = None
-    for t in reversed(range(9)):
-        dxt, dstate = model.backward(caches[t], dy[t : t + 1], dstate)
-        assert rel_err(dxt[0], dx[t]) < tol
-    assert rel_err(dstate[0], dh0) < tol and rel_err(dstate[1], dc0) < tol
-    for k, g in model.grads.items():
-        assert rel_err(g, full_grads[k]) < tol, k
+    assert_step_by_step_equals_full_sequence(lstmcpp.LSTM(5, 8, dtype=dtype, seed=4, **kw), TOL[dtype])
 
 
 @pytest.mark.parametrize("name", ONE_DIRECTION)
