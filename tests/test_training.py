@@ -141,6 +141,8 @@ def test_mse_gradient():
     pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     loss, d = nn.mse(pred, target)
     check_gradients(lambda: nn.mse(pred, target)[0], [("pred", pred, d)], rng)
+    with pytest.raises(ValueError, match="expected the prediction's shape"):
+        nn.mse(pred, target[..., None])
 
 
 def test_matmul_on_our_blas_matches_numpy():

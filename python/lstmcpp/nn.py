@@ -259,6 +259,9 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: Optiona
 
 
 def mse(prediction: np.ndarray, target: np.ndarray) -> Tuple[float, np.ndarray]:
-    """Mean squared error and its gradient for ``prediction``."""
+    """Mean squared error and its gradient for ``prediction``. The two must have one shape: a
+    target that merely broadcasts ((B, 1) against (B, 1, 1)) would train on the wrong loss."""
+    if np.shape(prediction) != np.shape(target):
+        raise ValueError(f"target: expected the prediction's shape {np.shape(prediction)}, got {np.shape(target)}")
     diff = prediction - target
     return float(np.mean(diff * diff)), (2.0 / diff.size) * diff
