@@ -70,7 +70,7 @@ void QuantizedModel<Storage>::forward(float* y, float* h_n, float* c_n, const fl
     for (const Cell& cell : cells_)
         if (cell.weight_ih.empty() || cell.weight_hh.empty() || (c.proj_size > 0 && cell.weight_hr.empty()))
             throw std::logic_error("lstmcpp: a quantized model's matrix was never set");
-    with_cell<float>(c, [&](auto kind) {
+    with_cell<float, false>(c, [&](auto kind) {  // (the constructor refused layer norm)
         using CellType = decltype(kind);
         auto weights_of = [this, &c](int64_t layer, int64_t direction) {
             const Cell& w = cells_[layer * c.directions() + direction];

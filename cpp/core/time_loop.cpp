@@ -483,23 +483,27 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
                                                  const T*, const T*, const T*, const int32_t*,                  \
                                                  const CellWeights<T, Cell>&, const CellShape<T>&);
 
-// every cell type (cells/cells.h) in every weight format; backward for the dense one
-#define LSTMCPP_INSTANTIATE_CELL(Cell)                     \
+// every cell type (cells/cells.h) over the dense weights, forward and backward; the quantized
+// formats (inference) for the cell types quantized models run (cells.h's with_cell<T, false>)
+#define LSTMCPP_INSTANTIATE_DENSE(Cell)                                    \
     LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, DenseMatrix<float>)   \
     LSTMCPP_INSTANTIATE_FORWARD(double, Cell<double>, DenseMatrix<double>) \
-    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, Int8Matrix)           \
-    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, Bf16Matrix)           \
-    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, CodebookMatrix)       \
     LSTMCPP_INSTANTIATE_BACKWARD(float, Cell<float>)                      \
     LSTMCPP_INSTANTIATE_BACKWARD(double, Cell<double>)
+#define LSTMCPP_INSTANTIATE_QUANTIZED(Cell)                                \
+    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, Int8Matrix)           \
+    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, Bf16Matrix)           \
+    LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, CodebookMatrix)
 
-LSTMCPP_INSTANTIATE_CELL(LstmCell)
-LSTMCPP_INSTANTIATE_CELL(CifgCell)
 template <class T>
 using LayerNormLstmCell = LayerNormCell<T, LstmCell<T>>;
 template <class T>
 using LayerNormCifgCell = LayerNormCell<T, CifgCell<T>>;
-LSTMCPP_INSTANTIATE_CELL(LayerNormLstmCell)
-LSTMCPP_INSTANTIATE_CELL(LayerNormCifgCell)
+LSTMCPP_INSTANTIATE_DENSE(LstmCell)
+LSTMCPP_INSTANTIATE_DENSE(CifgCell)
+LSTMCPP_INSTANTIATE_DENSE(LayerNormLstmCell)
+LSTMCPP_INSTANTIATE_DENSE(LayerNormCifgCell)
+LSTMCPP_INSTANTIATE_QUANTIZED(LstmCell)
+LSTMCPP_INSTANTIATE_QUANTIZED(CifgCell)
 
 }  // namespace lstmcpp
