@@ -18,8 +18,8 @@ import numpy as np
 
 from .interop._common import require
 
-__all__ = ["Task", "TASKS", "load_task", "detect_season", "rolling_origins", "evaluate", "last_value",
-           "seasonal_naive", "seasonal_difference_persistence", "holt_winters"]
+__all__ = ["Task", "TASKS", "load_task", "detect_season", "rolling_origins", "evaluate", "BASELINES",
+           "baseline_forecasts", "last_value", "seasonal_naive", "seasonal_difference_persistence", "holt_winters"]
 
 # A forecast method: (history (n,), horizon) -> the next `horizon` values.
 Method = Callable[[np.ndarray, int], np.ndarray]
@@ -128,30 +128,51 @@ def evaluate(task: Task, method: Method) -> float:
     return float(np.mean(errors))
 
 
+BASELINES = ("last", "seasonal", "seasonal_change", "seasonal_mean")
+
+
+def baseline_forecasts(histories: np.ndarray, kind: str, season: int, horizon: int,
+                       seasons_averaged: int = 1) -> np.ndarray:
+    """The simple methods' forecasts (B, horizon, F) from histories (B, n, F), ``kind`` one of
+    :data:`BASELINES`: the last value; the same season ago; that moved by the last value's own
+    seasonal difference (the seasonally differenced series' last value carried forward); the
+    average of the last ``seasons_averaged`` seasons, moved to the last season's level. With no
+    season, each is the last value."""
+    h = np.asarray(histories)
+    n = h.shape[1]
+    if kind == "last" or season < 1:
+        return np.repeat(h[:, -1:], horizon, axis=1)
+    ahead = np.arange(horizon) % season
+    if kind == "seasonal":
+        return h[:, n - season + ahead]
+    if kind == "seasonal_change":
+        return h[:, n - season + ahead] + (h[:, -1] - h[:, n - 1 - season])[:, None]
+    if kind == "seasonal_mean":
+        m = seasons_averaged
+        seasons = h[:, n - m * season :].reshape(len(h), m, season, -1)
+        profile = seasons.mean(axis=1)
+        return profile[:, ahead] + (seasons[:, -1].mean(axis=1) - profile.mean(axis=1))[:, None]
+    raise ValueError(f"kind: expected one of {list(BASELINES)}, got {kind!r}")
+
+
+def _one_history(kind: str, season: int) -> Method:
+    """:func:`baseline_forecasts` as a method on one history (n,)."""
+    return lambda history, horizon: baseline_forecasts(np.asarray(history)[None, :, None], kind, season, horizon)[0, :, 0]
+
+
 def last_value() -> Method:
-    return lambda history, horizon: np.full(horizon, history[-1])
+    return _one_history("last", 0)
 
 
 def seasonal_naive(season: int) -> Method:
     """Each value as it was one season before (the last value when there is no season)."""
-    if season < 1:
-        return last_value()
-
-    def method(history, horizon):
-        return np.array([history[len(history) - season + k % season] for k in range(horizon)])
-    return method
+    return _one_history("seasonal", season)
 
 
 def seasonal_difference_persistence(season: int) -> Method:
     """The same season ago, plus the difference between the last value and its own season ago:
     the last value of the seasonally differenced series carried forward."""
-    if season < 1:
-        return last_value()
-    naive = seasonal_naive(season)
-
-    def method(history, horizon):
-        return naive(history, horizon) + (history[-1] - history[-1 - season])
-    return method
+    return _one_history("seasonal_change", season)
 
 
 def holt_winters(season: int, trend: bool = False, history_seasons: int = 28) -> Method:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from . import io
+from .forecasting import BASELINES, baseline_forecasts
 from ._lstm import LSTM
 from .nn import AttentionPool, Embedding, Linear, Module, mse, softmax_cross_entropy
 
@@ -255,7 +256,7 @@ class Forecaster(_Saved):
     whole series to zero mean and unit variance per feature and predicts the scaled values.
     """
 
-    BASELINES = ("last", "seasonal", "seasonal_change", "seasonal_mean")
+    BASELINES = BASELINES  # lstmcpp.forecasting's; the fitted model keeps its choice's index
 
     def __init__(self, n_features: int = 1, window: int = 30, horizon: int = 1, hidden_size: int = 64,
                  num_layers: int = 1, dtype: str = "float32", seed: Optional[int] = None, *,
@@ -412,19 +413,7 @@ class Forecaster(_Saved):
 
     def _baseline_values(self, histories: np.ndarray, kind: int) -> np.ndarray:
         """(B, horizon, F) forecasts of baseline BASELINES[kind] from histories (B, n, F)."""
-        S, n = self.season, histories.shape[1]
-        last = histories[:, -1:]
-        if kind == 0 or S == 0:
-            return np.repeat(last, self.horizon, axis=1)
-        ago = histories[:, n - S + np.arange(self.horizon) % S]  # the same season ago
-        if kind == 1:
-            return ago
-        if kind == 2:
-            return ago + (last - histories[:, n - 1 - S][:, None])
-        m = self.seasons_averaged  # the average season, at the last season's level
-        seasons = histories[:, n - m * S :].reshape(len(histories), m, S, -1)
-        profile = seasons.mean(axis=1)
-        return profile[:, np.arange(self.horizon) % S] + (seasons[:, -1].mean(axis=1) - profile.mean(axis=1))[:, None]
+        return baseline_forecasts(histories, self.BASELINES[kind], self.season, self.horizon, self.seasons_averaged)
 
     def _history_length(self) -> int:
         """The values a fitted model reads before each forecast: its window, and the seasons its
