@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cells/lstm_cell.h"
 #include "core/team.h"
 #include "kernels/kernels.h"
 
@@ -86,18 +87,10 @@ struct CifgCell {
     // dz (rows,3H), c_prev and c (rows,H): every step's, after the loop.
     void add_gradients(const T* dz, const T* c_prev, const T* c, int64_t rows) const {
         if (!peephole_grad) return;
-        T* dwi = peephole_grad;
-        T* dwo = peephole_grad + H;
+        // forward was: i = sigmoid(zi + wci*c_prev), o = sigmoid(zo + wco*c)
         const int64_t G = kGates * H;
-        for (int64_t r = 0; r < rows; ++r) {
-            const T* d = dz + r * G;
-            const T* cp = c_prev + r * H;
-            const T* cn = c + r * H;
-            for (int64_t j = 0; j < H; ++j) {
-                dwi[j] += d[j] * cp[j];
-                dwo[j] += d[2 * H + j] * cn[j];
-            }
-        }
+        add_peephole_gradient(peephole_grad, dz, 0, c_prev, rows, G, H);
+        add_peephole_gradient(peephole_grad + H, dz, 2, c, rows, G, H);
     }
 
 private:

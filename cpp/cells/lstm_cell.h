@@ -24,6 +24,19 @@
 
 namespace lstmcpp {
 
+// A peephole row's gradient from every step, after the loop: dw (H) += sum over rows of
+// dz[gate block] * seen, where the gate's pre-activation was z_gate + w * seen (seen: c_prev, or
+// the new c for the output gate). dz (rows, G), seen (rows, H); rows in order, so the sums do not
+// depend on the thread count.
+template <class T>
+void add_peephole_gradient(T* dw, const T* dz, int64_t gate_block, const T* seen, int64_t rows, int64_t G, int64_t H) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* d = dz + r * G + gate_block * H;
+        const T* s = seen + r * H;
+        for (int64_t j = 0; j < H; ++j) dw[j] += d[j] * s[j];
+    }
+}
+
 template <class T>
 struct LstmCell {
     static constexpr int kGates = 4;  // z (4H): i, f, g, o
@@ -53,20 +66,10 @@ struct LstmCell {
     void add_gradients(const T* dz, const T* c_prev, const T* c, int64_t rows) const {
         if (!peephole_grad) return;
         // forward was: i = sigmoid(zi + wci*c_prev), f = sigmoid(zf + wcf*c_prev), o = sigmoid(zo + wco*c)
-        T* dwi = peephole_grad;
-        T* dwf = dwi + H;
-        T* dwo = dwi + 2 * H;
         const int64_t G = kGates * H;
-        for (int64_t r = 0; r < rows; ++r) {
-            const T* d = dz + r * G;
-            const T* cp = c_prev + r * H;
-            const T* cn = c + r * H;
-            for (int64_t j = 0; j < H; ++j) {
-                dwi[j] += d[j] * cp[j];
-                dwf[j] += d[H + j] * cp[j];
-                dwo[j] += d[3 * H + j] * cn[j];
-            }
-        }
+        add_peephole_gradient(peephole_grad, dz, 0, c_prev, rows, G, H);
+        add_peephole_gradient(peephole_grad + H, dz, 1, c_prev, rows, G, H);
+        add_peephole_gradient(peephole_grad + 2 * H, dz, 3, c, rows, G, H);
     }
 };
 
