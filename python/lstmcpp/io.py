@@ -10,14 +10,15 @@ JSON. A truncated, corrupted or wrong-version file raises ``ValueError``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import IO, Any, Callable, Dict, Tuple, Union
 
 import numpy as np
 
-__all__ = ["save", "load", "register"]
+__all__ = ["save", "load", "dumps", "loads", "register"]
 
 FORMAT = "lstmcpp"
 VERSION = 1
@@ -41,8 +42,7 @@ def checksum(arrays: Dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save(model: Any, path: PathLike) -> None:
-    """Write ``model`` (an :class:`lstmcpp.LSTM`, or a model from :mod:`lstmcpp.models`) to ``path``."""
+def _write(model: Any, f: IO[bytes]) -> None:
     kind = next((k for k, (cls, _) in _KINDS.items() if type(model) is cls), None)
     if kind is None:
         raise TypeError(f"model: cannot save a {type(model).__name__}; expected one of {sorted(c.__name__ for c, _ in _KINDS.values())}")
@@ -51,16 +51,43 @@ def save(model: Any, path: PathLike) -> None:
         raise ValueError("model: an array may not be named '__header__'")
     header = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config, "sha256": checksum(arrays)}
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    np.savez(f, __header__=blob, **arrays)
+
+
+def save(model: Any, path: PathLike) -> None:
+    """Write ``model`` (an :class:`lstmcpp.LSTM`, a quantized model, or a model from
+    :mod:`lstmcpp.models`) to ``path``."""
+    data = dumps(model)  # all checks pass before the file is opened
     with open(os.fspath(path), "wb") as f:
-        np.savez(f, __header__=blob, **arrays)
+        f.write(data)
+
+
+def dumps(model: Any) -> bytes:
+    """The bytes :func:`save` would write: parameters only (no gradients, no optimizer state), the
+    compact form in which :mod:`lstmcpp.dask` ships a model to the workers."""
+    f = io.BytesIO()
+    _write(model, f)
+    return f.getvalue()
+
+
+def loads(data: bytes) -> Any:
+    """The model of :func:`dumps`'s bytes (checked as :func:`load` checks a file)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data: expected bytes, got {type(data).__name__}")
+    return _read(io.BytesIO(bytes(data)), "data")
 
 
 def load(path: PathLike) -> Any:
     """Read a model written by :func:`save`."""
     name = os.fspath(path)
+    # Our own file object: np.load leaves its own open when the zip turns out broken.
+    with open(name, "rb") as f:
+        return _read(f, name)
+
+
+def _read(f: IO[bytes], name: str) -> Any:
     try:
-        # Our own file object: np.load leaves its own open when the zip turns out broken.
-        with open(name, "rb") as f, np.load(f, allow_pickle=False) as npz:
+        with np.load(f, allow_pickle=False) as npz:
             if "__header__" not in npz.files:
                 raise ValueError(f"{name}: not an lstmcpp model file (no header)")
             header = json.loads(npz["__header__"].tobytes().decode("utf-8"))

@@ -37,6 +37,9 @@ class History:
     stopped: str = "epochs"  # "epochs", "early stopping" or "time budget"
 
 
+_END = object()  # the end of a pass over the batches
+
+
 def _batches(data: Batches) -> Iterable[Any]:
     return data() if callable(data) else data
 
@@ -67,6 +70,7 @@ def fit(
     progress: bool = True,
     unit: str = "items",
     log: Callable[[str], None] = print,
+    communicator: Any = None,
 ) -> History:
     """Train ``model`` on ``train_data`` for ``epochs`` passes.
 
@@ -83,14 +87,26 @@ def fit(
         (every epoch when there is no validation data).
     time_budget : seconds; stop (after validating) once the training has run this long.
     progress : show a tqdm progress bar with the running loss and items per second.
+    communicator : an :mod:`lstmcpp.distributed` communicator: data-parallel training, each rank
+        on its own ``train_data`` (its shard). Parameters start as rank 0's; each step averages
+        the gradients with one all-reduce. Rank 0 alone shows progress, logs, validates (on its
+        ``val_data``), writes checkpoints and watches the time budget; every rank gets its
+        decisions and returns the same history. See :mod:`lstmcpp.distributed`.
     """
     from .io import save
 
     optimizer = optimizer or Adam(model, lr=1e-3)
+    sync = None
+    if communicator is not None and communicator.world_size > 1:
+        from .distributed import GradientSync
+
+        sync = GradientSync(communicator, optimizer.params, optimizer.grads)
+        sync.broadcast_parameters()
+    leader = communicator is None or communicator.rank == 0  # the rank that reports and decides
     history = History()
     start = time.perf_counter()
     bar = None
-    if progress:
+    if progress and leader:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=None, unit="batch", dynamic_ncols=True, leave=True, mininterval=0.5, disable=None)  # off when not a terminal
@@ -99,9 +115,18 @@ def fit(
             model.reset_state()
             total, count, t_start = 0.0, 0, time.perf_counter()
             out_of_time = False
-            for batch in _batches(train_data):
+            batches = iter(_batches(train_data))
+            while True:
+                batch = next(batches, _END)
                 optimizer.zero_grad()
-                loss, n = model.train_step(batch)
+                loss, n = model.train_step(batch) if batch is not _END else (0.0, 0)
+                over_budget = leader and time_budget is not None and time.perf_counter() - start >= time_budget
+                if sync is not None:  # every rank, until every rank has run out of batches
+                    active, loss, n, over_budget = sync.average_gradients(batch is not _END, loss, n, over_budget)
+                    if active == 0:
+                        break
+                elif batch is _END:
+                    break
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the training loss became {loss} at step {history.steps}; lower the learning rate or clip the gradients")
                 if clip_norm is not None:
@@ -117,26 +142,30 @@ def fit(
                     bar.set_description(f"epoch {epoch + 1}/{epochs}")
                     bar.set_postfix_str(f"loss {total / count:.4f}, {rate:,.0f} {unit}/s, lr {optimizer.lr:.2e}")
                     bar.update(1)
-                if time_budget is not None and time.perf_counter() - start >= time_budget:
+                if over_budget:
                     out_of_time = True
                     break
             history.train_loss.append(total / max(count, 1))
             message = f"epoch {epoch + 1}: train loss {history.train_loss[-1]:.4f}"
-            improved = True
-            if val_data is not None:
+            improved, val = True, None
+            if leader and val_data is not None:
                 val = _evaluate(model, val_data)
-                history.val_loss.append(val)
                 improved = val < history.best_val_loss
+            if sync is not None:  # rank 0's validation reaches every rank
+                has_val, shared_val, improved = sync.decide([val is not None, val or 0.0, improved])
+                val, improved = (float(shared_val) if has_val else None), bool(improved)
+            if val is not None:
+                history.val_loss.append(val)
                 message += f", validation loss {val:.4f}" + (" (best)" if improved else "")
                 if improved:
                     history.best_val_loss, history.best_epoch = val, epoch
             else:
                 history.best_epoch = epoch
-            if checkpoint is not None and improved:
+            if checkpoint is not None and improved and leader:
                 save(model, checkpoint)
             if bar is not None:
                 bar.write(message)
-            elif log is not None:
+            elif log is not None and leader:
                 log(message)
             if out_of_time:
                 history.stopped = "time budget"
