@@ -182,3 +182,34 @@ def test_a_worker_lost_during_training_raises_on_the_client():
             assert time.monotonic() - start < 30
         finally:
             pool.shutdown(wait=False)  # closing the cluster ends a training that is still running
+
+
+def test_train_charlm_on_workers_from_the_command_line(tmp_path, capsys):
+    pytest.importorskip("torch.distributed")
+    from lstmcpp.__main__ import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog; " * 400)
+    out = tmp_path / "lm.npz"
+    assert main(["train-charlm", str(text), "--workers", "2", "--seconds", "3", "--hidden", "16", "--embedding", "8",
+                 "--batch", "4", "--seq-len", "20", "--generate", "20", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "data-parallel on 2 workers of a local Dask cluster" in printed
+    assert "% lower" in printed and out.exists()
+    assert isinstance(lstmcpp.load(out), CharLM)
+
+
+def _threads_while_running(seconds):
+    with ldask._worker_threads():
+        time.sleep(seconds)
+        return lstmcpp.get_num_threads()
+
+
+def test_lstmcpp_threads_follow_the_workers_threads():
+    # Dask starts worker processes with OMP_NUM_THREADS=1; lstmcpp takes the worker's threads instead
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        assert client.submit(_threads_while_running, 0.0, pure=False).result() == 2  # a lone task: both
+        together = [client.submit(_threads_while_running, 1.0, pure=False) for _ in range(2)]
+        assert [f.result() for f in together] == [1, 1]  # two at once: one each
+        assert client.submit(_threads_while_running, 0.0, pure=False).result() == 2  # alone again

@@ -45,13 +45,19 @@ def train_charlm_on(text: str, args: argparse.Namespace, source: str) -> int:
         print(f"  {train_chars:,} training and {val_chars:,} validation characters, {len(lm.vocab)} distinct; "
               f"{lm.num_parameters():,} parameters (embedding {args.embedding}, {args.cell} {args.hidden} x {args.layers}); "
               f"batches of {args.batch} x {args.seq_len}; about {args.seconds:.0f} s")
+        workers = getattr(args, "workers", None)
+        if workers:
+            where = f"the cluster at {args.scheduler}" if args.scheduler else "a local Dask cluster"
+            print(f"  data-parallel on {workers} workers of {where}: each a shard of the text and {args.batch} streams, "
+                  f"one all-reduce per step (gloo); validation on rank 0 after each pass")
 
     try:
         run = train_charlm(text, embedding_dim=args.embedding, hidden_size=args.hidden, num_layers=args.layers,
                            dropout=args.dropout, batch=args.batch, seq_len=args.seq_len, lr=args.lr,
                            seconds=args.seconds, epochs=args.epochs, seed=args.seed, progress=not args.no_progress,
-                           on_start=announce, cell=args.cell)
-    except ValueError as e:
+                           on_start=announce, cell=args.cell, workers=getattr(args, "workers", None),
+                           scheduler=getattr(args, "scheduler", None))
+    except (ValueError, ImportError) as e:
         print(e, file=sys.stderr)
         return 2
     val = run.val_loss
@@ -341,6 +347,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("file", help="a UTF-8 text file")
     charlm_options(p, 300.0)
     p.add_argument("--out", default="charlm.npz", help="where to save the model (default charlm.npz)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-parallel on this many Dask workers: a local cluster sharing this machine's cores, or "
+                        "--scheduler's (needs pip install \"lstmcpp[dask,distributed]\")")
+    p.add_argument("--scheduler", default=None, help="the address of an existing Dask scheduler (tcp://host:8786)")
     p.set_defaults(run=train_charlm)
 
     p = sub.add_parser("generate", help="continue a prompt with a saved character LSTM")

@@ -90,7 +90,8 @@ _running = 0  # lstmcpp tasks running now in this worker process
 @contextlib.contextmanager
 def _worker_threads():
     """lstmcpp's threads follow the worker's: the worker's ``nthreads`` split among the lstmcpp
-    tasks running in it at this moment (outside a worker: unchanged)."""
+    tasks running in it as each starts (outside a worker: unchanged). The count is one for the
+    whole process, so a task already running follows it too."""
     global _running
     try:
         worker = distributed.get_worker()

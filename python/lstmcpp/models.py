@@ -91,6 +91,26 @@ def _load_some(model: Module, arrays: Dict[str, np.ndarray], skip: set) -> None:
 # character language model
 
 
+def text_batches(ids: np.ndarray, batch_size: int, seq_len: int, seed: Optional[int] = None) -> Callable[[], Iterator[Tuple[np.ndarray, np.ndarray]]]:
+    """Batches ``(x (B,L), y (B,L))`` of a text's ids for :func:`fit`: ``batch_size`` parallel
+    streams of the text (each starting at an offset drawn anew every pass), cut into chunks of
+    ``seq_len`` in order, so the carried state always continues its own stream."""
+    ids = np.asarray(ids)
+    span = (len(ids) - 1) // batch_size
+    if span < seq_len:
+        raise ValueError(f"ids: {len(ids)} characters are too few for {batch_size} streams of chunks of {seq_len}")
+    rng = np.random.default_rng(seed)
+
+    def one_pass():
+        shift = int(rng.integers(0, len(ids) - 1 - span * batch_size + 1))
+        x_all = ids[shift : shift + span * batch_size].reshape(batch_size, span)
+        y_all = ids[shift + 1 : shift + 1 + span * batch_size].reshape(batch_size, span)
+        for start in range(0, span - seq_len + 1, seq_len):
+            yield x_all[:, start : start + seq_len], y_all[:, start : start + seq_len]
+
+    return one_pass
+
+
 class CharLM(_Saved):
     """Predicts the next character: ``embedding (V,E) -> LSTM (H, layers) -> linear (H,V)``.
 
@@ -141,23 +161,8 @@ class CharLM(_Saved):
         return "".join(self.vocab[int(k)] for k in ids)
 
     def batches(self, ids: np.ndarray, batch_size: int, seq_len: int, seed: Optional[int] = None) -> Callable[[], Iterator[Tuple[np.ndarray, np.ndarray]]]:
-        """Batches ``(x (B,L), y (B,L))`` for :func:`fit`: ``batch_size`` parallel streams of the
-        text (each starting at an offset drawn anew every pass), cut into chunks of ``seq_len``
-        in order, so the carried state always continues its own stream."""
-        ids = np.asarray(ids)
-        span = (len(ids) - 1) // batch_size
-        if span < seq_len:
-            raise ValueError(f"ids: {len(ids)} characters are too few for {batch_size} streams of chunks of {seq_len}")
-        rng = np.random.default_rng(seed)
-
-        def one_pass():
-            shift = int(rng.integers(0, len(ids) - 1 - span * batch_size + 1))
-            x_all = ids[shift : shift + span * batch_size].reshape(batch_size, span)
-            y_all = ids[shift + 1 : shift + 1 + span * batch_size].reshape(batch_size, span)
-            for start in range(0, span - seq_len + 1, seq_len):
-                yield x_all[:, start : start + seq_len], y_all[:, start : start + seq_len]
-
-        return one_pass
+        """Batches ``(x (B,L), y (B,L))`` for :func:`fit`: :func:`text_batches`."""
+        return text_batches(ids, batch_size, seq_len, seed)
 
     # the model
 

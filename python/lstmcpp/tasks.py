@@ -4,18 +4,19 @@ model on a text, forecast a series one step ahead."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
 import sysconfig
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import reference
 from ._lstm import LSTM
-from .models import CharLM, Forecaster
+from .models import CharLM, Forecaster, text_batches
 from .optim import Adam
 from .train import History, fit
 
@@ -131,11 +132,13 @@ def train_charlm(text: str, *, embedding_dim: int = 64, hidden_size: int = 256, 
                  dropout: float = 0.0, batch: int = 32, seq_len: int = 100, lr: float = 3e-3,
                  seconds: Optional[float] = None, epochs: int = 1000, seed: int = 0, progress: bool = True,
                  on_start: Optional[Callable[[CharLM, int, int], None]] = None, cell: str = "lstm",
-                 steps: Optional[int] = None, val_every: Optional[int] = None) -> CharLMRun:
+                 steps: Optional[int] = None, val_every: Optional[int] = None, workers: Optional[int] = None,
+                 scheduler: Optional[str] = None) -> CharLMRun:
     """Train a :class:`CharLM` on ``text`` (its last :func:`held_out_size` characters held out),
     with Adam and gradient clipping, for ``epochs`` or ``seconds`` (or ``steps`` batches). ``cell``
     is a key of :data:`CELLS`. ``on_start(model, train_chars, val_chars)`` runs before training
-    (the CLI prints there)."""
+    (the CLI prints there). ``workers``: data-parallel on that many Dask workers
+    (:func:`train_charlm_on_dask`), on a local cluster or the one at ``scheduler``."""
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {list(CELLS)}, got {cell!r}")
     held_out = held_out_size(len(text), batch, seq_len)
@@ -147,6 +150,11 @@ def train_charlm(text: str, *, embedding_dim: int = 64, hidden_size: int = 256, 
     train_ids, val_ids = ids[:-held_out], ids[-held_out:]
     if on_start is not None:
         on_start(lm, len(train_ids), len(val_ids))
+    if workers is not None:
+        lm, history = train_charlm_on_dask(lm, train_ids, val_ids, workers=workers, scheduler=scheduler, batch=batch,
+                                           seq_len=seq_len, lr=lr, seconds=seconds, epochs=epochs, seed=seed)
+        return CharLMRun(lm, history, len(train_ids), len(val_ids), history.val_loss[-1],
+                         unigram_cross_entropy(train_ids, val_ids, len(lm.vocab)))
     history = fit(
         lm, lm.batches(train_ids, batch, seq_len, seed=seed), epochs=epochs,
         optimizer=Adam(lm, lr=lr), val_data=lm.batches(val_ids, batch, seq_len, seed=0),
@@ -154,6 +162,47 @@ def train_charlm(text: str, *, embedding_dim: int = 64, hidden_size: int = 256, 
     )
     return CharLMRun(lm, history, len(train_ids), len(val_ids), history.val_loss[-1],
                      unigram_cross_entropy(train_ids, val_ids, len(lm.vocab)))
+
+
+def _shard_batches(ids: np.ndarray, batch: int, seq_len: int, seed: int) -> list:
+    return list(text_batches(ids, batch, seq_len, seed=seed)())
+
+
+def train_charlm_on_dask(lm: CharLM, train_ids: np.ndarray, val_ids: np.ndarray, *, workers: int,
+                         scheduler: Optional[str] = None, batch: int = 32, seq_len: int = 100, lr: float = 3e-3,
+                         seconds: Optional[float] = None, epochs: int = 1000, seed: int = 0) -> Tuple[CharLM, History]:
+    """Data-parallel training of ``lm`` with :func:`lstmcpp.dask.fit`: the training text cut into
+    ``workers`` contiguous shards, each one rank's ``batch`` streams (so a step sees ``workers *
+    batch`` streams), Adam, gradient clipping, rank 0 validating on ``val_ids`` each epoch. On a
+    local cluster of ``workers`` processes sharing this machine's cores, or on the cluster at
+    ``scheduler``, of whose workers it uses ``workers``."""
+    import dask
+    import dask.bag as db
+    from distributed import Client, LocalCluster
+
+    from . import dask as lstmcpp_dask
+
+    if workers < 1:
+        raise ValueError(f"workers: expected >= 1, got {workers}")
+    share = len(train_ids) // workers  # equal shards: every rank has as many batches
+    # each worker cuts its own shard into batches: the graph carries the ids, not the batches
+    parts = [dask.delayed(_shard_batches)(train_ids[r * share : (r + 1) * share], batch, seq_len, seed + r)
+             for r in range(workers)]
+    val = list(lm.batches(val_ids, batch, seq_len, seed=0)())
+    with contextlib.ExitStack() as stack:
+        if scheduler is None:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                                                       dashboard_address=":0"))
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(Client(scheduler))
+            if len(client.nthreads()) < workers:
+                raise ValueError(f"workers: the cluster at {scheduler} has {len(client.nthreads())} workers, "
+                                 f"fewer than {workers}")
+        return lstmcpp_dask.fit(lm, db.from_delayed(parts), client=client, epochs=epochs,
+                                optimizer=("adam", {"lr": lr}), clip_norm=1.0, time_budget=seconds, val_data=val,
+                                log=print)
 
 
 # ------------------------------------------------------------------------------------------------
