@@ -1,7 +1,9 @@
 """One rank of the data-parallel tests: tests/test_distributed.py starts one process per rank, with
 RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set as torchrun sets them.
 
-    python tests/distributed_ranks.py SCENARIO OUT_DIR
+    python tests/distributed_ranks.py SCENARIO OUT_DIR [gloo|mpi]
+
+(under mpiexec for mpi).
 """
 
 import json
@@ -38,8 +40,8 @@ def shard(batches, rank, world):
 STEPS = {"equal": (3, 3), "unequal": (2, 4)}  # batches on rank 0 and rank 1
 
 
-def main(scenario, out):
-    comm = distributed.init("gloo", timeout=60)
+def main(scenario, out, backend="gloo"):
+    comm = distributed.init(backend, timeout=60) if backend == "gloo" else distributed.init(backend)
     rank, world = comm.rank, comm.world_size
     model = make_model(seed=rank)  # different on every rank: the broadcast must make them one
     history = None
@@ -81,4 +83,4 @@ def main(scenario, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

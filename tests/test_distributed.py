@@ -26,8 +26,31 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_ranks(scenario, out, world=2, timeout=120):
-    """Start ``world`` ranks of ``scenario``; their exit codes (a hang fails the test at ``timeout``)."""
+MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+
+
+def mpi_available():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return os.path.exists(MPIEXEC)
+
+
+BACKENDS = ["gloo", pytest.param("mpi", marks=pytest.mark.skipif(not mpi_available(), reason="needs mpi4py and an "
+                                                                  "mpiexec beside Python: pip install mpi4py mpich"))]
+
+
+def run_ranks(scenario, out, world=2, timeout=120, backend="gloo"):
+    """Start ``world`` ranks of ``scenario``; their exit codes (a hang fails the test at ``timeout``).
+    Under MPI, mpiexec's one exit code."""
+    if backend == "mpi":
+        p = subprocess.run([MPIEXEC, "-n", str(world), sys.executable, os.path.join(HERE, "distributed_ranks.py"),
+                            scenario, str(out), "mpi"], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        if scenario != "dies" and p.returncode != 0:
+            print(p.stdout)
+        return [p.returncode]
     port = free_port()
     procs = []
     for rank in range(world):
@@ -78,8 +101,9 @@ def one_process(per_rank, epochs=2):
     return dict(model.named_parameters())
 
 
-def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path):
-    assert run_ranks("equal", tmp_path) == [0, 0]
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path, backend):
+    assert set(run_ranks("equal", tmp_path, backend=backend)) == {0}
     batches = ranks.full_batches(3)
     single = ranks.make_model(seed=0)
     lstmcpp.fit(single, batches, epochs=2, optimizer=optim.SGD(single, lr=ranks.LR), progress=False, log=None)
@@ -104,8 +128,9 @@ def test_the_broadcast_makes_the_ranks_start_alike(tmp_path):
     assert not np.allclose(started_apart["lstm.weight_ih_l0"], dict(ranks.make_model(seed=0).named_parameters())["lstm.weight_ih_l0"])
 
 
-def test_unequal_shards_do_not_hang_and_average_over_the_ranks_with_a_batch(tmp_path):
-    assert run_ranks("unequal", tmp_path) == [0, 0]
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unequal_shards_do_not_hang_and_average_over_the_ranks_with_a_batch(tmp_path, backend):
+    assert set(run_ranks("unequal", tmp_path, backend=backend)) == {0}
     full = ranks.full_batches(4)
     per_rank = [ranks.shard(full, 0, 2)[:2], ranks.shard(full, 1, 2)[:4]]
     expected = one_process(per_rank)
@@ -122,6 +147,12 @@ def test_rank_zero_decides_for_every_rank(tmp_path):
     assert zero == one  # rank 1 has no validation data, no clock: it learns rank 0's
     assert zero["steps"] == 1 and zero["stopped"] == "time budget" and len(zero["val_loss"]) == 1
     assert (tmp_path / "checkpoint0.npz").exists() and not (tmp_path / "checkpoint1.npz").exists()
+
+
+@pytest.mark.skipif(not mpi_available(), reason="needs mpi4py and an mpiexec beside Python: pip install mpi4py mpich")
+def test_a_rank_that_dies_under_mpi_ends_the_job(tmp_path):
+    # MPI's launcher takes the whole job down with a lost rank: no survivor waits
+    assert run_ranks("dies", tmp_path, backend="mpi", timeout=90) != [0]
 
 
 def test_a_rank_that_dies_raises_on_the_others(tmp_path):
