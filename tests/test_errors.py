@@ -100,3 +100,22 @@ def test_token_input_bad_arguments_are_named():
     assert y.shape == (3, 4)
     d_table, (dh0, _) = model.backward(cache, np.ones((3, 4), np.float32))
     assert d_table.shape == (5, 3) and dh0.shape == (1, 4)
+
+
+def test_without_their_peers_the_cluster_modules_say_what_to_install(monkeypatch):
+    import importlib
+    import sys
+
+    from lstmcpp import distributed
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "lstmcpp.dask", raising=False)
+    with pytest.raises(ImportError, match=r'lstmcpp.dask needs dask and distributed .*pip install "lstmcpp\[dask\]"'):
+        importlib.import_module("lstmcpp.dask")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "torch.distributed", None)
+    with pytest.raises(ImportError, match="needs PyTorch .*pip install torch --index-url https://download.pytorch.org/whl/cpu"):
+        distributed.init("gloo", rank=0, world_size=1, master_addr="127.0.0.1", master_port=1)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(ImportError, match="needs mpi4py: pip install mpi4py"):
+        distributed.init("mpi")
