@@ -142,3 +142,80 @@ def test_a_noiseless_periodic_series_is_forecast_closely():
     assert info["season"] == 25
     for o in (520, 555, 590):
         np.testing.assert_allclose(fc.forecast(series[:o], 10), series[o : o + 10], atol=1e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# calendar features
+
+
+def test_calendar_features_and_future_times():
+    t = np.array(["2024-01-01T06:00", "2024-07-06T18:00"], "datetime64[s]")  # a Monday; a Saturday
+    f = F.calendar_features(t, ["hour", "dayofweek", "month"])
+    np.testing.assert_allclose(f[0], [1, 0, 0, 1, 0, 1], atol=1e-12)  # 6 h: a quarter day; Monday; January
+    np.testing.assert_allclose(f[1, :2], [-1, 0], atol=1e-12)
+    np.testing.assert_allclose(f[1, 2:4], [np.sin(2 * np.pi * 5 / 7), np.cos(2 * np.pi * 5 / 7)])
+    np.testing.assert_allclose(f[1, 4:], [np.sin(np.pi), np.cos(np.pi)], atol=1e-12)  # July: half a year
+    assert F.calendar_features(t, []).shape == (2, 0)
+    with pytest.raises(ValueError, match="calendar: expected names among"):
+        F.calendar_features(t, ["week"])
+    months = np.array(["2020-11-01", "2020-12-01"], "datetime64[s]")
+    assert list(F.future_times(months, 3).astype("datetime64[D]").astype(str)) == ["2021-01-01", "2021-02-01", "2021-03-01"]
+    years = np.array(["1999-07-01", "2000-07-01"], "datetime64[s]")  # whole years apart across a leap day
+    assert list(F.future_times(years, 2).astype("datetime64[D]").astype(str)) == ["2001-07-01", "2002-07-01"]
+    hours = np.array(["2020-01-31T23:00", "2020-02-01T00:00"], "datetime64[s]")
+    assert list(F.future_times(hours, 2).astype(str)) == ["2020-02-01T01:00:00", "2020-02-01T02:00:00"]
+
+
+def test_calendar_features_show_what_the_window_cannot(tmp_path):
+    import lstmcpp
+    from lstmcpp.models import Forecaster
+
+    # hourly, flat but for a morning peak: a twelve-hour window that ends in the flat part cannot
+    # tell when the next peak comes; the hour of the day can
+    times = np.datetime64("2024-01-01T00:00", "s") + np.arange(24 * 60) * np.timedelta64(3600, "s")
+    hour = (times.astype(np.int64) // 3600) % 24
+    rng = np.random.default_rng(0)
+    series = 5.0 + 4.0 * ((hour >= 8) & (hour < 12)) + 0.1 * rng.standard_normal(len(times))
+    split = 24 * 50
+    errors = {}
+    for calendar in ((), ("hour", "dayofweek")):
+        fc = Forecaster(window=12, horizon=6, hidden_size=16, seed=0, season=0, calendar=calendar)
+        fc.fit(series[:split], times=times[:split] if calendar else None, epochs=250, patience=250, progress=False, log=None)
+        origins = range(split, len(series) - 6, 6)
+        predicted = [fc.forecast(series[:o], 6, times=times[:o] if calendar else None) for o in origins]
+        errors[calendar] = np.mean([np.abs(p - series[o : o + 6]).mean() for p, o in zip(predicted, origins)])
+    assert errors[("hour", "dayofweek")] < 0.5 * errors[()], errors
+    # files keep the calendar; forecasts past the horizon continue the times
+    lstmcpp.save(fc, tmp_path / "fc.npz")
+    again = lstmcpp.load(tmp_path / "fc.npz")
+    assert again.calendar == ("hour", "dayofweek")
+    np.testing.assert_array_equal(again.forecast(series[:split], 30, times=times[:split]),
+                                  fc.forecast(series[:split], 30, times=times[:split]))
+
+
+def test_calendar_refusals():
+    from lstmcpp.models import Forecaster
+
+    with pytest.raises(ValueError, match="calendar: expected distinct names among"):
+        Forecaster(calendar=("hour", "weekday"))
+    fc = Forecaster(window=10, horizon=2, hidden_size=4, seed=0, season=0, calendar="hour")
+    series = np.sin(np.arange(200) / 3)
+    times = np.datetime64("2024-01-01", "s") + np.arange(200) * np.timedelta64(3600, "s")
+    with pytest.raises(ValueError, match="times: this Forecaster reads calendar features \\['hour'\\]; pass times="):
+        fc.fit(series, progress=False, log=None)
+    with pytest.raises(ValueError, match=r"times: expected shape \(200,\), one per value of series, got \(199,\)"):
+        fc.fit(series, times=times[:-1], progress=False, log=None)
+    with pytest.raises(ValueError, match="times: expected increasing times"):
+        fc.fit(series, times=times[::-1], progress=False, log=None)
+    with pytest.raises(TypeError, match="times: expected datetimes"):
+        fc.fit(series, times=np.arange(200.0), progress=False, log=None)
+    with pytest.raises(ValueError, match="calendar: features of the calendar need Forecaster.fit"):
+        fc.windows(series)
+    fc.fit(series, times=times, epochs=1, progress=False, log=None)
+    with pytest.raises(ValueError, match="pass times="):
+        fc.forecast(series, 2)
+    pytest.importorskip("onnx")
+    import lstmcpp
+
+    with pytest.raises(ValueError, match="calendar features .* cannot be exported"):
+        lstmcpp.export_onnx(fc)

@@ -180,8 +180,9 @@ def forecast(args: argparse.Namespace) -> int:
     print(f"forecasting {task.name} ({len(task.series)} values): {task.horizon} ahead from {task.window}, season "
           f"{task.season or 'none'}; rolling origins over the last {100 * task.test_fraction:.0f}%")
     try:
+        calendar = [c for c in (args.calendar or "").split(",") if c]
         r = compare_forecasts(task, seconds=args.seconds, hidden_size=args.hidden, seed=args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, calendar=calendar)
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
@@ -228,9 +229,15 @@ def csv_task(args: argparse.Namespace, F):
             raise ValueError(f"{args.csv}: no column {args.time_column!r}")
         rows.sort(key=lambda r: r[args.time_column])
     series = np.array([float(r[args.column]) for r in rows])
+    times = None
+    if args.time_column:
+        try:
+            times = np.array([r[args.time_column] for r in rows], "datetime64[s]")
+        except ValueError:
+            times = None  # not ISO dates: the column still orders the rows
     horizon, window = args.horizon or 1, args.window or 30
     season = args.season if args.season is not None else F.detect_season(series[: int(0.8 * len(series))])
-    return F.Task(f"{args.csv}:{args.column}", series, horizon, max(window, 1), season, "")
+    return F.Task(f"{args.csv}:{args.column}", series, horizon, max(window, 1), season, "", times=times)
 
 
 def forecast_goog(args: argparse.Namespace) -> int:
@@ -374,6 +381,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--horizon", type=int, help="values ahead (default: the dataset's; 1 for a CSV)")
     p.add_argument("--window", type=int, help="values the model sees (default: the dataset's; 30 for a CSV)")
     p.add_argument("--season", type=int, help="the seasonal period (default: the dataset's; read off a CSV's series)")
+    p.add_argument("--calendar", default="", help="calendar features from the times, comma-separated among hour, "
+                                                "dayofweek, dayofyear, month (a CSV needs --time-column in ISO dates)")
     p.add_argument("--seconds", type=float, default=60.0, help="training time budget (default 60)")
     p.add_argument("--hidden", type=int, default=32, help="LSTM hidden size (default 32)")
     p.add_argument("--epochs", type=int, default=20, help="training passes, --dataset goog (default 20)")

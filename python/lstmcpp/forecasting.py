@@ -18,7 +18,7 @@ import numpy as np
 
 from .interop._common import require
 
-__all__ = ["Task", "TASKS", "load_task", "detect_season", "rolling_origins", "evaluate", "BASELINES",
+__all__ = ["Task", "TASKS", "load_task", "CALENDAR", "calendar_features", "future_times", "detect_season", "rolling_origins", "evaluate", "BASELINES",
            "baseline_forecasts", "last_value", "seasonal_naive", "seasonal_difference_persistence", "holt_winters"]
 
 # A forecast method: (history (n,), horizon) -> the next `horizon` values.
@@ -38,6 +38,7 @@ class Task:
     unit: str
     trend: bool = False
     test_fraction: float = 0.2
+    times: Optional[np.ndarray] = None  # (N,) datetime64[s], when the series has them
 
 
 # name -> (loader, horizon, window, season, unit, trend). The seasons are the series' known
@@ -61,16 +62,64 @@ def load_task(name: str) -> Task:
         from vega_datasets import local_data
 
         dataset, column = rest
-        series = local_data(dataset)[column].to_numpy(np.float64)
+        table = local_data(dataset)
+        series = table[column].to_numpy(np.float64)
+        times = table["date"].to_numpy().astype("datetime64[s]")
     else:
         sm = require("statsmodels.api", '"lstmcpp[forecast]"')
         if rest[0] == "elnino":  # one row per year, a column per month
             table = sm.datasets.elnino.load_pandas().data
             series = table.drop(columns="YEAR").to_numpy(np.float64).ravel()
+            first = f"{int(table['YEAR'].iloc[0])}-01"
+            times = (np.datetime64(first, "M") + np.arange(len(series))).astype("datetime64[s]")
         else:
             dataset, column = rest
-            series = getattr(sm.datasets, dataset).load_pandas().data[column].to_numpy(np.float64)
-    return Task(name, series, horizon, window, season, unit, trend)
+            table = getattr(sm.datasets, dataset).load_pandas().data
+            series = table[column].to_numpy(np.float64)
+            times = np.array([f"{int(y)}-07-01" for y in table["YEAR"]], "datetime64[s]")  # mid-year
+    return Task(name, series, horizon, window, season, unit, trend, times=times)
+
+
+# The calendar's cycles, each given to a model as the sine and cosine of its phase (a known-ahead
+# feature: a forecast's own times are known when it is made).
+CALENDAR = ("hour", "dayofweek", "dayofyear", "month")
+
+
+def calendar_features(times: np.ndarray, names) -> np.ndarray:
+    """``(..., 2 len(names))``: for each of ``names`` (of :data:`CALENDAR`), the sine and cosine
+    of ``times``' phase in that cycle (hour of the day, day of the week, of the year, month)."""
+    t = np.asarray(times).astype("datetime64[s]")
+    seconds = t.astype(np.int64)
+    day = 86_400
+    phases = []
+    for name in names:
+        if name == "hour":
+            phase = (seconds % day) / day
+        elif name == "dayofweek":  # 1970-01-01 was a Thursday; Monday is 0
+            phase = ((seconds // day + 3) % 7) / 7
+        elif name == "dayofyear":
+            year_start = t.astype("datetime64[Y]").astype("datetime64[s]").astype(np.int64)
+            phase = (seconds - year_start) / (365.2425 * day)
+        elif name == "month":
+            phase = (t.astype("datetime64[M]").astype(np.int64) % 12) / 12
+        else:
+            raise ValueError(f"calendar: expected names among {list(CALENDAR)}, got {name!r}")
+        phases += [np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase)]
+    return np.stack(phases, axis=-1) if phases else np.zeros(t.shape + (0,))
+
+
+def future_times(times: np.ndarray, steps: int) -> np.ndarray:
+    """The ``steps`` times after ``times``, at its last spacing (months and years as calendar
+    steps when the times fall on them, so that months of different lengths stay months)."""
+    t = np.asarray(times).astype("datetime64[s]")
+    if len(t) < 2:
+        raise ValueError(f"times: need at least two to continue them, got {len(t)}")
+    for unit in ("Y", "M"):  # whole years or months apart, at the same moment within them
+        coarse = t[-2:].astype(f"datetime64[{unit}]")
+        offsets = t[-2:] - coarse.astype("datetime64[s]")
+        if coarse[1] > coarse[0] and offsets[0] == offsets[1]:
+            return (coarse[1] + (coarse[1] - coarse[0]) * np.arange(1, steps + 1)).astype("datetime64[s]") + offsets[1]
+    return t[-1] + (t[-1] - t[-2]) * np.arange(1, steps + 1)
 
 
 def detect_season(series: np.ndarray, max_lag: Optional[int] = None, threshold: float = 0.2) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from . import io
-from .forecasting import BASELINES, baseline_forecasts
+from .forecasting import BASELINES, CALENDAR, baseline_forecasts, calendar_features, future_times
 from ._lstm import LSTM
 from .nn import AttentionPool, Embedding, Linear, Module, mse, softmax_cross_entropy
 
@@ -265,12 +265,15 @@ class Forecaster(_Saved):
 
     def __init__(self, n_features: int = 1, window: int = 30, horizon: int = 1, hidden_size: int = 64,
                  num_layers: int = 1, dtype: str = "float32", seed: Optional[int] = None, *,
-                 season: Optional[int] = None, quantiles: Sequence[float] = (),
+                 season: Optional[int] = None, quantiles: Sequence[float] = (), calendar: Sequence[str] = (),
                  coupled_input_forget: bool = False, layer_norm: bool = False, mogrify_rounds: int = 0,
                  mogrify_rank: int = 0):
         super().__init__()
         cell = dict(coupled_input_forget=coupled_input_forget, layer_norm=layer_norm, mogrify_rounds=mogrify_rounds,
                     mogrify_rank=mogrify_rank)
+        calendar = (calendar,) if isinstance(calendar, str) else tuple(calendar)
+        if any(name not in CALENDAR for name in calendar) or len(set(calendar)) != len(calendar):
+            raise ValueError(f"calendar: expected distinct names among {list(CALENDAR)}, got {list(calendar)}")
         quantiles = tuple(float(q) for q in quantiles)
         if any(not 0 < q < 1 for q in quantiles) or list(quantiles) != sorted(set(quantiles)):
             raise ValueError(f"quantiles: expected increasing values in (0, 1), got {quantiles}")
@@ -278,12 +281,13 @@ class Forecaster(_Saved):
             raise ValueError(f"season: expected None (detect it) or an integer >= 0, got {season!r}")
         self._config = dict(n_features=n_features, window=window, horizon=horizon, hidden_size=hidden_size,
                            num_layers=num_layers, dtype=dtype, seed=seed, season=season, quantiles=list(quantiles),
-                           **cell)
+                           calendar=list(calendar), **cell)
         rng = np.random.default_rng(seed)
         self.n_features, self.window, self.horizon = n_features, window, horizon
-        self.quantiles = quantiles
-        self.lstm = LSTM(n_features, hidden_size, num_layers, batch_first=True, dtype=dtype, seed=_child_seed(rng),
-                         **cell)
+        self.quantiles, self.calendar = quantiles, calendar
+        # the network reads each window step's values, then its calendar's sines and cosines
+        self.lstm = LSTM(n_features + 2 * len(calendar), hidden_size, num_layers, batch_first=True, dtype=dtype,
+                         seed=_child_seed(rng), **cell)
         self.head = Linear(hidden_size, horizon * n_features * (1 + len(quantiles)), dtype=dtype, rng=rng)
         self.children = {"lstm": self.lstm, "head": self.head}
         self.mean = np.zeros(n_features)
@@ -310,6 +314,8 @@ class Forecaster(_Saved):
 
     def windows(self, series: np.ndarray, batch_size: int = 32, shuffle: bool = True, seed: Optional[int] = None):
         """Batches ``(x (B,window,F), y (B,horizon,F))`` of the scaled series, for :func:`fit`."""
+        if self.calendar:
+            raise ValueError("calendar: features of the calendar need Forecaster.fit(series, times=...)")
         s = self._scaled(series)
         count = len(s) - self.window - self.horizon + 1
         if count < 1:
@@ -368,12 +374,16 @@ class Forecaster(_Saved):
         pred, _ = self.forward(x, training=False)
         return mse(pred, y)[0] * len(x), len(x)
 
-    def forecast(self, history: np.ndarray, steps: int, quantiles: Optional[Sequence[float]] = None):
+    def forecast(self, history: np.ndarray, steps: int, quantiles: Optional[Sequence[float]] = None, *,
+                 times: Any = None):
         """The next ``steps`` values after ``history`` (at least ``window`` values; after :meth:`fit`,
         also at least a season and one), shaped ``(steps,)`` for a one-feature series given as
         ``(N,)``, else ``(steps, F)``. Further than ``horizon``, the forecasts are fed back. With
-        ``quantiles`` (some of the model's, ``steps <= horizon``), returns ``(forecast, {q: values})``."""
+        ``quantiles`` (some of the model's, ``steps <= horizon``), returns ``(forecast, {q: values})``.
+        A model with ``calendar`` features needs ``times``, one per value of ``history``; the
+        forecasts' own times continue them at their last spacing."""
         s = self._series(history)
+        times = self._times(times, len(s), "history")
         if quantiles is not None:
             missing = [q for q in quantiles if float(q) not in self.quantiles]
             if missing:
@@ -389,12 +399,14 @@ class Forecaster(_Saved):
             raise ValueError(f"history: expected at least {need} values, got {len(s)}")
         out, bands = [], None
         while len(out) < steps:
-            outputs, base, scale = self._window_outputs(s[None])
+            outputs, base, scale = self._window_outputs(s[None], None if times is None else times[None])
             values = (base + outputs * scale)[0]  # (1 + Q, horizon, F)
             if bands is None:
                 bands = values[1:]
             out.extend(values[0])
             s = np.concatenate([s, values[0]])
+            if times is not None:
+                times = np.concatenate([times, future_times(times, self.horizon)])
         result = np.asarray(out[:steps])
         squeeze = (lambda a: a[..., 0]) if np.ndim(history) == 1 else (lambda a: a)
         if quantiles is None:
@@ -425,26 +437,52 @@ class Forecaster(_Saved):
         baselines look back over."""
         return max(self.window, self.season * self.seasons_averaged + 1)
 
-    def _window_inputs(self, histories: np.ndarray):
-        """The network's input (B, window, F) for histories (B, n, F): the last ``window`` values
-        less the last one, over the window's mean absolute change (its own units); and that scale."""
+    def _times(self, times: Any, n: int, what: str) -> Optional[np.ndarray]:
+        """``times`` (n,) as datetime64[s] for a model with calendar features (None otherwise)."""
+        if not self.calendar:
+            return None
+        if times is None:
+            raise ValueError(f"times: this Forecaster reads calendar features {list(self.calendar)}; pass times=, "
+                             f"one per value of {what}")
+        given = np.asarray(times)
+        try:
+            if given.dtype.kind not in "MUSO":  # numbers would pass as seconds since 1970
+                raise TypeError
+            t = given.astype("datetime64[s]")
+        except (TypeError, ValueError):
+            raise TypeError(f"times: expected datetimes (NumPy datetime64, pandas timestamps or ISO strings), got "
+                            f"{given.dtype}") from None
+        if t.shape != (n,):
+            raise ValueError(f"times: expected shape ({n},), one per value of {what}, got {t.shape}")
+        if np.any(np.isnat(t)) or np.any(np.diff(t.astype(np.int64)) <= 0):
+            raise ValueError("times: expected increasing times, with none missing")
+        return t
+
+    def _window_inputs(self, histories: np.ndarray, times: Optional[np.ndarray] = None):
+        """The network's input (B, window, F + 2C) for histories (B, n, F): the last ``window``
+        values less the last one, over the window's mean absolute change (its own units), then the
+        calendar features of their times (B, n); and that scale."""
         w = histories[:, -self.window :]
         scale = np.abs(np.diff(w, axis=1)).mean(axis=1, keepdims=True) + 1e-8 * (np.abs(w).mean(axis=1, keepdims=True) + 1)
-        return ((w - w[:, -1:]) / scale).astype(self.lstm.dtype), scale
+        x = (w - w[:, -1:]) / scale
+        if self.calendar:
+            x = np.concatenate([x, calendar_features(times[:, -self.window :], self.calendar)], axis=-1)
+        return x.astype(self.lstm.dtype), scale
 
-    def _window_outputs(self, histories: np.ndarray):
+    def _window_outputs(self, histories: np.ndarray, times: Optional[np.ndarray] = None):
         """(outputs (B, 1 + Q, horizon, F) in window units, baseline (B, 1, horizon, F), scale (B, 1, 1, F))."""
-        x, scale = self._window_inputs(histories)
+        x, scale = self._window_inputs(histories, times)
         outputs, _ = self._outputs(x, training=False)
         return outputs, self._baseline_values(histories, self.baseline)[:, None], scale[:, None]
 
-    def fit(self, series: np.ndarray, *, time_budget: Optional[float] = None, epochs: Optional[int] = None,
+    def fit(self, series: np.ndarray, *, times: Any = None, time_budget: Optional[float] = None, epochs: Optional[int] = None,
             val_fraction: float = 0.1, seed: int = 0, progress: bool = True, lr: float = 3e-3,
             batch_size: int = 64, patience: int = 20, log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
         """Train on ``series`` (N,) or (N, F) in one call: the season (``season=None``: read off the
         series' autocorrelation, and said), the baseline, windows and targets, Adam with early
         stopping on the last ``val_fraction`` of the windows (in time order), the best model kept.
-        Stops after ``epochs`` passes or ``time_budget`` seconds (default: 100 passes). Returns
+        Stops after ``epochs`` passes or ``time_budget`` seconds (default: 100 passes). ``times``
+        (N,): the series' times, for a model with ``calendar`` features. Returns
         what it chose and measured: season, baseline, the validation error (mean absolute, in the
         series' units) of the baseline and of the model kept, epochs, seconds."""
         import time
@@ -457,6 +495,7 @@ class Forecaster(_Saved):
             raise ValueError("series: holds NaN or Inf")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
+        t = self._times(times, len(s), "series")
         say = log or (lambda message: None)
         season = self._config["season"]
         if season is None:
@@ -474,13 +513,14 @@ class Forecaster(_Saved):
         history_len = self._history_length()
         hist = lambda at: np.stack([s[o - history_len : o] for o in at])  # noqa: E731
         truth = lambda at: np.stack([s[o : o + self.horizon] for o in at])  # noqa: E731
-        val_hist, val_truth = hist(val), truth(val)
+        hist_times = lambda at: None if t is None else np.stack([t[o - history_len : o] for o in at])  # noqa: E731
+        val_hist, val_truth, val_times = hist(val), truth(val), hist_times(val)
         errors = [float(np.abs(self._baseline_values(val_hist, k) - val_truth).mean()) for k in range(len(self.BASELINES))]
         self.baseline = int(np.argmin(errors)) if season else 0
         say(f"baseline: {self.BASELINES[self.baseline]} (validation error {errors[self.baseline]:.4g})")
 
         train_hist = hist(train)
-        x_train, scale = self._window_inputs(train_hist)
+        x_train, scale = self._window_inputs(train_hist, hist_times(train))
         y_train = ((truth(train) - self._baseline_values(train_hist, self.baseline)) / scale).astype(self.lstm.dtype)
         # start at the baseline, each quantile at the training targets' own
         for p in self.head.parameters():
@@ -492,7 +532,7 @@ class Forecaster(_Saved):
 
         def val_error():
             """(the point forecast's mean absolute error, that plus the quantiles' mean pinball losses)."""
-            outputs, base, sc = self._window_outputs(val_hist)
+            outputs, base, sc = self._window_outputs(val_hist, val_times)
             values = base + outputs * sc
             error = float(np.abs(values[:, 0] - val_truth).mean())
             if not self.quantiles:

@@ -262,12 +262,13 @@ class ForecastComparison:
 
 def compare_forecasts(task, *, seconds: float = 60.0, hidden_size: int = 32, seed: int = 0,
                       quantiles: Sequence[float] = (0.1, 0.5, 0.9), val_fraction: float = 0.3, progress: bool = True,
-                      log: Optional[Callable[[str], None]] = print) -> ForecastComparison:
+                      log: Optional[Callable[[str], None]] = print, calendar: Sequence[str] = ()) -> ForecastComparison:
     """Fit a :class:`Forecaster` on ``task`` (an :class:`lstmcpp.forecasting.Task`) and measure it
     and the baselines (last value, same season ago, and statsmodels' Holt-Winters when installed).
     It validates on the last 30% of its windows (fit's default is 10%): on these series a tenth
     holds too few seasons to choose the baseline well (measured: sunspots 35.0 with a tenth, 28.1
-    with 30%; elnino 0.858 and 0.817; seattle-weather 2.93 and 2.81; seattle-temps unchanged)."""
+    with 30%; elnino 0.858 and 0.817; seattle-weather 2.93 and 2.81; seattle-temps unchanged).
+    ``calendar``: the Forecaster's calendar features, from the task's times."""
     from . import forecasting as F
 
     y = task.series
@@ -276,12 +277,15 @@ def compare_forecasts(task, *, seconds: float = 60.0, hidden_size: int = 32, see
         raise ValueError(f"series: {len(y)} values leave no forecast origin for window {task.window} and horizon "
                          f"{task.horizon}")
     model = Forecaster(window=task.window, horizon=task.horizon, hidden_size=hidden_size, seed=seed,
-                       season=task.season, quantiles=quantiles)
-    info = model.fit(y[: origins[0]], time_budget=seconds, seed=seed, val_fraction=val_fraction, progress=progress,
-                     log=log)
+                       season=task.season, quantiles=quantiles, calendar=calendar)
+    times = task.times if calendar else None
+    if calendar and times is None:
+        raise ValueError(f"calendar: the series {task.name!r} has no times")
+    info = model.fit(y[: origins[0]], times=None if times is None else times[: origins[0]], time_budget=seconds,
+                     seed=seed, val_fraction=val_fraction, progress=progress, log=log)
     forecasts, bands = [], {q: [] for q in quantiles}
     for o in origins:
-        point, qs = model.forecast(y[:o], task.horizon, quantiles=quantiles)
+        point, qs = model.forecast(y[:o], task.horizon, quantiles=quantiles, times=None if times is None else times[:o])
         forecasts.append(point)
         for q in quantiles:
             bands[q].append(qs[q])

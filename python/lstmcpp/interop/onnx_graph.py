@@ -440,6 +440,9 @@ def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = No
                        [info("logits", elem, ["B", "T", V]), info("h_n", elem, [L, "B", H]), info("c_n", elem, [L, "B", H])],
                        opset, path)
 
+    if isinstance(model, models.Forecaster) and model.calendar:
+        raise ValueError(f"model: a Forecaster with calendar features ({list(model.calendar)}) cannot be exported "
+                         "yet: the graph would need the times as an input")
     if isinstance(model, models.Forecaster) and model.baseline >= 0:
         return _fitted_forecaster(g, model, lstm, info, elem, dtype, opset, path)
 
