@@ -219,3 +219,22 @@ def test_calendar_refusals():
 
     with pytest.raises(ValueError, match="calendar features .* cannot be exported"):
         lstmcpp.export_onnx(fc)
+
+
+def test_the_linear_baseline_is_chosen_for_an_autoregressive_series(tmp_path):
+    import lstmcpp
+    from lstmcpp.models import Forecaster
+
+    rng = np.random.default_rng(2)
+    y = np.zeros(1200)
+    for k in range(2, len(y)):  # a damped oscillation around 10, driven by noise: AR(2)
+        y[k] = 10 + 1.6 * (y[k - 1] - 10) - 0.8 * (y[k - 2] - 10) + rng.standard_normal()
+    fc = Forecaster(window=16, horizon=4, hidden_size=4, seed=0, season=0)
+    messages = []
+    info = fc.fit(y[:1000], epochs=1, progress=False, log=messages.append)
+    assert info["baseline"] == "linear" and any("baseline: linear" in m and "order" in m for m in messages)
+    task = F.Task("ar2", y, horizon=4, window=16, season=0, unit="", test_fraction=1 / 6)
+    ours, last = F.evaluate(task, lambda h, n: fc.forecast(h, n)), F.evaluate(task, F.last_value())
+    assert ours < 0.75 * last, (ours, last)
+    lstmcpp.save(fc, tmp_path / "fc.npz")
+    np.testing.assert_array_equal(lstmcpp.load(tmp_path / "fc.npz").forecast(y[:1000], 9), fc.forecast(y[:1000], 9))

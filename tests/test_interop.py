@@ -341,7 +341,7 @@ def test_load_onnx_of_a_foreign_reverse_node_with_lengths(ort):
         model.to_torch()
 
 
-@pytest.mark.parametrize("season, baseline", [(0, 0), (12, 1), (12, 2), (12, 3)])
+@pytest.mark.parametrize("season, baseline", [(0, 0), (12, 1), (12, 2), (12, 3), (12, 4), (0, 4)])
 def test_a_fitted_forecaster_exports_history_to_forecast_and_quantiles(ort, tmp_path, season, baseline):
     """The window's own units, the network and the chosen baseline, all inside the graph."""
     t = np.arange(400)
@@ -350,7 +350,7 @@ def test_a_fitted_forecaster_exports_history_to_forecast_and_quantiles(ort, tmp_
     fc = lstmcpp.models.Forecaster(n_features=2, window=20, horizon=5, hidden_size=6, seed=0, season=season,
                                    quantiles=(0.2, 0.8))
     fc.fit(series, epochs=2, progress=False, log=None)
-    fc.baseline = baseline if season else 0  # each baseline's graph, whatever fit chose
+    fc.baseline = baseline if season or baseline == 4 else 0  # each baseline's graph, whatever fit chose (4: linear)
     session = _session(ort, fc, tmp_path / "fc.onnx")
     L = fc._history_length()
     histories = np.stack([series[k - L : k] for k in (L, 250, 399)]).astype(np.float32)

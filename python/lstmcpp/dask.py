@@ -265,9 +265,10 @@ def fit(model: Any, batches: Any, *, client: Any = None, epochs: int = 1,
         a ``CharLM``, ``Forecaster`` or ``AttentionClassifier``). It is not changed: the trained
         model is a new one, rank 0's.
     batches : a ``dask.bag.Bag`` whose items are what ``model.train_step`` takes. Its partitions
-        stay on the workers that compute them; every worker holding one runs one task (a rank)
-        on its partitions, in order, each epoch. Partitions of equal sizes keep the ranks in step;
-        otherwise see :mod:`lstmcpp.distributed` on unequal shards.
+        are shared among min(workers, partitions) workers, each keeping those it computed where
+        the shares stay within one partition of each other; each of these workers runs one task
+        (a rank) on its share, in order, each epoch. Partitions of equal sizes keep the ranks in
+        step; otherwise see :mod:`lstmcpp.distributed` on unequal shards.
     epochs : passes over each rank's batches.
     optimizer : ``(name, kwargs)``, name ``"sgd"``, ``"adam"`` or ``"adamw"``: built on each worker.
     timeout : seconds a rank waits in a collective before it gives up.
@@ -284,8 +285,8 @@ def fit(model: Any, batches: Any, *, client: Any = None, epochs: int = 1,
     if not (isinstance(optimizer, tuple) and len(optimizer) == 2 and optimizer[0] in _OPTIMIZERS
             and isinstance(optimizer[1], dict)):
         raise ValueError(f"optimizer: expected (name, kwargs) with name one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
-    if "communicator" in fit_options or "optimizer" in fit_options:
-        raise TypeError("fit_options: communicator is made here, one per rank")
+    if "communicator" in fit_options:
+        raise TypeError("communicator: lstmcpp.dask.fit makes one for each rank")
     if "schedule" in fit_options and fit_options["schedule"] is not None and not callable(fit_options["schedule"]):
         raise TypeError("schedule: expected a function of the optimizer that returns a schedule")
     _io.dumps(model)  # refuses what cannot travel, before anything runs

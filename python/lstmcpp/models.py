@@ -249,8 +249,9 @@ class Forecaster(_Saved):
 
     :meth:`fit` does all of it in one call (issue 14): it reads the season off the series (or takes
     ``season``), picks the simple baseline that forecasts the validation part best (the last value;
-    the same season ago; that moved by the last seasonal difference; or the average of the last few
-    seasons moved to the last season's level), and trains
+    the same season ago; that moved by the last seasonal difference; the average of the last few
+    seasons moved to the last season's level; or a linear autoregression, one least-squares fit
+    per step ahead on the last p values, p and its ridge chosen on the validation part too), and trains
     the network to predict each window's change from that baseline, in units of the window's own
     spread, so that a series leaving its training range is no harder than one inside it. The head
     starts at zero, so the untrained model is the baseline, and the model kept is the one with the
@@ -261,7 +262,8 @@ class Forecaster(_Saved):
     whole series to zero mean and unit variance per feature and predicts the scaled values.
     """
 
-    BASELINES = BASELINES  # lstmcpp.forecasting's; the fitted model keeps its choice's index
+    # lstmcpp.forecasting's, and the fitted linear autoregression; the fitted model keeps its choice's index
+    BASELINES = BASELINES + ("linear",)
 
     def __init__(self, n_features: int = 1, window: int = 30, horizon: int = 1, hidden_size: int = 64,
                  num_layers: int = 1, dtype: str = "float32", seed: Optional[int] = None, *,
@@ -297,6 +299,10 @@ class Forecaster(_Saved):
         self.season = season
         self.baseline = -1
         self.seasons_averaged = 1
+        # the linear baseline: (p F + 1, horizon F) coefficients on the last p values standardised
+        # by the training series' per-feature centre and scale (the last row: the intercept)
+        self.linear_coef = np.zeros((1, horizon * n_features))
+        self.linear_center, self.linear_scale = np.zeros(n_features), np.ones(n_features)
 
     def _series(self, series: np.ndarray) -> np.ndarray:
         s = np.asarray(series, dtype=np.float64)
@@ -430,7 +436,37 @@ class Forecaster(_Saved):
 
     def _baseline_values(self, histories: np.ndarray, kind: int) -> np.ndarray:
         """(B, horizon, F) forecasts of baseline BASELINES[kind] from histories (B, n, F)."""
+        if self.BASELINES[kind] == "linear":
+            return self._linear_forecasts(histories, self.linear_coef)
         return baseline_forecasts(histories, self.BASELINES[kind], self.season, self.horizon, self.seasons_averaged)
+
+    @property
+    def linear_order(self) -> int:
+        """p, the values the linear baseline reads."""
+        return (len(self.linear_coef) - 1) // self.n_features
+
+    def _linear_forecasts(self, histories: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        p = (len(coef) - 1) // self.n_features
+        z = ((histories[:, len(histories[0]) - p :] - self.linear_center) / self.linear_scale).reshape(len(histories), -1)
+        out = (z @ coef[:-1] + coef[-1]).reshape(len(histories), self.horizon, self.n_features)
+        return out * self.linear_scale + self.linear_center
+
+    def _fit_linear(self, histories: np.ndarray, truth: np.ndarray, order: int, ridge: float) -> np.ndarray:
+        """Coefficients of the direct autoregression of ``order`` with ridge penalty ``ridge`` (on
+        the standardised values; none on the intercept), fitted to histories (B, n, F) -> truth (B, horizon, F)."""
+        B = len(histories)
+        z = ((histories[:, histories.shape[1] - order :] - self.linear_center) / self.linear_scale).reshape(B, -1)
+        target = ((truth - self.linear_center) / self.linear_scale).reshape(B, -1)
+        design = np.concatenate([z, np.ones((B, 1))], axis=1)
+        penalty = ridge * np.diag(np.r_[np.ones(z.shape[1]), 0.0])
+        return np.linalg.solve(design.T @ design + penalty, design.T @ target)
+
+    def _linear_candidates(self, season: int):
+        """The orders p (at most the window) and ridge penalties the validation chooses among."""
+        w = self.window
+        orders = {season, 2 * season} if season else set()
+        orders |= {w // 4, w // 2, w}
+        return [(p, r) for p in sorted(o for o in orders if 2 <= o <= w) for r in (0.1, 10.0)]
 
     def _history_length(self) -> int:
         """The values a fitted model reads before each forecast: its window, and the seasons its
@@ -515,11 +551,18 @@ class Forecaster(_Saved):
         truth = lambda at: np.stack([s[o : o + self.horizon] for o in at])  # noqa: E731
         hist_times = lambda at: None if t is None else np.stack([t[o - history_len : o] for o in at])  # noqa: E731
         val_hist, val_truth, val_times = hist(val), truth(val), hist_times(val)
-        errors = [float(np.abs(self._baseline_values(val_hist, k) - val_truth).mean()) for k in range(len(self.BASELINES))]
-        self.baseline = int(np.argmin(errors)) if season else 0
-        say(f"baseline: {self.BASELINES[self.baseline]} (validation error {errors[self.baseline]:.4g})")
-
         train_hist = hist(train)
+        # the linear baseline: each candidate fitted on the training windows, the best on validation
+        before_val = s[: val[0]]
+        self.linear_center, self.linear_scale = before_val.mean(0), np.maximum(before_val.std(0), 1e-12)
+        fits = [self._fit_linear(train_hist, truth(train), p, r) for p, r in self._linear_candidates(season)]
+        linear_errors = [float(np.abs(self._linear_forecasts(val_hist, c) - val_truth).mean()) for c in fits]
+        self.linear_coef = fits[int(np.argmin(linear_errors))]
+        errors = [float(np.abs(self._baseline_values(val_hist, k) - val_truth).mean()) for k in range(len(self.BASELINES))]
+        self.baseline = int(np.argmin(errors))  # the first of equals: with no season, "last" before the seasonal ones
+        say(f"baseline: {self.BASELINES[self.baseline]} (validation error {errors[self.baseline]:.4g})"
+            + (f", order {self.linear_order}" if self.BASELINES[self.baseline] == "linear" else ""))
+
         x_train, scale = self._window_inputs(train_hist, hist_times(train))
         y_train = ((truth(train) - self._baseline_values(train_hist, self.baseline)) / scale).astype(self.lstm.dtype)
         # start at the baseline, each quantile at the training targets' own
@@ -595,7 +638,10 @@ class Forecaster(_Saved):
         return {"scaling.mean": np.asarray(self.mean, np.float64), "scaling.std": np.asarray(self.std, np.float64),
                 "fitted.season": np.array(-1 if self.season is None else self.season, np.int64),
                 "fitted.baseline": np.array(self.baseline, np.int64),
-                "fitted.seasons_averaged": np.array(self.seasons_averaged, np.int64)}
+                "fitted.seasons_averaged": np.array(self.seasons_averaged, np.int64),
+                "fitted.linear_coef": np.asarray(self.linear_coef, np.float64),
+                "fitted.linear_center": np.asarray(self.linear_center, np.float64),
+                "fitted.linear_scale": np.asarray(self.linear_scale, np.float64)}
 
     def _load_extra_arrays(self, arrays):
         self.mean, self.std = arrays["scaling.mean"], arrays["scaling.std"]
@@ -604,6 +650,9 @@ class Forecaster(_Saved):
             self.season = None if season < 0 else season
             self.baseline = int(arrays["fitted.baseline"])
             self.seasons_averaged = int(arrays["fitted.seasons_averaged"])
+        if "fitted.linear_coef" in arrays:  # (files from before the linear baseline have none)
+            self.linear_coef = arrays["fitted.linear_coef"]
+            self.linear_center, self.linear_scale = arrays["fitted.linear_center"], arrays["fitted.linear_scale"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -367,9 +367,21 @@ def _fitted_forecaster(g: _Graph, model: Any, lstm: Any, info: Any, elem: Any, d
     out = _linear(g, model.head, g.node("Gather", [y, g.const("last_step", np.array(-1, np.int64))], ["last_output"], axis=0),
                   "head")
     out = g.node("Reshape", [out, ints("outputs_shape", [0, 1 + Q, H, F])], ["outputs_units"])
-    kind = model.BASELINES[model.baseline] if S else "last"
+    kind = model.BASELINES[model.baseline]
+    kind = kind if S or kind == "linear" else "last"
     ahead = np.arange(H) % max(S, 1)
-    if kind == "last":
+    if kind == "linear":  # the direct autoregression on the last p values, standardised
+        p, coef = model.linear_order, np.asarray(model.linear_coef, dtype)
+        center, spread = g.const("linear_center", np.asarray(model.linear_center, dtype)), \
+            g.const("linear_scale", np.asarray(model.linear_scale, dtype))
+        z = g.node("Div", [g.node("Sub", [cut("history", L - p, L, "linear_input"), center], ["linear_centred"]), spread],
+                   ["linear_standardised"])
+        flat = g.node("Reshape", [z, ints("linear_flat_shape", [0, p * F])], ["linear_flat"])
+        product = g.node("Add", [g.node("MatMul", [flat, g.const("linear_weight", coef[:-1])], ["linear_product"]),
+                                 g.const("linear_intercept", coef[-1])], ["linear_standard_out"])
+        shaped = g.node("Reshape", [product, ints("linear_out_shape", [0, H, F])], ["linear_shaped"])
+        base = g.node("Add", [g.node("Mul", [shaped, spread], ["linear_rescaled"]), center], ["baseline"])
+    elif kind == "last":
         base = steps("history", [L - 1] * H, "baseline")
     elif kind == "seasonal":
         base = steps("history", L - S + ahead, "baseline")
