@@ -1,6 +1,7 @@
 """Data-parallel training over gloo: two local processes on 127.0.0.1, started as torchrun would
 (tests/distributed_ranks.py is one rank), against one process on the batches put together."""
 
+import importlib.util
 import json
 import os
 import socket
@@ -30,11 +31,7 @@ MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
 
 
 def mpi_available():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return os.path.exists(MPIEXEC)
+    return importlib.util.find_spec("mpi4py") is not None and os.path.exists(MPIEXEC)
 
 
 BACKENDS = ["gloo", pytest.param("mpi", marks=pytest.mark.skipif(not mpi_available(), reason="needs mpi4py and an "
