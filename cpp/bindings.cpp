@@ -14,6 +14,7 @@
 #include "core/blas.h"
 #include "kernels/kernels.h"
 #include "core/model.h"
+#include "core/cpu_caches.h"
 #include "core/pool.h"
 #include "core/quantized_model.h"
 #include "weights/dense.h"
@@ -634,6 +635,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("isa_supported", [](const std::string& name) { return lstmcpp::isa_supported(name.c_str()); });
     m.def("set_isa", [](const std::string& name) { return lstmcpp::set_isa(name.c_str()); });
     m.def("blas_config", [] { return std::string(lstmcpp::blas_config()); });
+    m.def("cache_sizes", [] {
+        const auto& c = lstmcpp::cache_sizes();
+        py::dict out;
+        out["L1d"] = c.l1d;
+        out["L2"] = c.l2;
+        out["L3"] = c.l3;
+        return out;
+    }, "The data caches a core sees, in bytes (0: unknown), read at run time.");
     m.def("sigmoid_f32", [](const Array<float>& x) {
         return apply_f32(x, lstmcpp::kernels_f32().sigmoid);
     }, "The float32 kernels' sigmoid, flat (for measuring its error).");

@@ -66,6 +66,28 @@ def test_info_reports_the_kernels_and_threads():
     assert info["schemes"]["float32"].startswith(info["isa"])
 
 
+def test_info_reports_the_caches_the_os_describes():
+    import glob
+    import os
+
+    caches = lstmcpp.info()["caches"]
+    assert set(caches) == {"L1d", "L2", "L3"} and all(v >= 0 for v in caches.values())
+    described = {}
+    for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        def read(name, index=index):
+            with open(os.path.join(index, name)) as f:
+                return f.read().strip()
+
+        if read("type") != "Instruction":
+            size = read("size")
+            described[f"L{read('level')}" + ("d" if read("level") == "1" else "")] = \
+                int(size.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(size[-1], 0)
+    if not described:
+        pytest.skip("the OS describes no caches here")
+    assert {k: caches[k] for k in described} == described
+    assert 0 < caches["L1d"] < caches["L2"]
+
+
 def test_one_and_two_threads_agree():
     model = lstmcpp.LSTM(64, 128, num_layers=2, bidirectional=True, proj_size=96, peepholes=True, seed=0)
     rng = np.random.default_rng(0)

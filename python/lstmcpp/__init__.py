@@ -59,7 +59,7 @@ def get_num_threads() -> int:
 
 def info() -> Dict[str, Any]:
     """Version, float32 kernels in use (and those this CPU supports), what runs each weight
-    format's products, threads and BLAS."""
+    format's products, threads, BLAS, and the data caches a core sees (bytes, read at run time)."""
     return {
         "version": __version__,
         "isa": _core.isa_in_use(),
@@ -67,4 +67,5 @@ def info() -> Dict[str, Any]:
         "schemes": _core.scheme_kernels(),
         "threads": _core.get_num_threads(),
         "blas": _core.blas_config(),
+        "caches": _core.cache_sizes(),
     }

@@ -558,7 +558,10 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
     lstmcpp.set_num_threads(threads)
     _blas_limiter(threads)  # NumPy's BLAS (the reference) at the same thread count
     machine = machine_description()
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores; lstmcpp {machine['lstmcpp']['isa']} kernels, {threads} threads")
+    caches = machine["lstmcpp"]["caches"]
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores (caches a core sees: L1d {caches['L1d'] >> 10} KiB, "
+          f"L2 {caches['L2'] >> 10} KiB, L3 {caches['L3'] >> 20} MiB); lstmcpp {machine['lstmcpp']['isa']} kernels, "
+          f"{threads} threads")
     print(f"peers: torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, numpy {machine['numpy']}")
     if isinstance(machine["threadpools"], list):
         for p in machine["threadpools"]:
