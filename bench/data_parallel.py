@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import lstmcpp
+from lstmcpp.bench import machine_description
 from lstmcpp.models import CharLM
 from lstmcpp.tasks import stdlib_text
 
@@ -35,8 +36,7 @@ def step_seconds(lm, batches, repeats=20):
     times = []
     lm.reset_state()
     for k in range(repeats):
-        for g in lm.gradients():
-            g[...] = 0
+        lm.zero_grad()
         start = time.perf_counter()
         lm.train_step(batches[k % len(batches)])
         times.append(time.perf_counter() - start)
@@ -106,7 +106,7 @@ def main():
     n = lm.num_parameters()
     size_bytes = 4 * (n + 4)
     print(f"CharLM of the demo: {n:,} parameters; the all-reduce buffer is {size_bytes / 1e6:.2f} MB (float32)")
-    print(f"CPU: {_cpu()}, {os.cpu_count()} logical cores")
+    print(f"CPU: {machine_description()['cpu']}, {os.cpu_count()} logical cores")
 
     lstmcpp.set_num_threads(1)
     compute_1 = step_seconds(lm, batches)
@@ -134,13 +134,6 @@ def main():
         print(f"| {p} | {moved / 1e6:.2f} MB | {seconds * 1e3:.2f} ms | {compute_1 * 1e3:.0f} ms | "
               f"{compute_1 / (compute_1 + seconds):.0%} |")
 
-
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -168,10 +168,7 @@ def forecast(args: argparse.Namespace) -> int:
             task = csv_task(args, F)
         else:
             task = F.load_task(args.dataset)
-    except ImportError as e:
-        print(e, file=sys.stderr)
-        return 2
-    except ValueError as e:
+    except (ImportError, ValueError) as e:
         print(e, file=sys.stderr)
         return 2
     for name in ("horizon", "window", "season"):
@@ -224,17 +221,16 @@ def csv_task(args: argparse.Namespace, F):
         rows = list(csv.DictReader(f))
     if not rows or args.column not in rows[0]:
         raise ValueError(f"{args.csv}: no column {args.column!r} (columns: {list(rows[0]) if rows else []})")
+    times = None
     if args.time_column:
         if args.time_column not in rows[0]:
             raise ValueError(f"{args.csv}: no column {args.time_column!r}")
         rows.sort(key=lambda r: r[args.time_column])
-    series = np.array([float(r[args.column]) for r in rows])
-    times = None
-    if args.time_column:
         try:
             times = np.array([r[args.time_column] for r in rows], "datetime64[s]")
         except ValueError:
-            times = None  # not ISO dates: the column still orders the rows
+            pass  # not ISO dates: the column still orders the rows
+    series = np.array([float(r[args.column]) for r in rows])
     horizon, window = args.horizon or 1, args.window or 30
     season = args.season if args.season is not None else F.detect_season(series[: int(0.8 * len(series))])
     return F.Task(f"{args.csv}:{args.column}", series, horizon, max(window, 1), season, "", times=times)

@@ -223,7 +223,7 @@ def _train_rank(shipped: _Shipped, parts: List[List[Any]], rank: int, world: int
         opt = _OPTIMIZERS[name](model, **kwargs)
         history = _fit(model, items, epochs=epochs, optimizer=opt, schedule=schedule(opt) if schedule else None,
                        communicator=comm, **options)
-    checksum = _io.checksum(dict(zip(map(str, range(len(model.parameters()))), model.parameters())))
+    checksum = _io.checksum(dict(model.named_parameters()))
     return (_io.dumps(model) if rank == 0 else None), history, checksum
 
 

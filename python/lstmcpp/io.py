@@ -42,7 +42,9 @@ def checksum(arrays: Dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _write(model: Any, f: IO[bytes]) -> None:
+def dumps(model: Any) -> bytes:
+    """The bytes :func:`save` would write: parameters only (no gradients, no optimizer state), the
+    compact form in which :mod:`lstmcpp.dask` ships a model to the workers."""
     kind = next((k for k, (cls, _) in _KINDS.items() if type(model) is cls), None)
     if kind is None:
         raise TypeError(f"model: cannot save a {type(model).__name__}; expected one of {sorted(c.__name__ for c, _ in _KINDS.values())}")
@@ -51,7 +53,9 @@ def _write(model: Any, f: IO[bytes]) -> None:
         raise ValueError("model: an array may not be named '__header__'")
     header = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config, "sha256": checksum(arrays)}
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    f = io.BytesIO()
     np.savez(f, __header__=blob, **arrays)
+    return f.getvalue()
 
 
 def save(model: Any, path: PathLike) -> None:
@@ -60,14 +64,6 @@ def save(model: Any, path: PathLike) -> None:
     data = dumps(model)  # all checks pass before the file is opened
     with open(os.fspath(path), "wb") as f:
         f.write(data)
-
-
-def dumps(model: Any) -> bytes:
-    """The bytes :func:`save` would write: parameters only (no gradients, no optimizer state), the
-    compact form in which :mod:`lstmcpp.dask` ships a model to the workers."""
-    f = io.BytesIO()
-    _write(model, f)
-    return f.getvalue()
 
 
 def loads(data: bytes) -> Any:

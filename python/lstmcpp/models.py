@@ -445,9 +445,13 @@ class Forecaster(_Saved):
         """p, the values the linear baseline reads."""
         return (len(self.linear_coef) - 1) // self.n_features
 
+    def _linear_inputs(self, histories: np.ndarray, order: int) -> np.ndarray:
+        """(B, order F): the last ``order`` values of histories (B, n, F), standardised."""
+        last = histories[:, histories.shape[1] - order :]
+        return ((last - self.linear_center) / self.linear_scale).reshape(len(histories), -1)
+
     def _linear_forecasts(self, histories: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        p = (len(coef) - 1) // self.n_features
-        z = ((histories[:, len(histories[0]) - p :] - self.linear_center) / self.linear_scale).reshape(len(histories), -1)
+        z = self._linear_inputs(histories, (len(coef) - 1) // self.n_features)
         out = (z @ coef[:-1] + coef[-1]).reshape(len(histories), self.horizon, self.n_features)
         return out * self.linear_scale + self.linear_center
 
@@ -455,7 +459,7 @@ class Forecaster(_Saved):
         """Coefficients of the direct autoregression of ``order`` with ridge penalty ``ridge`` (on
         the standardised values; none on the intercept), fitted to histories (B, n, F) -> truth (B, horizon, F)."""
         B = len(histories)
-        z = ((histories[:, histories.shape[1] - order :] - self.linear_center) / self.linear_scale).reshape(B, -1)
+        z = self._linear_inputs(histories, order)
         target = ((truth - self.linear_center) / self.linear_scale).reshape(B, -1)
         design = np.concatenate([z, np.ones((B, 1))], axis=1)
         penalty = ridge * np.diag(np.r_[np.ones(z.shape[1]), 0.0])
@@ -546,16 +550,15 @@ class Forecaster(_Saved):
             raise ValueError(f"series: {len(s)} values are too few for window {self.window}, season {season} and "
                              f"horizon {self.horizon} (at least {first + 2 * self.horizon + n_val + 1})")
         val, train = origins[-n_val:], origins[: -n_val - self.horizon + 1]  # no training target in validation
-        history_len = self._history_length()
-        hist = lambda at: np.stack([s[o - history_len : o] for o in at])  # noqa: E731
+        hist = lambda at: np.stack([s[o - first : o] for o in at])  # noqa: E731  (first: the history length)
         truth = lambda at: np.stack([s[o : o + self.horizon] for o in at])  # noqa: E731
-        hist_times = lambda at: None if t is None else np.stack([t[o - history_len : o] for o in at])  # noqa: E731
+        hist_times = lambda at: None if t is None else np.stack([t[o - first : o] for o in at])  # noqa: E731
         val_hist, val_truth, val_times = hist(val), truth(val), hist_times(val)
-        train_hist = hist(train)
+        train_hist, train_truth = hist(train), truth(train)
         # the linear baseline: each candidate fitted on the training windows, the best on validation
         before_val = s[: val[0]]
         self.linear_center, self.linear_scale = before_val.mean(0), np.maximum(before_val.std(0), 1e-12)
-        fits = [self._fit_linear(train_hist, truth(train), p, r) for p, r in self._linear_candidates(season)]
+        fits = [self._fit_linear(train_hist, train_truth, p, r) for p, r in self._linear_candidates(season)]
         linear_errors = [float(np.abs(self._linear_forecasts(val_hist, c) - val_truth).mean()) for c in fits]
         self.linear_coef = fits[int(np.argmin(linear_errors))]
         errors = [float(np.abs(self._baseline_values(val_hist, k) - val_truth).mean()) for k in range(len(self.BASELINES))]
@@ -564,7 +567,7 @@ class Forecaster(_Saved):
             + (f", order {self.linear_order}" if self.BASELINES[self.baseline] == "linear" else ""))
 
         x_train, scale = self._window_inputs(train_hist, hist_times(train))
-        y_train = ((truth(train) - self._baseline_values(train_hist, self.baseline)) / scale).astype(self.lstm.dtype)
+        y_train = ((train_truth - self._baseline_values(train_hist, self.baseline)) / scale).astype(self.lstm.dtype)
         # start at the baseline, each quantile at the training targets' own
         for p in self.head.parameters():
             p[...] = 0
