@@ -171,7 +171,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     if (c0) std::copy(c0, c0 + B * H, cell);
     else std::fill(cell, cell + B * H, T(0));
 
-    int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0));
+    // a step's work in float32 multiply-adds, which sizes its team
+    int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac;
     for (int64_t j = 1; j <= mog.rounds; ++j)
         macs += B * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
     // a format that cannot pack splits the rows of its weights among the threads at every batch size

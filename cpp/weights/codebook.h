@@ -19,6 +19,7 @@ struct CodebookMatrix {
     using Product = FloatRowsProduct<CodebookMatrix>;
     static constexpr bool kPacks = false;  // one layout: threads always split the rows
     static constexpr bool kStepwiseInput = false;  // decoded once per call for the BLAS instead
+    static constexpr int64_t kMacsPerFloatMac = 1;  // decoded to float32 in registers
     CodebookView view;       // indices, codebooks and their layout (kernels.h)
     int64_t rows = 0, cols = 0;
 
