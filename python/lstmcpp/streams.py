@@ -40,6 +40,13 @@ class Stream:
         """Advance by one step: ``x_t`` is ``(I,)`` (``(B, I)`` for a batch); returns ``y_t``
         ``(P,)`` (``(B, P)``), written into ``out`` when given. Bad input changes no state."""
         m = self._model
+        if (type(x_t) is np.ndarray and type(out) is np.ndarray and x_t.shape == self._x_shape
+                and out.shape == self._y_shape):
+            try:  # the lean path: the core checks dtypes, layouts and writeability before it steps
+                m._step(x_t, self._h, self._c, out)
+                return out
+            except (TypeError, ValueError):
+                pass  # converted, copied or refused by name below (the state is untouched)
         a = x_t
         if not (type(a) is np.ndarray and a.dtype == m.dtype and a.flags.c_contiguous):
             a = np.ascontiguousarray(as_real_array(x_t, "x_t", m.dtype))
