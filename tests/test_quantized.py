@@ -50,11 +50,13 @@ def test_rows_holding_nan_or_inf_give_nan_scales_and_zeros(isa):
     assert not q[:2].any() and not q_ref[:2].any()
 
 
-@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 9, 33), (3, 64, 256), (5, 7, 500), (6, 200, 19), (9, 33, 64)])
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 9, 33), (1, 300, 70), (2, 290, 40), (3, 64, 256), (5, 7, 500),
+                                   (6, 200, 19), (9, 33, 64)])
 def test_int8_products_are_exact_integers(isa, M, N, K):
     """Every kernel's integer sums are exact, -128 weights (PyTorch's int8) and the largest sums
     included, for every range of rows a thread may be given (ranges that start and end inside a
-    block of 16 rows, and row tiles of every height)."""
+    block of 16 rows or a superblock of 128, a last superblock part full, and row tiles of every
+    height)."""
     rng = np.random.default_rng(M * N + K)
     Kp = (K + 15) // 16 * 16
     q = np.zeros((M, Kp), np.int16)

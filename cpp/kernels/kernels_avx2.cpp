@@ -147,7 +147,8 @@ inline void s8_tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const 
     __m256i acc[MB][RB][2];
     for (int b = 0; b < MB; ++b)
         for (int r = 0; r < RB; ++r) acc[b][r][0] = acc[b][r][1] = _mm256_setzero_si256();
-    const int8_t* w = W.data + block0 * W.ld;
+    const int8_t* w[RB];
+    for (int r = 0; r < RB; ++r) w[r] = W.block(block0 + r);
     for (int64_t g = 0; g < W.groups; ++g) {
         __m256i q[MB];
         for (int b = 0; b < MB; ++b) {
@@ -157,7 +158,7 @@ inline void s8_tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const 
         }
         for (int r = 0; r < RB; ++r)
             for (int h = 0; h < 2; ++h) {
-                const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * W.ld + g * 64 + h * 32));
+                const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + g * Int8View::kGroupStride + h * 32));
                 const __m256i magnitude = _mm256_abs_epi8(wv);  // -128 becomes 128 as u8
                 for (int b = 0; b < MB; ++b) {
                     const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(q[b], wv));

@@ -254,7 +254,7 @@ static void quantize_rows_generic(uint8_t* __restrict q, int64_t ldq, float* __r
 }
 
 static inline int8_t int8_weight(const Int8View& W, int64_t n, int64_t k) {
-    return W.data[(n >> 4) * W.ld + (k >> 2) * 64 + (n & 15) * 4 + (k & 3)];
+    return W.block(n >> 4)[(k >> 2) * Int8View::kGroupStride + (n & 15) * 4 + (k & 3)];
 }
 
 static void gemm_nt_s8_generic(float* __restrict C, int64_t ldc, const uint8_t* __restrict A, int64_t lda,

@@ -64,14 +64,16 @@ void Int8Matrix::multiply_rows(float* out, const float* x, int64_t M, float beta
 void Int8Weights::assign(const int8_t* q, const float* s, int64_t N, int64_t K) {
     rows = N;
     cols = K;
+    constexpr int64_t S = Int8View::kBlocksPerSuper;
     const int64_t blocks = (N + 15) / 16, groups = (K + 3) / 4, ld = 64 * groups;
-    data.assign(blocks * ld, int8_t(0));
+    data.assign((blocks + S - 1) / S * S * ld, int8_t(0));
     row_sums.assign(blocks * 16, 0);
     scales.assign(blocks * 16, 0.0f);
+    const Int8View layout{data.data(), nullptr, nullptr, groups, ld};
     for (int64_t n = 0; n < N; ++n) {
-        int8_t* block = data.data() + (n / 16) * ld + (n % 16) * 4;
+        int8_t* block = const_cast<int8_t*>(layout.block(n / 16)) + (n % 16) * 4;
         for (int64_t k = 0; k < K; ++k) {
-            block[(k / 4) * 64 + k % 4] = q[n * K + k];
+            block[(k / 4) * Int8View::kGroupStride + k % 4] = q[n * K + k];
             row_sums[n] += q[n * K + k];
         }
         scales[n] = s[n];

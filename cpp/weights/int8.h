@@ -67,7 +67,7 @@ struct Int8Matrix {
 // A matrix's stored form: what Int8Matrix points into.
 struct Int8Weights {
     using Matrix = Int8Matrix;
-    AlignedVector<int8_t> data;      // the kernels' layout (Int8View), rows padded to 16
+    AlignedVector<int8_t> data;      // the kernels' layout (Int8View), rows padded to 128
     AlignedVector<int32_t> row_sums; // (N rounded up to 16)
     AlignedVector<float> scales;     // (N rounded up to 16)
     int64_t rows = 0, cols = 0;
