@@ -165,6 +165,37 @@ void gemm_nt_codebook(float* C, int64_t ldc, const float* A, int64_t lda, const 
     });
 }
 
+// The activations of the int8 products (kernels.h, quantize_rows), 16 at a time: the scale from
+// each row's largest magnitude, then q = round(a / scale) (half to even, MXCSR's default) clamped
+// to [-127, 127], narrowed to bytes by vpmovsdb and offset by the zero point 128.
+void quantize_rows(uint8_t* q, int64_t ldq, float* scale, const float* a, int64_t lda, int64_t M, int64_t K) {
+    const __m512 largest = _mm512_set1_ps(3.4028234663852886e38f), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    const __m128i zero_point = _mm_set1_epi8(static_cast<char>(0x80));
+    const int64_t Kp = padded16(K);
+    for (int64_t m = 0; m < M; ++m) {
+        const float* row = a + m * lda;
+        __m512 vmax = _mm512_setzero_ps();
+        __mmask16 bad = 0;
+        for (int64_t k = 0; k < K; k += 16) {
+            const __m512 v = _mm512_abs_ps(_mm512_maskz_loadu_ps(Vec16::tail_mask(K - k), row + k));
+            bad |= _mm512_cmp_ps_mask(v, largest, _CMP_NLE_UQ);  // NaN or Inf
+            vmax = _mm512_max_ps(vmax, v);
+        }
+        const bool finite = bad == 0;
+        float inv;
+        row_scale(finite ? _mm512_reduce_max_ps(vmax) : __builtin_nanf(""), scale + m, &inv);
+        const __m512 vinv = _mm512_set1_ps(inv);
+        uint8_t* out = q + m * ldq;
+        for (int64_t k = 0; k < Kp; k += 16) {
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(Vec16::tail_mask(K - k), row + k), vinv);
+            v = _mm512_max_ps(lo, _mm512_min_ps(hi, v));
+            __m128i bytes = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
+            if (!finite) bytes = _mm_setzero_si128();
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm_xor_si128(bytes, zero_point));
+        }
+    }
+}
+
 }  // namespace avx512
 
 const Kernels<float>& kernels_f32_avx512(bool vnni) {
@@ -173,7 +204,7 @@ const Kernels<float>& kernels_f32_avx512(bool vnni) {
         k.gemm_nt = avx512::gemm_nt_tiles<avx512::Vec16, 4>;
         k.gemm_nt_bf16 = avx512::gemm_nt_tiles<avx512::Vec16, 4, avx512::Bf16<avx512::Vec16>>;
         const Kernels<float>& avx2 = kernels_f32_avx2();
-        k.quantize_rows = avx2.quantize_rows;
+        k.quantize_rows = avx512::quantize_rows;
         k.gemm_nt_s8 = with_vnni ? gemm_nt_s8_avx512_vnni : avx2.gemm_nt_s8;
         k.int8_products = with_vnni ? "avx512_vnni: u8 x s8 by vpdpbusd, 4 sums a lane, zero point 128 subtracted"
                                     : avx2.int8_products;
