@@ -162,7 +162,8 @@ void pool_step(const Net& self, py::handle ids_obj, py::handle x_obj, py::handle
     std::vector<char> seen(capacity, 0);
     for (int64_t k = 0; k < n; ++k) {
         const int64_t id = ids.data()[k];
-        if (id < 0 || id >= capacity) throw py::value_error("ids: every id must be in 0.." + std::to_string(capacity - 1));
+        if (id < 0 || id >= capacity)
+            throw py::value_error("ids: every id must be in 0.." + std::to_string(capacity - 1) + ", got " + std::to_string(id));
         if (seen[id]++) throw py::value_error("ids: each id at most once a step (a stream advances by one step)");
     }
     T* h_all = const_cast<T*>(h.data());
@@ -172,11 +173,9 @@ void pool_step(const Net& self, py::handle ids_obj, py::handle x_obj, py::handle
     thread_local std::vector<T> hs, cs;  // this thread's gathered states: grown once, then reused
     hs.resize(L * n * P);
     cs.resize(L * n * H);
-    lstmcpp::gather_states(hs.data(), h_all, ids.data(), n, L, capacity, P);
-    lstmcpp::gather_states(cs.data(), c_all, ids.data(), n, L, capacity, H);
+    lstmcpp::move_pool_states(true, hs.data(), h_all, P, cs.data(), c_all, H, ids.data(), n, L, capacity);
     one_step(self, out, hs.data(), cs.data(), x.data(), n);
-    lstmcpp::scatter_states(h_all, hs.data(), ids.data(), n, L, capacity, P);
-    lstmcpp::scatter_states(c_all, cs.data(), ids.data(), n, L, capacity, H);
+    lstmcpp::move_pool_states(false, hs.data(), h_all, P, cs.data(), c_all, H, ids.data(), n, L, capacity);
 }
 
 // A model class's stream entry points: step (Stream.step) and pool_step (StreamPool.step).
