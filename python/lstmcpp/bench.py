@@ -457,6 +457,47 @@ def cell_variants(threads: int, min_seconds: float, T: int = 100, B: int = 32, H
     return {"median_s": medians, "macs_per_row_step": macs, "T": T, "B": B, "H": H}
 
 
+def numpy_neighbour(threads: int, seconds: float = 4.0) -> Dict[str, Dict[str, float]]:
+    """Streams (B1 T200 H256, float32 and int8) timed alone and right after a 512 x 512 NumPy
+    matmul, in a fresh process for each setting of NumPy's OpenBLAS: as it comes, and with
+    OPENBLAS_THREAD_TIMEOUT=4 (its idle threads sleep at once instead of spinning for about
+    2^28 cycles, read when NumPy loads). {setting: {"float32 alone": s, "float32 after": s, ...}}."""
+    out: Dict[str, Dict[str, float]] = {}
+    for setting, extra in (("as it comes", {}), ("OPENBLAS_THREAD_TIMEOUT=4", {"OPENBLAS_THREAD_TIMEOUT": "4"})):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+        env.update(extra)
+        code = _NUMPY_NEIGHBOUR_PROBE.format(threads=threads, seconds=seconds)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+        if r.returncode == 0:
+            out[setting] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+_NUMPY_NEIGHBOUR_PROBE = """
+import json, time
+import numpy as np
+import lstmcpp
+lstmcpp.set_num_threads({threads})
+a = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+x = np.random.default_rng(1).standard_normal((200, 1, 256)).astype(np.float32)
+out = {{}}
+for scheme in ("float32", "int8"):
+    m = lstmcpp.LSTM(256, 256, seed=0)
+    q = m if scheme == "float32" else lstmcpp.quantize(m, scheme)
+    alone, after = [], []
+    end = time.perf_counter() + {seconds} / 2
+    while time.perf_counter() < end:
+        time.sleep(0.15)  # every library's idle threads asleep
+        for _ in range(3):
+            t = time.perf_counter(); q(x); alone.append(time.perf_counter() - t)
+        for _ in range(3):
+            a @ a
+            t = time.perf_counter(); q(x); after.append(time.perf_counter() - t)
+    out[scheme + " alone"], out[scheme + " after"] = float(np.median(alone)), float(np.median(after))
+print(json.dumps(out))
+"""
+
+
 def peak_training_memory(threads: int) -> Dict[str, float]:
     """Peak extra resident memory (MiB) of "train H256" steps (forward and backward), each library
     in a fresh process: the peak resident size during two steps less the size before the first
@@ -602,8 +643,14 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
     if "layer_norm, PyTorch ops" in variants["median_s"]:
         print(f"  layer_norm with PyTorch ops (autograd): {variants['median_s']['layer_norm, PyTorch ops'] * 1e3:.1f} ms, "
               f"{variants['median_s']['layer_norm, PyTorch ops'] / ln:.2f}x lstmcpp's layer_norm")
-    memory = {}
+    memory, neighbour = {}, {}
     if not quick:
+        neighbour = numpy_neighbour(threads)
+        print("\nstream B1 T200 H256 right after a 512 x 512 NumPy matmul (goal: <= 1.25x its time alone):")
+        for setting, t in neighbour.items():
+            print(f"  NumPy's OpenBLAS {setting}: " + ", ".join(
+                f"{s} {t[s + ' alone'] * 1e3:.2f} ms alone, {t[s + ' after'] * 1e3:.2f} ms after "
+                f"({t[s + ' after'] / t[s + ' alone']:.2f}x)" for s in ("float32", "int8")))
         memory = peak_training_memory(threads)
         print("\npeak extra memory of 'train H256' steps (two, from before the first): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in memory.items()))
     if json_path:
@@ -611,6 +658,7 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
             json.dump({"machine": machine, "threads": threads, "gemm_gflops": rate / 1e9,
                        "thread_scaling": {"start": scaling[0], "before_charlm": scaling[1], "after_charlm": scaling[2]},
                        "results": results,
-                       "charlm_training": lm, "cell_variants": variants, "train_h256_peak_extra_mib": memory}, f, indent=2)
+                       "charlm_training": lm, "cell_variants": variants, "train_h256_peak_extra_mib": memory,
+                       "after_numpy_matmul_s": neighbour}, f, indent=2)
         print(f"\nwrote {json_path}")
     return 0
