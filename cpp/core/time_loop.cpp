@@ -38,8 +38,11 @@ constexpr int64_t kStepwiseInputFromBatch = 32;
 // x W_ih^T and h0 W_hh^T, then the cell: packing per thread for one step cost as much as the step.
 constexpr int64_t kOneStepByBlasFromBatch = 32;
 
-Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool packed, int team, int me, bool whole_rows = false) {
-    if (whole_rows || (packed && B >= kRowsPerThread * team)) return {true, split(B, team, me, 1), {0, H}, {0, P}};
+// A thread's share of a time loop: whole rows of the batch (no barrier) when the cell needs them,
+// or when the weights allow it (packed, or a format that splits the batch as it is) and every
+// thread has kRowsPerThread rows; else its hidden units of every row, meeting every step.
+Share share_of(int64_t B, int64_t H, int64_t P, bool projecting, bool rows_allowed, int team, int me, bool whole_rows = false) {
+    if (whole_rows || (rows_allowed && B >= kRowsPerThread * team)) return {true, split(B, team, me, 1), {0, H}, {0, P}};
     const Range units = split(H, team, me, 16);
     return {false, {0, B}, units, projecting ? split(P, team, me, 16) : units};
 }
@@ -175,8 +178,10 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac;
     for (int64_t j = 1; j <= mog.rounds; ++j)
         macs += B * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
-    // a format that cannot pack splits the rows of its weights among the threads at every batch size
+    // a format that cannot pack splits the rows of its weights among the threads, unless it splits
+    // large batches as they are (int8: Matrix::kSplitsBatchFrom rows a thread)
     const bool pack = Matrix::kPacks && !by_blas && packs_weights(B, steps, true);
+    auto rows_allowed = [&](int team) { return pack || (Matrix::kSplitsBatchFrom > 0 && B >= Matrix::kSplitsBatchFrom * team); };
     // Steps first .. steps for one thread's share of a team: returns where it stopped, steps or,
     // when the team is starved (StepBarrier), the step after the barrier that said so.
     StepBarrier barrier;
@@ -282,12 +287,12 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
 
     const int threads = whole_rows ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B)) : threads_for_step(macs);
     run_team(threads, [&](int team, int me) {
-        const Share my = share_of(B, H, P, s.projecting, pack, team, me, whole_rows);
+        const Share my = share_of(B, H, P, s.projecting, rows_allowed(team), team, me, whole_rows);
         const int64_t stopped = run_steps(my, team, 0);
         if (stopped == steps) {
             copy_final(my);
         } else if (me == 0) {  // starved: this thread finishes the call alone (the same results:
-            const Share all = share_of(B, H, P, s.projecting, pack, 1, 0, whole_rows);  // no sum depends on the split)
+            const Share all = share_of(B, H, P, s.projecting, rows_allowed(1), 1, 0, whole_rows);  // no sum depends on the split)
             count_starved_call();
             note_team_starved();
             run_steps(all, 1, stopped);

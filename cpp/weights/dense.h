@@ -139,6 +139,7 @@ struct DenseMatrix {
     static constexpr bool kStepwiseInput = false;
     // How many of this format's multiply-adds cost one of float32's, to size a step's team.
     static constexpr int64_t kMacsPerFloatMac = 1;
+    static constexpr int64_t kSplitsBatchFrom = 0;  // (it packs instead)
     const T* data = nullptr;  // (N,K) row-major; null when the model has no such matrix
     int64_t rows = 0;         // N
     int64_t cols = 0;         // K
