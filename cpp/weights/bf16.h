@@ -18,7 +18,7 @@ struct Bf16Matrix {
     static constexpr bool kPacks = false;  // one layout: threads always split the rows
     static constexpr bool kStepwiseInput = false;  // decoded once per call for the BLAS instead
     static constexpr int64_t kMacsPerFloatMac = 1;  // widening costs about what float32's bytes do
-    static constexpr int64_t kSplitsBatchFrom = 0;  // rows of W split among the threads at every batch
+    static constexpr int64_t kSplitsBatchFrom = 8;  // whole steps a thread for its rows: weights/int8.h
     const uint16_t* data = nullptr;  // (N,K) bfloat16 bits, row-major
     int64_t rows = 0, cols = 0;      // N, K
 

@@ -20,7 +20,7 @@ struct CodebookMatrix {
     static constexpr bool kPacks = false;  // one layout: threads always split the rows
     static constexpr bool kStepwiseInput = false;  // decoded once per call for the BLAS instead
     static constexpr int64_t kMacsPerFloatMac = 1;  // decoded to float32 in registers
-    static constexpr int64_t kSplitsBatchFrom = 0;  // rows of W split among the threads at every batch
+    static constexpr int64_t kSplitsBatchFrom = 8;  // whole steps a thread for its rows: weights/int8.h
     CodebookView view;       // indices, codebooks and their layout (kernels.h)
     int64_t rows = 0, cols = 0;
 
