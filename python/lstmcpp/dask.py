@@ -67,11 +67,11 @@ class _Shipped:
     """A model that pickles as the native format's bytes (no gradients, no Python code), so each
     worker receives it compactly and rebuilds it once."""
 
-    def __init__(self, model: Any):
-        self.model = model
+    def __init__(self, model: Any, data: Optional[bytes] = None):
+        self.model, self._data = model, data  # data: the model's bytes when already made
 
     def __reduce__(self):
-        return (_unship, (_io.dumps(self.model),))
+        return (_unship, (self._data if self._data is not None else _io.dumps(self.model),))
 
 
 _models_received = 0  # in this process: how many times a model arrived (once per worker per call)
@@ -289,7 +289,7 @@ def fit(model: Any, batches: Any, *, client: Any = None, epochs: int = 1,
         raise TypeError("communicator: lstmcpp.dask.fit makes one for each rank")
     if "schedule" in fit_options and fit_options["schedule"] is not None and not callable(fit_options["schedule"]):
         raise TypeError("schedule: expected a function of the optimizer that returns a schedule")
-    _io.dumps(model)  # refuses what cannot travel, before anything runs
+    data = _io.dumps(model)  # refuses what cannot travel, before anything runs; shipped below as it is
     fit_options.setdefault("progress", False)
     fit_options.setdefault("log", None)
     client = _client(client)
@@ -297,7 +297,7 @@ def fit(model: Any, batches: Any, *, client: Any = None, epochs: int = 1,
     workers = sorted(by_worker)
     address = distributed.comm.get_address_host(workers[0])
     port = client.run(_free_port, workers=[workers[0]])[workers[0]]
-    shipped = client.scatter(_Shipped(model), hash=False, broadcast=True)
+    shipped = client.scatter(_Shipped(model, data), hash=False, broadcast=True)
     run = uuid.uuid4().hex[:8]
     # rank 0 alone validates: the others need no validation data
     options = [dict(fit_options, val_data=fit_options.get("val_data") if rank == 0 else None) for rank in range(len(workers))]
