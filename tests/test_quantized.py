@@ -621,6 +621,38 @@ def test_an_int8_model_exports_as_onnxruntimes_dynamic_quantize_lstm(tmp_path, c
     assert theirs.shape == y32.shape and rel_err(theirs, y32) < 0.05
 
 
+
+def test_an_exported_int8_model_holds_uint8_weights_with_zero_point_128(tmp_path):
+    """The integers go out as q + 128 with zero point 128 (ONNX Runtime's int8-weight kernel
+    saturates on CPUs without VNNI; its uint8 ones are exact everywhere), and load_onnx reads
+    them back as q; other zero points, or other integer types, are refused by name."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    q = lstmcpp.quantize(lstmcpp.LSTM(6, 8, seed=0), "int8")
+    proto = lstmcpp.export_onnx(q, tmp_path / "q.onnx")
+    node = next(n for n in proto.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    W, W_zero = inits[node.input[1]], inits[node.input[9]]
+    assert W.dtype == np.uint8 and W_zero.dtype == np.uint8 and np.all(W_zero == 128)
+    ours = q.quantized_params()["weight_ih_l0"].q  # (4H, I) in our gate order i, f, g, o; ONNX's is i, o, f, c
+    np.testing.assert_array_equal(W[0].T[:8].astype(np.int16) - 128, ours[:8])  # the input gate's rows
+
+    def altered(name, value):
+        model = onnx.load(tmp_path / "q.onnx")
+        for t in model.graph.initializer:
+            if t.name == name:
+                t.CopyFrom(numpy_helper.from_array(value, name))
+        onnx.save(model, tmp_path / "altered.onnx")
+        return tmp_path / "altered.onnx"
+
+    with pytest.raises(ValueError, match="W is uint8 with zero points other than 128"):
+        lstmcpp.load_onnx(altered(node.input[9], np.full_like(W_zero, 127)))
+    with pytest.raises(ValueError, match="R has dtype int32; expected int8 or uint8"):
+        lstmcpp.load_onnx(altered(node.input[2], inits[node.input[2]].astype(np.int32)))
+    with pytest.raises(ValueError, match="W has a nonzero zero point"):  # int8 weights as quantize_dynamic writes them
+        lstmcpp.load_onnx(altered(node.input[1], (W.astype(np.int16) - 128).astype(np.int8)))
+
 def test_only_int8_has_an_onnx_operator(tmp_path):
     pytest.importorskip("onnx")
     q = lstmcpp.quantize(lstmcpp.LSTM(6, 8, seed=0), "bf16")
