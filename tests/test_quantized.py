@@ -52,17 +52,20 @@ def test_rows_holding_nan_or_inf_give_nan_scales_and_zeros(isa):
 
 @pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 9, 33), (1, 300, 70), (2, 290, 40), (3, 64, 256), (5, 7, 500),
                                    (6, 200, 19), (9, 33, 64)])
-def test_int8_products_are_exact_integers(isa, M, N, K):
-    """Every kernel's integer sums are exact, -128 weights (PyTorch's int8) and the largest sums
-    included, for every range of rows a thread may be given (ranges that start and end inside a
-    block of 16 rows or a superblock of 128, a last superblock part full, and row tiles of every
-    height)."""
+@pytest.mark.parametrize("lowest", [-128, -127])
+def test_int8_products_are_exact_integers(isa, M, N, K, lowest):
+    """Every kernel's integer sums are exact, with -128 weights (PyTorch's int8; the AVX2 kernel
+    multiplies another way when a matrix holds one) and without, the largest sums included, for
+    every range of rows a thread may be given (ranges that start and end inside a block of 16
+    rows or a superblock of 128, a last superblock part full, and row tiles of every height)."""
     rng = np.random.default_rng(M * N + K)
     Kp = (K + 15) // 16 * 16
     q = np.zeros((M, Kp), np.int16)
     q[:, :K] = rng.integers(-127, 128, (M, K))
-    w = rng.integers(-128, 128, (N, K)).astype(np.int8)
-    q[0, :K], w[0] = 127, -128  # the largest sums
+    w = rng.integers(lowest, 128, (N, K)).astype(np.int8)
+    q[0, :K], w[0] = 127, lowest  # the largest sums
+    if M > 1:
+        q[1, :K], w[-1] = -127, lowest
     exact = q[:, :K].astype(np.int64) @ w.astype(np.int64).T
     a_scale, w_scale = rng.random(M).astype(np.float32), rng.random(N).astype(np.float32)
     ones = np.ones(M, np.float32), np.ones(N, np.float32)

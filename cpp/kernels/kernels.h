@@ -32,7 +32,8 @@ struct CodebookView {
 // Block b's vector of group g is at block(b) + g * kGroupStride; weight (n, k) is byte
 // (n % 16) * 4 + k % 4 of block(n / 16)'s vector k / 4. Every row from N to the next multiple of
 // 128 and every k from K to 4 * groups is zero. row_sums[n] is the sum of row n's weights and
-// scales[n] its scale (both padded with zeros to a multiple of 16 rows).
+// scales[n] its scale (both padded with zeros to a multiple of 16 rows). has_min: some weight is
+// -128, whose negation int8 cannot hold (the AVX2 kernel then multiplies another way).
 struct Int8View {
     static constexpr int64_t kBlocksPerSuper = 8;
     static constexpr int64_t kGroupStride = 64 * kBlocksPerSuper;
@@ -41,6 +42,7 @@ struct Int8View {
     const float* scales;
     int64_t groups;  // ceil(K / 4)
     int64_t ld;      // 64 * groups: the bytes of one block
+    bool has_min = false;
 
     const int8_t* block(int64_t b) const {
         return data + (b / kBlocksPerSuper) * (kBlocksPerSuper * ld) + (b % kBlocksPerSuper) * 64;

@@ -172,21 +172,106 @@ inline void s8_tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const 
                 s8_store8(C + b * ldc, acc[b][r][h], a_scale[b], W.scales, (block0 + r) * 16 + h * 8, first_row, N, beta);
 }
 
+// The two tiles nearly all the time goes to, with named accumulators: GCC 12 keeps s8_tile's
+// arrays in registers only by copying them each group, or spills them to the stack. Unless a
+// weight is -128 (Int8View::has_min; PyTorch's and ONNX Runtime's int8 weights may hold it,
+// lstmcpp's own never do), they multiply |q| (u8, shared by every weight vector of the group) by
+// w with q's sign (s8, |w| <= 127): one operation a vector fewer than |w| times q with w's sign.
+inline __m256i signed_q(const uint8_t* p) {  // 4 bytes q + 128, broadcast, as q
+    int32_t four;
+    std::memcpy(&four, p, 4);
+    return _mm256_xor_si256(_mm256_set1_epi32(four), _mm256_set1_epi8(static_cast<char>(0x80)));
+}
+// The exact sums of the 4 products in each of the 8 lanes: q (broadcast, aq its magnitude)
+// times the 32 weights of wv (4 each of 8 rows), by the variant Min picks.
+template <bool Min>
+inline __m256i s8_products(__m256i q, __m256i aq, __m256i wv, __m256i ones) {
+    const __m256i pairs = Min ? _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(q, wv))
+                              : _mm256_maddubs_epi16(aq, _mm256_sign_epi8(wv, q));
+    return _mm256_madd_epi16(pairs, ones);
+}
+
+// 4 rows of A times one block of W: 8 sums.
+template <bool Min>
+inline void s8_tile4(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
+                     int64_t block, int64_t first_row, int64_t N, float beta) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+    const int8_t* w = W.block(block);
+    for (int64_t g = 0; g < W.groups; ++g, w += Int8View::kGroupStride) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
+        const uint8_t* p = A + 4 * g;
+        __m256i q = signed_q(p), aq = _mm256_abs_epi8(q);
+        a0 = _mm256_add_epi32(a0, s8_products<Min>(q, aq, w0, ones));
+        a1 = _mm256_add_epi32(a1, s8_products<Min>(q, aq, w1, ones));
+        q = signed_q(p + lda), aq = _mm256_abs_epi8(q);
+        b0 = _mm256_add_epi32(b0, s8_products<Min>(q, aq, w0, ones));
+        b1 = _mm256_add_epi32(b1, s8_products<Min>(q, aq, w1, ones));
+        q = signed_q(p + 2 * lda), aq = _mm256_abs_epi8(q);
+        c0 = _mm256_add_epi32(c0, s8_products<Min>(q, aq, w0, ones));
+        c1 = _mm256_add_epi32(c1, s8_products<Min>(q, aq, w1, ones));
+        q = signed_q(p + 3 * lda), aq = _mm256_abs_epi8(q);
+        d0 = _mm256_add_epi32(d0, s8_products<Min>(q, aq, w0, ones));
+        d1 = _mm256_add_epi32(d1, s8_products<Min>(q, aq, w1, ones));
+    }
+    const int64_t row0 = block * 16;
+    const __m256i sums[4][2] = {{a0, a1}, {b0, b1}, {c0, c1}, {d0, d1}};
+    for (int b = 0; b < 4; ++b)
+        for (int h = 0; h < 2; ++h) s8_store8(C + b * ldc, sums[b][h], a_scale[b], W.scales, row0 + 8 * h, first_row, N, beta);
+}
+
+// One row of A (a stream's step) times 4 blocks of a superblock (block0 a multiple of 4): one
+// run of 256 bytes a group, 8 independent sums.
+template <bool Min>
+inline void s8_stream4(float* C, const uint8_t* A, const float* a_scale, const Int8View& W, int64_t block0,
+                       int64_t first_row, int64_t N, float beta) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const int8_t* w = W.block(block0);
+    for (int64_t g = 0; g < W.groups; ++g, w += Int8View::kGroupStride) {
+        const __m256i q = signed_q(A + 4 * g), aq = _mm256_abs_epi8(q);
+        const __m256i* v = reinterpret_cast<const __m256i*>(w);
+        a0 = _mm256_add_epi32(a0, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 0), ones));
+        a1 = _mm256_add_epi32(a1, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 1), ones));
+        a2 = _mm256_add_epi32(a2, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 2), ones));
+        a3 = _mm256_add_epi32(a3, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 3), ones));
+        a4 = _mm256_add_epi32(a4, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 4), ones));
+        a5 = _mm256_add_epi32(a5, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 5), ones));
+        a6 = _mm256_add_epi32(a6, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 6), ones));
+        a7 = _mm256_add_epi32(a7, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 7), ones));
+    }
+    const __m256i sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    for (int v = 0; v < 8; ++v) s8_store8(C, sums[v], a_scale[0], W.scales, block0 * 16 + 8 * v, first_row, N, beta);
+}
+
+template <bool Min>
+void gemm_nt_s8_tiles(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
+                      int64_t first_row, int64_t M, int64_t N, float beta) {
+    const int64_t first = first_row / 16, last = (first_row + N - 1) / 16;  // blocks, inclusive
+    if (M == 1) {  // a stream: whole half-superblocks by s8_stream4, the blocks around them one by one
+        int64_t block = first;
+        for (; block % 4 != 0 && block <= last; ++block) s8_tile<1, 1>(C, 0, A, 0, a_scale, W, block, first_row, N, beta);
+        for (; block + 4 <= last + 1; block += 4) s8_stream4<Min>(C, A, a_scale, W, block, first_row, N, beta);
+        for (; block <= last; ++block) s8_tile<1, 1>(C, 0, A, 0, a_scale, W, block, first_row, N, beta);
+        return;
+    }
+    // Blocks outside, rows inside: a block (16 * K bytes, 8 KiB at K = 512) stays in L1 while
+    // every row of A passes it, 4 rows at a time.
+    for (int64_t block = first; block <= last; ++block) {
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) s8_tile4<Min>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
+        last_rows<3>(M - m, m, [&](auto rows, int64_t m0) {
+            s8_tile<decltype(rows)::value, 1>(C + m0 * ldc, ldc, A + m0 * lda, lda, a_scale + m0, W, block, first_row, N, beta);
+        });
+    }
+}
+
 void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
                 int64_t first_row, int64_t M, int64_t N, float beta) {
-    if (N <= 0) return;
-    const int64_t first = first_row / 16, last = (first_row + N - 1) / 16;  // blocks, inclusive
-    // Two blocks of W at a time (their weights stay in registers across the rows of A), two rows
-    // of A: 8 accumulators, of 16 registers.
-    int64_t block = first;
-    for (; block + 2 <= last + 1; block += 2)
-        in_row_blocks<2>(M, [&](auto rows, int64_t m) {
-            s8_tile<decltype(rows)::value, 2>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
-        });
-    if (block <= last)
-        in_row_blocks<2>(M, [&](auto rows, int64_t m) {
-            s8_tile<decltype(rows)::value, 1>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
-        });
+    if (N <= 0 || M <= 0) return;
+    if (W.has_min) gemm_nt_s8_tiles<true>(C, ldc, A, lda, a_scale, W, first_row, M, N, beta);
+    else gemm_nt_s8_tiles<false>(C, ldc, A, lda, a_scale, W, first_row, M, N, beta);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ void Int8Matrix::multiply_rows(float* out, const float* x, int64_t M, float beta
 void Int8Weights::assign(const int8_t* q, const float* s, int64_t N, int64_t K) {
     rows = N;
     cols = K;
+    has_min = false;
     constexpr int64_t S = Int8View::kBlocksPerSuper;
     const int64_t blocks = (N + 15) / 16, groups = (K + 3) / 4, ld = 64 * groups;
     data.assign((blocks + S - 1) / S * S * ld, int8_t(0));
@@ -75,6 +76,7 @@ void Int8Weights::assign(const int8_t* q, const float* s, int64_t N, int64_t K) 
         for (int64_t k = 0; k < K; ++k) {
             block[(k / 4) * Int8View::kGroupStride + k % 4] = q[n * K + k];
             row_sums[n] += q[n * K + k];
+            has_min = has_min || q[n * K + k] == -128;
         }
         scales[n] = s[n];
     }

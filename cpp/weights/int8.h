@@ -77,12 +77,13 @@ struct Int8Weights {
     AlignedVector<int32_t> row_sums; // (N rounded up to 16)
     AlignedVector<float> scales;     // (N rounded up to 16)
     int64_t rows = 0, cols = 0;
+    bool has_min = false;            // some weight is -128 (Int8View::has_min)
 
     bool empty() const { return data.empty(); }
     Int8Matrix view() const {
         if (data.empty()) return {};
         const int64_t groups = (cols + 3) / 4;
-        return {{data.data(), row_sums.data(), scales.data(), groups, 64 * groups}, rows, cols};
+        return {{data.data(), row_sums.data(), scales.data(), groups, 64 * groups, has_min}, rows, cols};
     }
     // q (N,K) row-major int8 (any values, -128 included) and scales (N): stored in the kernels' layout.
     void assign(const int8_t* q, const float* s, int64_t N, int64_t K);
