@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -175,45 +176,75 @@ inline void s8_tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const 
 // The two tiles nearly all the time goes to, with named accumulators: GCC 12 keeps s8_tile's
 // arrays in registers only by copying them each group, or spills them to the stack. Unless a
 // weight is -128 (Int8View::has_min; PyTorch's and ONNX Runtime's int8 weights may hold it,
-// lstmcpp's own never do), they multiply |q| (u8, shared by every weight vector of the group) by
-// w with q's sign (s8, |w| <= 127): one operation a vector fewer than |w| times q with w's sign.
-inline __m256i signed_q(const uint8_t* p) {  // 4 bytes q + 128, broadcast, as q
-    int32_t four;
-    std::memcpy(&four, p, 4);
-    return _mm256_xor_si256(_mm256_set1_epi32(four), _mm256_set1_epi8(static_cast<char>(0x80)));
-}
-// The exact sums of the 4 products in each of the 8 lanes: q (broadcast, aq its magnitude)
-// times the 32 weights of wv (4 each of 8 rows), by the variant Min picks.
-template <bool Min>
-inline __m256i s8_products(__m256i q, __m256i aq, __m256i wv, __m256i ones) {
-    const __m256i pairs = Min ? _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(q, wv))
-                              : _mm256_maddubs_epi16(aq, _mm256_sign_epi8(wv, q));
-    return _mm256_madd_epi16(pairs, ones);
+// lstmcpp's own never do), they multiply |q| (u8) by w with q's sign (s8, |w| <= 127): a weight
+// vector costs a sign, a vpmaddubsw, a vpmaddwd and an add, one operation fewer than |w| times q
+// with w's sign; and a batch's rows of activations are turned into q and |q| once a call
+// (SignedRows), not once a block of W.
+struct SignedRows {
+    const uint8_t* q;    // (M, ld) q as signed bytes
+    const uint8_t* abs;  // (M, ld) |q|
+    int64_t ld;
+};
+
+// A's rows (bytes q + 128, 4 * groups of them read) as q and |q|, in this thread's buffer (which
+// grows to the largest call seen, then a stream's step allocates nothing).
+inline SignedRows signed_rows(const uint8_t* A, int64_t lda, int64_t M, int64_t groups) {
+    thread_local std::vector<uint8_t> buffer;
+    const int64_t width = 4 * groups, ld = (width + 15) / 16 * 16;
+    if (static_cast<int64_t>(buffer.size()) < 2 * M * ld) buffer.resize(2 * M * ld);
+    uint8_t* q = buffer.data();
+    uint8_t* magnitude = q + M * ld;
+    const __m128i zero_point = _mm_set1_epi8(static_cast<char>(0x80));
+    for (int64_t m = 0; m < M; ++m) {
+        int64_t k = 0;
+        for (; k + 16 <= width; k += 16) {
+            const __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(A + m * lda + k)), zero_point);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(q + m * ld + k), v);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(magnitude + m * ld + k), _mm_abs_epi8(v));
+        }
+        for (; k < width; ++k) {
+            const int8_t v = static_cast<int8_t>(A[m * lda + k] ^ 0x80);
+            q[m * ld + k] = static_cast<uint8_t>(v);
+            magnitude[m * ld + k] = static_cast<uint8_t>(v < 0 ? -v : v);
+        }
+    }
+    return {q, magnitude, ld};
 }
 
+inline __m256i broadcast4(const uint8_t* p) {
+    int32_t four;
+    std::memcpy(&four, p, 4);
+    return _mm256_set1_epi32(four);
+}
+// acc += the exact sums of the 4 products in each of the 8 lanes: q (broadcast, aq its
+// magnitude) times the 32 weights of wv (4 each of 8 rows)
+#define LSTMCPP_S8(acc, q, aq, wv) \
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(wv, q)), ones))
+
 // 4 rows of A times one block of W: 8 sums.
-template <bool Min>
-inline void s8_tile4(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
+inline void s8_tile4(float* C, int64_t ldc, const SignedRows& A, int64_t m, const float* a_scale, const Int8View& W,
                      int64_t block, int64_t first_row, int64_t N, float beta) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
     const int8_t* w = W.block(block);
-    for (int64_t g = 0; g < W.groups; ++g, w += Int8View::kGroupStride) {
+    const uint8_t* q = A.q + m * A.ld;
+    const uint8_t* aq = A.abs + m * A.ld;
+    const int64_t ld = A.ld;
+    for (int64_t g = 0; g < W.groups; ++g, w += Int8View::kGroupStride, q += 4, aq += 4) {
         const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
         const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
-        const uint8_t* p = A + 4 * g;
-        __m256i q = signed_q(p), aq = _mm256_abs_epi8(q);
-        a0 = _mm256_add_epi32(a0, s8_products<Min>(q, aq, w0, ones));
-        a1 = _mm256_add_epi32(a1, s8_products<Min>(q, aq, w1, ones));
-        q = signed_q(p + lda), aq = _mm256_abs_epi8(q);
-        b0 = _mm256_add_epi32(b0, s8_products<Min>(q, aq, w0, ones));
-        b1 = _mm256_add_epi32(b1, s8_products<Min>(q, aq, w1, ones));
-        q = signed_q(p + 2 * lda), aq = _mm256_abs_epi8(q);
-        c0 = _mm256_add_epi32(c0, s8_products<Min>(q, aq, w0, ones));
-        c1 = _mm256_add_epi32(c1, s8_products<Min>(q, aq, w1, ones));
-        q = signed_q(p + 3 * lda), aq = _mm256_abs_epi8(q);
-        d0 = _mm256_add_epi32(d0, s8_products<Min>(q, aq, w0, ones));
-        d1 = _mm256_add_epi32(d1, s8_products<Min>(q, aq, w1, ones));
+        __m256i x = broadcast4(q), ax = broadcast4(aq);
+        LSTMCPP_S8(a0, x, ax, w0);
+        LSTMCPP_S8(a1, x, ax, w1);
+        x = broadcast4(q + ld), ax = broadcast4(aq + ld);
+        LSTMCPP_S8(b0, x, ax, w0);
+        LSTMCPP_S8(b1, x, ax, w1);
+        x = broadcast4(q + 2 * ld), ax = broadcast4(aq + 2 * ld);
+        LSTMCPP_S8(c0, x, ax, w0);
+        LSTMCPP_S8(c1, x, ax, w1);
+        x = broadcast4(q + 3 * ld), ax = broadcast4(aq + 3 * ld);
+        LSTMCPP_S8(d0, x, ax, w0);
+        LSTMCPP_S8(d1, x, ax, w1);
     }
     const int64_t row0 = block * 16;
     const __m256i sums[4][2] = {{a0, a1}, {b0, b1}, {c0, c1}, {d0, d1}};
@@ -222,56 +253,56 @@ inline void s8_tile4(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const
 }
 
 // One row of A (a stream's step) times 4 blocks of a superblock (block0 a multiple of 4): one
-// run of 256 bytes a group, 8 independent sums.
-template <bool Min>
+// run of 256 bytes a group, 8 independent sums. q and |q| from the bytes q + 128 as it goes: one
+// row of A is not worth a pass of its own (measured: a step call of H = 128 1.19x the time).
 inline void s8_stream4(float* C, const uint8_t* A, const float* a_scale, const Int8View& W, int64_t block0,
                        int64_t first_row, int64_t N, float beta) {
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1), zero_point = _mm256_set1_epi8(static_cast<char>(0x80));
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     const int8_t* w = W.block(block0);
     for (int64_t g = 0; g < W.groups; ++g, w += Int8View::kGroupStride) {
-        const __m256i q = signed_q(A + 4 * g), aq = _mm256_abs_epi8(q);
+        const __m256i x = _mm256_xor_si256(broadcast4(A + 4 * g), zero_point), ax = _mm256_abs_epi8(x);
         const __m256i* v = reinterpret_cast<const __m256i*>(w);
-        a0 = _mm256_add_epi32(a0, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 0), ones));
-        a1 = _mm256_add_epi32(a1, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 1), ones));
-        a2 = _mm256_add_epi32(a2, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 2), ones));
-        a3 = _mm256_add_epi32(a3, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 3), ones));
-        a4 = _mm256_add_epi32(a4, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 4), ones));
-        a5 = _mm256_add_epi32(a5, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 5), ones));
-        a6 = _mm256_add_epi32(a6, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 6), ones));
-        a7 = _mm256_add_epi32(a7, s8_products<Min>(q, aq, _mm256_loadu_si256(v + 7), ones));
+        LSTMCPP_S8(a0, x, ax, _mm256_loadu_si256(v + 0));
+        LSTMCPP_S8(a1, x, ax, _mm256_loadu_si256(v + 1));
+        LSTMCPP_S8(a2, x, ax, _mm256_loadu_si256(v + 2));
+        LSTMCPP_S8(a3, x, ax, _mm256_loadu_si256(v + 3));
+        LSTMCPP_S8(a4, x, ax, _mm256_loadu_si256(v + 4));
+        LSTMCPP_S8(a5, x, ax, _mm256_loadu_si256(v + 5));
+        LSTMCPP_S8(a6, x, ax, _mm256_loadu_si256(v + 6));
+        LSTMCPP_S8(a7, x, ax, _mm256_loadu_si256(v + 7));
     }
     const __m256i sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
     for (int v = 0; v < 8; ++v) s8_store8(C, sums[v], a_scale[0], W.scales, block0 * 16 + 8 * v, first_row, N, beta);
 }
-
-template <bool Min>
-void gemm_nt_s8_tiles(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
-                      int64_t first_row, int64_t M, int64_t N, float beta) {
-    const int64_t first = first_row / 16, last = (first_row + N - 1) / 16;  // blocks, inclusive
-    if (M == 1) {  // a stream: whole half-superblocks by s8_stream4, the blocks around them one by one
-        int64_t block = first;
-        for (; block % 4 != 0 && block <= last; ++block) s8_tile<1, 1>(C, 0, A, 0, a_scale, W, block, first_row, N, beta);
-        for (; block + 4 <= last + 1; block += 4) s8_stream4<Min>(C, A, a_scale, W, block, first_row, N, beta);
-        for (; block <= last; ++block) s8_tile<1, 1>(C, 0, A, 0, a_scale, W, block, first_row, N, beta);
-        return;
-    }
-    // Blocks outside, rows inside: a block (16 * K bytes, 8 KiB at K = 512) stays in L1 while
-    // every row of A passes it, 4 rows at a time.
-    for (int64_t block = first; block <= last; ++block) {
-        int64_t m = 0;
-        for (; m + 4 <= M; m += 4) s8_tile4<Min>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
-        last_rows<3>(M - m, m, [&](auto rows, int64_t m0) {
-            s8_tile<decltype(rows)::value, 1>(C + m0 * ldc, ldc, A + m0 * lda, lda, a_scale + m0, W, block, first_row, N, beta);
-        });
-    }
-}
+#undef LSTMCPP_S8
 
 void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
                 int64_t first_row, int64_t M, int64_t N, float beta) {
     if (N <= 0 || M <= 0) return;
-    if (W.has_min) gemm_nt_s8_tiles<true>(C, ldc, A, lda, a_scale, W, first_row, M, N, beta);
-    else gemm_nt_s8_tiles<false>(C, ldc, A, lda, a_scale, W, first_row, M, N, beta);
+    const int64_t first = first_row / 16, last = (first_row + N - 1) / 16;  // blocks, inclusive
+    const auto tail = [&](auto rows, int64_t m, int64_t block) {  // s8_tile: |w| times q with w's sign
+        s8_tile<decltype(rows)::value, 1>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
+    };
+    if (W.has_min) {
+        for (int64_t block = first; block <= last; ++block) in_row_blocks<2>(M, [&](auto rows, int64_t m) { tail(rows, m, block); });
+        return;
+    }
+    if (M == 1) {  // a stream: whole half-superblocks by s8_stream4, the blocks around them one by one
+        int64_t block = first;
+        for (; block % 4 != 0 && block <= last; ++block) tail(RowCount<1>{}, 0, block);
+        for (; block + 4 <= last + 1; block += 4) s8_stream4(C, A, a_scale, W, block, first_row, N, beta);
+        for (; block <= last; ++block) tail(RowCount<1>{}, 0, block);
+        return;
+    }
+    const SignedRows signed_a = signed_rows(A, lda, M, W.groups);
+    // Blocks outside, rows inside: a block (16 * K bytes, 8 KiB at K = 512) stays in L1 while
+    // every row of A passes it, 4 rows at a time.
+    for (int64_t block = first; block <= last; ++block) {
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) s8_tile4(C + m * ldc, ldc, signed_a, m, a_scale + m, W, block, first_row, N, beta);
+        last_rows<3>(M - m, m, [&](auto rows, int64_t m0) { tail(rows, m0, block); });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
