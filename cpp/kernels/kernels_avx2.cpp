@@ -306,6 +306,106 @@ void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const floa
 }
 
 // ---------------------------------------------------------------------------------------------
+// bf16 (weights/bf16.h), read in place. 16 weights load as one vector whose 32-bit lane j holds
+// weights 2j (low half) and 2j + 1 (high half); shifting left by 16 makes the first a float32,
+// masking off the low half the second, exactly. So the activations are split once a call into
+// their even and odd values per 16 (split_even_odd), and each 16 weights cost a load, a shift, an
+// and and two multiply-adds, against two widening loads, two shifts and two multiply-adds.
+
+template <int A, int B>
+struct Tile {  // a tile's height and width, as types
+    static constexpr int first = A, second = B;
+};
+
+// A's rows, each whole 16 values as their 8 even ones then their 8 odd ones, in this thread's
+// buffer (grown to the largest call seen).
+inline const float* split_even_odd(const float* A, int64_t lda, int64_t M, int64_t K16) {
+    thread_local std::vector<float> buffer;
+    if (static_cast<int64_t>(buffer.size()) < M * K16) buffer.resize(M * K16);
+    float* out = buffer.data();
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K16; k += 16) {
+            const __m256 lo = _mm256_loadu_ps(A + m * lda + k), hi = _mm256_loadu_ps(A + m * lda + k + 8);
+            // (lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6), then the 64-bit pairs in order 0, 2, 1, 3
+            const __m256 even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+            const __m256 odd = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+            _mm256_storeu_ps(out + m * K16 + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8)));
+            _mm256_storeu_ps(out + m * K16 + k + 8, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), 0xD8)));
+        }
+    return out;
+}
+
+// C[b, 0..R) (+)= A[b, :] . W[r, :] for MB rows of A and R rows of W. Each sum takes a chunk's
+// even weights, then its odd ones, whatever the tile, so a row's result does not depend on the
+// tiles (nor on the number of threads, which moves them).
+template <int MB, int R>
+inline void bf16_tile(float* C, int64_t ldc, const float* A, int64_t lda, const float* split, int64_t K16,
+                      const uint16_t* W, int64_t ldw, int64_t K, float beta) {
+    const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+    __m256 acc[MB][R];
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K16; k += 16) {
+        __m256 ae[MB], ao[MB];
+        for (int b = 0; b < MB; ++b) {
+            ae[b] = _mm256_loadu_ps(split + b * K16 + k);
+            ao[b] = _mm256_loadu_ps(split + b * K16 + k + 8);
+        }
+        for (int r = 0; r < R; ++r) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W + r * ldw + k));
+            const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+            for (int b = 0; b < MB; ++b) acc[b][r] = _mm256_fmadd_ps(wo, ao[b], _mm256_fmadd_ps(we, ae[b], acc[b][r]));
+        }
+    }
+    for (int64_t k = K16; k < K; k += 8) {  // the last K % 16 values, widened
+        const __m256i mask = Vec8::tail_mask(K - k);
+        for (int r = 0; r < R; ++r) {
+            const __m256 w = Vec8::widen_bf16_masked(W + r * ldw + k, mask);
+            for (int b = 0; b < MB; ++b) acc[b][r] = _mm256_fmadd_ps(w, _mm256_maskload_ps(A + b * lda + k, mask), acc[b][r]);
+        }
+    }
+    for (int b = 0; b < MB; ++b) {
+        float* c = C + b * ldc;
+        int r = 0;
+        for (; r + 4 <= R; r += 4) {
+            __m128 s = Vec8::sum4(acc[b][r], acc[b][r + 1], acc[b][r + 2], acc[b][r + 3]);
+            if (beta != 0.0f) s = _mm_add_ps(s, _mm_loadu_ps(c + r));
+            _mm_storeu_ps(c + r, s);
+        }
+        for (; r < R; ++r) {
+            const float s = Vec8::sum1(acc[b][r]);
+            c[r] = beta != 0.0f ? c[r] + s : s;
+        }
+    }
+}
+
+// C (M,N) = beta*C + A (M,K) W (N,K)^T, W bfloat16. A stream (one row): 8 rows of W at a time
+// (8 independent sums). A batch: rows of W outside, 4 at a time (8 KiB at K = 1024, kept in L1),
+// rows of A inside, 2 at a time (each weight vector split once for both), so W is read once a
+// call rather than once for every tile of A.
+void gemm_nt_bf16(float* C, int64_t ldc, const float* A, int64_t lda, const uint16_t* W, int64_t ldw, int64_t M,
+                  int64_t N, int64_t K, float beta) {
+    if (M <= 0 || N <= 0) return;
+    const int64_t K16 = K / 16 * 16;
+    const float* split = split_even_odd(A, lda, M, K16);
+    const auto rows = [&](auto tile, int64_t m, int64_t n) {
+        constexpr int MB = decltype(tile)::first, R = decltype(tile)::second;
+        bf16_tile<MB, R>(C + m * ldc + n, ldc, A + m * lda, lda, split + m * K16, K16, W + n * ldw, ldw, K, beta);
+    };
+    int64_t n = 0;
+    if (M == 1)
+        for (; n + 8 <= N; n += 8) rows(Tile<1, 8>{}, 0, n);
+    for (; n + 4 <= N; n += 4) {
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2) rows(Tile<2, 4>{}, m, n);
+        if (m < M) rows(Tile<1, 4>{}, m, n);
+    }
+    for (; n < N; ++n)
+        for (int64_t m = 0; m < M; ++m) rows(Tile<1, 1>{}, m, n);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Codebooks (weights/codebook.h): the weights decoded in registers as they are read. A 16-value
 // book is two registers (values 0-7 and 8-15), looked up by vpermps and chosen by the index's
 // bit 3 (moved to the sign for vblendvps); a 256-value book is gathered.
@@ -374,7 +474,7 @@ const Kernels<float>& kernels_f32_avx2() {
     static const Kernels<float> table = [] {
         Kernels<float> k = avx2::make_kernels<float>("avx2");
         k.gemm_nt = avx2::gemm_nt_tiles<avx2::Vec8, 2>;
-        k.gemm_nt_bf16 = avx2::gemm_nt_tiles<avx2::Vec8, 2, avx2::Bf16<avx2::Vec8>>;
+        k.gemm_nt_bf16 = avx2::gemm_nt_bf16;
         k.gemm_nn = avx2::gemm_nn_tiles<avx2::Vec8, 2>;
         k.panel_width = avx2::kPanel;
         k.gemm_packed = avx2::gemm_packed_tiles<avx2::Vec8, 6>;
@@ -385,7 +485,7 @@ const Kernels<float>& kernels_f32_avx2() {
         k.exp = avx2::elementwise_v<avx2::Vec8, avx2::exp_v<avx2::Vec8>>;
         k.quantize_rows = avx2::quantize_rows;
         k.int8_products = "avx2: |w| u8 x signed q s8 by vpmaddubsw, pairs summed by vpmaddwd";
-        k.bf16_products = "avx2: bf16 widened to float32, fma";
+        k.bf16_products = "avx2: bf16 pairs split by shift and mask, fma";
         k.gemm_nt_codebook = avx2::gemm_nt_codebook;
         k.codebook_products = "avx2: 16-value books in registers (vpermps), 256-value books gathered; fma";
         k.gemm_nt_s8 = avx2::gemm_nt_s8;
