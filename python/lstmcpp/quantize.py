@@ -321,7 +321,8 @@ class QuantizedLSTM(LayerArguments):
 
     def export_onnx(self, path: Any = None, *, opset: int = 14, lengths: bool = False, state: bool = False):
         """int8 only: this model as ONNX Runtime's ``com.microsoft.DynamicQuantizeLSTM`` nodes, its
-        int8 weights and scales as they are (see :func:`lstmcpp.interop.write_onnx`)."""
+        integers and scales kept, stored as uint8 q + 128 with zero point 128, which ONNX Runtime
+        multiplies exactly on every CPU (see :func:`lstmcpp.interop.write_onnx`)."""
         return interop.write_onnx(self, path, opset=opset, lengths=lengths, state=state)
 
     def dequantize(self) -> LSTM:
