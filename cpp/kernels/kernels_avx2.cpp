@@ -187,11 +187,11 @@ inline void s8_tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const 
 
 // The two tiles nearly all the time goes to, with named accumulators: GCC 12 keeps s8_tile's
 // arrays in registers only by copying them each group, or spills them to the stack. Unless a
-// weight is -128 (Int8View::has_min; PyTorch's and ONNX Runtime's int8 weights may hold it,
-// lstmcpp's own never do), they multiply |q| (u8) by w with q's sign (s8, |w| <= 127): a weight
-// vector costs a sign, a vpmaddubsw, a vpmaddwd and an add, one operation fewer than |w| times q
-// with w's sign; and a batch's rows of activations are turned into q and |q| once a call
-// (SignedRows), not once a block of W.
+// weight is -128 (Int8View::has_min; lstmcpp's own never are, PyTorch's often are), they multiply
+// |q| (u8) by w with q's sign (s8, |w| <= 127): a weight vector costs a sign, a vpmaddubsw, a
+// vpmaddwd and an add, one operation fewer than |w| times q with w's sign, which a matrix holding
+// -128 (whose negation int8 lacks) takes instead (Min). A batch's rows of activations are turned
+// into q and |q| once a call (SignedRows), not once a block of W.
 struct SignedRows {
     const uint8_t* q;    // (M, ld) q as signed bytes
     const uint8_t* abs;  // (M, ld) |q|
@@ -199,7 +199,7 @@ struct SignedRows {
 };
 
 // A's rows (bytes q + 128, 4 * groups of them read) as q and |q|, in this thread's buffer (which
-// grows to the largest call seen, then a stream's step allocates nothing).
+// grows to the largest call seen).
 inline SignedRows signed_rows(const uint8_t* A, int64_t lda, int64_t M, int64_t groups) {
     thread_local std::vector<uint8_t> buffer;
     const int64_t width = 4 * groups, ld = (width + 15) / 16 * 16;
@@ -228,12 +228,18 @@ inline __m256i broadcast4(const uint8_t* p) {
     std::memcpy(&four, p, 4);
     return _mm256_set1_epi32(four);
 }
-// acc += the exact sums of the 4 products in each of the 8 lanes: q (broadcast, aq its
-// magnitude) times the 32 weights of wv (4 each of 8 rows)
-#define LSTMCPP_S8(acc, q, aq, wv) \
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(wv, q)), ones))
+
+// The exact sums of the 4 products in each of the 8 lanes of q (broadcast; aq = |q|) times the
+// 32 weights of wv (4 each of 8 rows; mw = |wv|, read only when Min).
+template <bool Min>
+inline __m256i s8_dot(__m256i q, __m256i aq, __m256i wv, __m256i mw, __m256i ones) {
+    const __m256i pairs = Min ? _mm256_maddubs_epi16(mw, _mm256_sign_epi8(q, wv)) : _mm256_maddubs_epi16(aq, _mm256_sign_epi8(wv, q));
+    return _mm256_madd_epi16(pairs, ones);
+}
+#define LSTMCPP_S8(acc, q, aq, wv, mw) acc = _mm256_add_epi32(acc, s8_dot<Min>(q, aq, wv, mw, ones))
 
 // 4 rows of A times one block of W: 8 sums.
+template <bool Min>
 inline void s8_tile4(float* C, int64_t ldc, const SignedRows& A, int64_t m, const float* a_scale, const Int8View& W,
                      int64_t block, int64_t first_row, int64_t N, float beta) {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -245,18 +251,19 @@ inline void s8_tile4(float* C, int64_t ldc, const SignedRows& A, int64_t m, cons
     for (int64_t g = 0; g < W.groups; ++g, w += Int8View::kGroupStride, q += 4, aq += 4) {
         const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
         const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
-        __m256i x = broadcast4(q), ax = broadcast4(aq);
-        LSTMCPP_S8(a0, x, ax, w0);
-        LSTMCPP_S8(a1, x, ax, w1);
-        x = broadcast4(q + ld), ax = broadcast4(aq + ld);
-        LSTMCPP_S8(b0, x, ax, w0);
-        LSTMCPP_S8(b1, x, ax, w1);
-        x = broadcast4(q + 2 * ld), ax = broadcast4(aq + 2 * ld);
-        LSTMCPP_S8(c0, x, ax, w0);
-        LSTMCPP_S8(c1, x, ax, w1);
-        x = broadcast4(q + 3 * ld), ax = broadcast4(aq + 3 * ld);
-        LSTMCPP_S8(d0, x, ax, w0);
-        LSTMCPP_S8(d1, x, ax, w1);
+        const __m256i m0 = Min ? _mm256_abs_epi8(w0) : w0, m1 = Min ? _mm256_abs_epi8(w1) : w1;
+        __m256i x = broadcast4(q), ax = Min ? x : broadcast4(aq);
+        LSTMCPP_S8(a0, x, ax, w0, m0);
+        LSTMCPP_S8(a1, x, ax, w1, m1);
+        x = broadcast4(q + ld), ax = Min ? x : broadcast4(aq + ld);
+        LSTMCPP_S8(b0, x, ax, w0, m0);
+        LSTMCPP_S8(b1, x, ax, w1, m1);
+        x = broadcast4(q + 2 * ld), ax = Min ? x : broadcast4(aq + 2 * ld);
+        LSTMCPP_S8(c0, x, ax, w0, m0);
+        LSTMCPP_S8(c1, x, ax, w1, m1);
+        x = broadcast4(q + 3 * ld), ax = Min ? x : broadcast4(aq + 3 * ld);
+        LSTMCPP_S8(d0, x, ax, w0, m0);
+        LSTMCPP_S8(d1, x, ax, w1, m1);
     }
     const int64_t row0 = block * 16;
     const __m256i sums[4][2] = {{a0, a1}, {b0, b1}, {c0, c1}, {d0, d1}};
@@ -268,43 +275,43 @@ inline void s8_tile4(float* C, int64_t ldc, const SignedRows& A, int64_t m, cons
 // run of 256 bytes a group, 8 independent sums. q and |q| from the bytes q + 128 as it goes: for
 // one row of A a pass of its own was not worth it (100 step calls of H = 128 took 1.06-1.19x the
 // time in three interleaved runs).
+template <bool Min>
 inline void s8_stream4(float* C, const uint8_t* A, const float* a_scale, const Int8View& W, int64_t block0,
                        int64_t first_row, int64_t N, float beta) {
     const __m256i ones = _mm256_set1_epi16(1), zero_point = _mm256_set1_epi8(static_cast<char>(0x80));
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     const int8_t* w = W.block(block0);
     for (int64_t g = 0; g < W.groups; ++g, w += Int8View::kGroupStride) {
-        const __m256i x = _mm256_xor_si256(broadcast4(A + 4 * g), zero_point), ax = _mm256_abs_epi8(x);
+        const __m256i x = _mm256_xor_si256(broadcast4(A + 4 * g), zero_point), ax = Min ? x : _mm256_abs_epi8(x);
         const __m256i* v = reinterpret_cast<const __m256i*>(w);
-        LSTMCPP_S8(a0, x, ax, _mm256_loadu_si256(v + 0));
-        LSTMCPP_S8(a1, x, ax, _mm256_loadu_si256(v + 1));
-        LSTMCPP_S8(a2, x, ax, _mm256_loadu_si256(v + 2));
-        LSTMCPP_S8(a3, x, ax, _mm256_loadu_si256(v + 3));
-        LSTMCPP_S8(a4, x, ax, _mm256_loadu_si256(v + 4));
-        LSTMCPP_S8(a5, x, ax, _mm256_loadu_si256(v + 5));
-        LSTMCPP_S8(a6, x, ax, _mm256_loadu_si256(v + 6));
-        LSTMCPP_S8(a7, x, ax, _mm256_loadu_si256(v + 7));
+        __m256i wv;
+#define LSTMCPP_S8_NEXT(acc, i) wv = _mm256_loadu_si256(v + i); LSTMCPP_S8(acc, x, ax, wv, Min ? _mm256_abs_epi8(wv) : wv);
+        LSTMCPP_S8_NEXT(a0, 0)
+        LSTMCPP_S8_NEXT(a1, 1)
+        LSTMCPP_S8_NEXT(a2, 2)
+        LSTMCPP_S8_NEXT(a3, 3)
+        LSTMCPP_S8_NEXT(a4, 4)
+        LSTMCPP_S8_NEXT(a5, 5)
+        LSTMCPP_S8_NEXT(a6, 6)
+        LSTMCPP_S8_NEXT(a7, 7)
+#undef LSTMCPP_S8_NEXT
     }
     const __m256i sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
     for (int v = 0; v < 8; ++v) s8_store8(C, sums[v], a_scale[0], W.scales, block0 * 16 + 8 * v, first_row, N, beta);
 }
 #undef LSTMCPP_S8
 
-void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
-                int64_t first_row, int64_t M, int64_t N, float beta) {
-    if (N <= 0 || M <= 0) return;
+template <bool Min>
+void gemm_nt_s8_tiles(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
+                      int64_t first_row, int64_t M, int64_t N, float beta) {
     const int64_t first = first_row / 16, last = (first_row + N - 1) / 16;  // blocks, inclusive
     const auto tail = [&](auto rows, int64_t m, int64_t block) {  // s8_tile: |w| times q with w's sign
         s8_tile<decltype(rows)::value, 1>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
     };
-    if (W.has_min) {
-        for (int64_t block = first; block <= last; ++block) in_row_blocks<2>(M, [&](auto rows, int64_t m) { tail(rows, m, block); });
-        return;
-    }
     if (M == 1) {  // a stream: whole half-superblocks by s8_stream4, the blocks around them one by one
         int64_t block = first;
         for (; block % 4 != 0 && block <= last; ++block) tail(RowCount<1>{}, 0, block);
-        for (; block + 4 <= last + 1; block += 4) s8_stream4(C, A, a_scale, W, block, first_row, N, beta);
+        for (; block + 4 <= last + 1; block += 4) s8_stream4<Min>(C, A, a_scale, W, block, first_row, N, beta);
         for (; block <= last; ++block) tail(RowCount<1>{}, 0, block);
         return;
     }
@@ -313,9 +320,16 @@ void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const floa
     // every row of A passes it, 4 rows at a time.
     for (int64_t block = first; block <= last; ++block) {
         int64_t m = 0;
-        for (; m + 4 <= M; m += 4) s8_tile4(C + m * ldc, ldc, signed_a, m, a_scale + m, W, block, first_row, N, beta);
+        for (; m + 4 <= M; m += 4) s8_tile4<Min>(C + m * ldc, ldc, signed_a, m, a_scale + m, W, block, first_row, N, beta);
         last_rows<3>(M - m, m, [&](auto rows, int64_t m0) { tail(rows, m0, block); });
     }
+}
+
+void gemm_nt_s8(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
+                int64_t first_row, int64_t M, int64_t N, float beta) {
+    if (N <= 0 || M <= 0) return;
+    if (W.has_min) gemm_nt_s8_tiles<true>(C, ldc, A, lda, a_scale, W, first_row, M, N, beta);
+    else gemm_nt_s8_tiles<false>(C, ldc, A, lda, a_scale, W, first_row, M, N, beta);
 }
 
 // ---------------------------------------------------------------------------------------------
