@@ -152,37 +152,36 @@ inline void s8_store8(float* C, const __m256i sums, float a_scale, const float* 
     store_int8_rows(C, lanes, row0, begin, end, first_row, beta);
 }
 
-// MB rows of A times RB blocks of 16 rows of W (blocks block0 ..), stored for the rows in range.
-template <int MB, int RB>
+inline __m256i broadcast4(const uint8_t* p) {  // 4 bytes, in every lane
+    int32_t four;
+    std::memcpy(&four, p, 4);
+    return _mm256_set1_epi32(four);
+}
+
+// MB rows of A times one block of 16 rows of W, |w| times q with w's sign, stored for the rows in
+// range: the rows and blocks the named-accumulator tiles below leave over.
+template <int MB>
 inline void s8_tile(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale, const Int8View& W,
-                    int64_t block0, int64_t first_row, int64_t N, float beta) {
+                    int64_t block, int64_t first_row, int64_t N, float beta) {
     const __m256i ones = _mm256_set1_epi16(1), zero_point = _mm256_set1_epi8(static_cast<char>(0x80));
-    __m256i acc[MB][RB][2];
-    for (int b = 0; b < MB; ++b)
-        for (int r = 0; r < RB; ++r) acc[b][r][0] = acc[b][r][1] = _mm256_setzero_si256();
-    const int8_t* w[RB];
-    for (int r = 0; r < RB; ++r) w[r] = W.block(block0 + r);
+    __m256i acc[MB][2];
+    for (int b = 0; b < MB; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_si256();
+    const int8_t* w = W.block(block);
     for (int64_t g = 0; g < W.groups; ++g) {
         __m256i q[MB];
-        for (int b = 0; b < MB; ++b) {
-            int32_t four;
-            std::memcpy(&four, A + b * lda + 4 * g, 4);
-            q[b] = _mm256_xor_si256(_mm256_set1_epi32(four), zero_point);
-        }
-        for (int r = 0; r < RB; ++r)
-            for (int h = 0; h < 2; ++h) {
-                const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + g * Int8View::kGroupStride + h * 32));
-                const __m256i magnitude = _mm256_abs_epi8(wv);  // -128 becomes 128 as u8
-                for (int b = 0; b < MB; ++b) {
-                    const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(q[b], wv));
-                    acc[b][r][h] = _mm256_add_epi32(acc[b][r][h], _mm256_madd_epi16(pairs, ones));
-                }
+        for (int b = 0; b < MB; ++b) q[b] = _mm256_xor_si256(broadcast4(A + b * lda + 4 * g), zero_point);
+        for (int h = 0; h < 2; ++h) {
+            const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * Int8View::kGroupStride + h * 32));
+            const __m256i magnitude = _mm256_abs_epi8(wv);  // -128 becomes 128 as u8
+            for (int b = 0; b < MB; ++b) {
+                const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(q[b], wv));
+                acc[b][h] = _mm256_add_epi32(acc[b][h], _mm256_madd_epi16(pairs, ones));
             }
+        }
     }
     for (int b = 0; b < MB; ++b)
-        for (int r = 0; r < RB; ++r)
-            for (int h = 0; h < 2; ++h)
-                s8_store8(C + b * ldc, acc[b][r][h], a_scale[b], W.scales, (block0 + r) * 16 + h * 8, first_row, N, beta);
+        for (int h = 0; h < 2; ++h)
+            s8_store8(C + b * ldc, acc[b][h], a_scale[b], W.scales, block * 16 + h * 8, first_row, N, beta);
 }
 
 // The two tiles nearly all the time goes to, with named accumulators: GCC 12 keeps s8_tile's
@@ -221,12 +220,6 @@ inline SignedRows signed_rows(const uint8_t* A, int64_t lda, int64_t M, int64_t 
         }
     }
     return {q, magnitude, ld};
-}
-
-inline __m256i broadcast4(const uint8_t* p) {
-    int32_t four;
-    std::memcpy(&four, p, 4);
-    return _mm256_set1_epi32(four);
 }
 
 // The exact sums of the 4 products in each of the 8 lanes of q (broadcast; aq = |q|) times the
@@ -306,7 +299,7 @@ void gemm_nt_s8_tiles(float* C, int64_t ldc, const uint8_t* A, int64_t lda, cons
                       int64_t first_row, int64_t M, int64_t N, float beta) {
     const int64_t first = first_row / 16, last = (first_row + N - 1) / 16;  // blocks, inclusive
     const auto tail = [&](auto rows, int64_t m, int64_t block) {  // s8_tile: |w| times q with w's sign
-        s8_tile<decltype(rows)::value, 1>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
+        s8_tile<decltype(rows)::value>(C + m * ldc, ldc, A + m * lda, lda, a_scale + m, W, block, first_row, N, beta);
     };
     if (M == 1) {  // a stream: whole half-superblocks by s8_stream4, the blocks around them one by one
         int64_t block = first;
