@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -427,8 +428,11 @@ void gemm_nt_bf16(float* C, int64_t ldc, const float* A, int64_t lda, const uint
 
 // ---------------------------------------------------------------------------------------------
 // Codebooks (weights/codebook.h): the weights decoded in registers as they are read. A 16-value
-// book is two registers (values 0-7 and 8-15), looked up by vpermps and chosen by the index's
-// bit 3 (moved to the sign for vblendvps); a 256-value book is gathered.
+// book is two registers (values 0-7 and 8-15) looked up by vpermps, which reads each lane's bits
+// 0-2, and chosen by the index's bit 3 through vblendvps, which reads each lane's sign. A byte
+// holds weight k's index in its low half and weight k + 16's in its high half (kernels.h), so
+// the bytes widened with their sign give weight k + 16's choice as they are, and weight k's
+// after a shift left by 28. A 256-value book is gathered.
 
 template <int Bits>
 struct CodebookRow {
@@ -436,6 +440,7 @@ struct CodebookRow {
     const float* book;    // Bits 8: gathered from
     const uint8_t* indices;
 
+    CodebookRow() = default;
     CodebookRow(const CodebookView& W, int64_t n) : indices(W.indices + n * W.ld) {
         book = W.books + (n / W.rows_per_book) * W.book_size;
         if constexpr (Bits == 4) {
@@ -443,14 +448,18 @@ struct CodebookRow {
             hi = _mm256_loadu_ps(book + 8);
         }
     }
-    // weights k .. k+7 (k a multiple of 8; past K the padding decodes to a value the masked
-    // activations multiply by 0)
+    // weights k .. k+7, k a multiple of 8, High whether k % 32 >= 16 (past K the padding decodes
+    // to a value the masked activations multiply by 0)
+    template <bool High>
     __m256 decode(int64_t k) const {
-        if constexpr (Bits == 4) {  // 8 bytes widened; the index in each lane's bits 0-3 (vpermps reads 0-2)
-            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + (k >> 5) * 16 + (k & 15))));
-            if (k & 16) v = _mm256_srli_epi32(v, 4);
-            return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, v), _mm256_permutevar8x32_ps(hi, v),
-                                    _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)));
+        if constexpr (Bits == 4) {
+            const __m256i bytes = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + (k >> 5) * 16 + (k & 15))));
+            if constexpr (High) {  // bits 4-6 select, the byte's sign chooses
+                const __m256i v = _mm256_srli_epi32(bytes, 4);
+                return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, v), _mm256_permutevar8x32_ps(hi, v), _mm256_castsi256_ps(bytes));
+            }
+            return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, bytes), _mm256_permutevar8x32_ps(hi, bytes),
+                                    _mm256_castsi256_ps(_mm256_slli_epi32(bytes, 28)));
         } else {
             const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + k)));
             return _mm256_i32gather_ps(book, v, 4);
@@ -458,23 +467,52 @@ struct CodebookRow {
     }
 };
 
+// C[b, n .. n+R) (+)= A[b, :] . W[first_row + n + r, :] for MB rows of A and R rows of W. Each
+// (b, r) has one accumulator, one fma chain over k in order, whichever tile computes it, so
+// results do not move with the tiles or the thread split; R rows at once give a stream (MB = 1)
+// R chains to overlap (one alone waits on each fma's latency). Whole blocks of 32 weights run
+// without branches (a branch in the loop made GCC 12 keep the accumulators in memory).
+template <int Bits, int MB, int R>
+inline void codebook_tile(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first,
+                          int64_t K, float beta) {
+    CodebookRow<Bits> rows[R];
+    for (int r = 0; r < R; ++r) rows[r] = CodebookRow<Bits>(W, first + r);
+    __m256 acc[MB * R];  // (b, r) at b * R + r
+    for (int i = 0; i < MB * R; ++i) acc[i] = _mm256_setzero_ps();
+    auto eight = [&](auto high, int64_t k, const Mask8* tail) {  // tail null: all 8 of A
+        __m256 w[R];
+        for (int r = 0; r < R; ++r) w[r] = rows[r].template decode<decltype(high)::value>(k);
+        for (int b = 0; b < MB; ++b) {
+            const __m256 x = tail ? Vec8::load_masked(A + b * lda + k, *tail) : _mm256_loadu_ps(A + b * lda + k);
+            for (int r = 0; r < R; ++r) acc[b * R + r] = _mm256_fmadd_ps(w[r], x, acc[b * R + r]);
+        }
+    };
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        eight(std::false_type{}, k, nullptr);
+        eight(std::false_type{}, k + 8, nullptr);
+        eight(std::true_type{}, k + 16, nullptr);
+        eight(std::true_type{}, k + 24, nullptr);
+    }
+    for (; k < K; k += 8) {
+        const Mask8 tail = Vec8::tail_mask(K - k);
+        if (k & 16) eight(std::true_type{}, k, &tail);
+        else eight(std::false_type{}, k, &tail);
+    }
+    for (int b = 0; b < MB; ++b)
+        for (int r = 0; r < R; ++r) {
+            const float s = Vec8::sum1(acc[b * R + r]);
+            C[b * ldc + r] = beta != 0.0f ? C[b * ldc + r] + s : s;
+        }
+}
+
 template <int Bits, int MB>
 inline void codebook_rows(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
                           int64_t N, int64_t K, float beta) {
-    for (int64_t n = 0; n < N; ++n) {
-        const CodebookRow<Bits> row(W, first_row + n);
-        __m256 acc[MB];
-        for (int b = 0; b < MB; ++b) acc[b] = _mm256_setzero_ps();
-        for (int64_t k = 0; k < K; k += 8) {
-            const __m256 w = row.decode(k);
-            const Mask8 mask = Vec8::tail_mask(K - k);
-            for (int b = 0; b < MB; ++b) acc[b] = _mm256_fmadd_ps(w, Vec8::load_masked(A + b * lda + k, mask), acc[b]);
-        }
-        for (int b = 0; b < MB; ++b) {
-            const float s = Vec8::sum1(acc[b]);
-            C[b * ldc + n] = beta != 0.0f ? C[b * ldc + n] + s : s;
-        }
-    }
+    constexpr int R = MB == 1 ? 4 : MB == 2 ? 2 : 1;  // at most 8 accumulators
+    int64_t n = 0;
+    for (; n + R <= N; n += R) codebook_tile<Bits, MB, R>(C + n, ldc, A, lda, W, first_row + n, K, beta);
+    for (; n < N; ++n) codebook_tile<Bits, MB, 1>(C + n, ldc, A, lda, W, first_row + n, K, beta);
 }
 
 void gemm_nt_codebook(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
