@@ -170,12 +170,10 @@ void pool_step(const Net& self, py::handle ids_obj, py::handle x_obj, py::handle
     T* c_all = const_cast<T*>(c.data());
     T* out = const_cast<T*>(y.data());
     py::gil_scoped_release release;
-    thread_local std::vector<T> hs, cs;  // this thread's gathered states: grown once, then reused
-    hs.resize(L * n * P);
-    cs.resize(L * n * H);
-    lstmcpp::move_pool_states(true, hs.data(), h_all, P, cs.data(), c_all, H, ids.data(), n, L, capacity);
-    one_step(self, out, hs.data(), cs.data(), x.data(), n);
-    lstmcpp::move_pool_states(false, hs.data(), h_all, P, cs.data(), c_all, H, ids.data(), n, L, capacity);
+    lstmcpp::pool_step_in_chunks(n, L, capacity, P, H, cfg.input_size, ids.data(), h_all, c_all, x.data(), out,
+                                 [&](T* y_rows, T* h_rows, T* c_rows, const T* x_rows, int64_t rows) {
+                                     one_step(self, y_rows, h_rows, c_rows, x_rows, rows);
+                                 });
 }
 
 // A model class's stream entry points: step (Stream.step) and pool_step (StreamPool.step).

@@ -98,6 +98,34 @@ def test_bad_input_changes_no_state():
         lstmcpp.LSTM(3, 4, bidirectional=True).stream()
 
 
+@pytest.mark.parametrize("index", range(3))
+def test_a_large_pool_steps_in_chunks_as_the_whole_batch_does(index):
+    """100 streams step in chunks (32, 32, 32 and 4 of them), each chunk gathered, stepped and
+    scattered by one thread of the team: every stream as in the whole batch's sequence, the same
+    bits on one thread and on two, and the streams not listed untouched."""
+    _, model = models()[index]
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 100, 5)).astype(np.float32)
+    y, (h, c) = model(x)
+    slots = rng.permutation(130)[:100]
+    outs = {}
+    before = lstmcpp.get_num_threads()
+    try:
+        for threads in (1, 2):
+            lstmcpp.set_num_threads(threads)
+            pool = model.stream_pool(130)
+            outs[threads] = [pool.step(slots, x[t]) for t in range(3)]
+            hs, cs = pool.state(slots)
+            assert rel_err(hs, h) < 1e-5 and rel_err(cs, c) < 1e-5
+            rest = np.setdiff1d(np.arange(130), slots)
+            assert not pool.state(rest)[0].any() and not pool.state(rest)[1].any()
+    finally:
+        lstmcpp.set_num_threads(before)
+    for t in range(3):
+        assert rel_err(outs[1][t], y[t]) < 1e-5
+        np.testing.assert_array_equal(outs[1][t], outs[2][t])
+
+
 def test_a_pool_serves_several_threads():
     _, model = models()[0]
     rng = np.random.default_rng(2)

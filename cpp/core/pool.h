@@ -1,40 +1,57 @@
 // A pool of streams' states (SPEC §6): the listed streams' rows gathered into one batch, stepped,
-// and scattered back. all (L, capacity, W) holds every stream's state; batch (L, n, W) the n
-// listed ones, in the order of ids (each in 0..capacity-1, none twice: the caller checks).
+// and scattered back. all (L, capacity, W) holds every stream's state; a batch (L, rows, W) some
+// of the listed ones, in the order of ids (each in 0..capacity-1, none twice: the caller checks).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "core/team.h"
 
 namespace lstmcpp {
 
-// One array of states, gathered (to_batch) or scattered, for the listed rows [begin, end) of ids.
+// One array of states of the streams ids[listed], gathered into batch (layers, listed.size(), W)
+// (to_batch) or scattered from it.
 template <class T>
-void move_states(bool to_batch, T* batch, T* all, const int64_t* ids, Range listed, int64_t n, int64_t layers,
-                 int64_t capacity, int64_t W) {
+void move_states(bool to_batch, T* batch, T* all, const int64_t* ids, Range listed, int64_t layers, int64_t capacity,
+                 int64_t W) {
     for (int64_t l = 0; l < layers; ++l)
         for (int64_t k = listed.begin; k < listed.end; ++k) {
             T* row = all + (l * capacity + ids[k]) * W;
-            T* slot = batch + (l * n + k) * W;
+            T* slot = batch + (l * listed.size() + k - listed.begin) * W;
             if (to_batch) std::copy(row, row + W, slot);
             else std::copy(slot, slot + W, row);
         }
 }
 
-// Both states (h rows of width P, c rows of width H) gathered into the batch (to_batch) or
-// scattered back, the listed streams split over the team when there are enough of them (256
-// streams of H = 128 moved by one thread took a tenth of a pool's step).
-template <class T>
-void move_pool_states(bool to_batch, T* h_batch, T* h_all, int64_t P, T* c_batch, T* c_all, int64_t H,
-                      const int64_t* ids, int64_t n, int64_t layers, int64_t capacity) {
-    constexpr int64_t kValuesPerThread = 1 << 14;
-    const int64_t values = layers * n * (P + H);
-    run_team(values >= 2 * kValuesPerThread ? get_num_threads() : 1, [&](int team, int me) {
-        const Range listed = split(n, team, me, 1);
-        move_states(to_batch, h_batch, h_all, ids, listed, n, layers, capacity, P);
-        move_states(to_batch, c_batch, c_all, ids, listed, n, layers, capacity, H);
+// One step of a pool's n listed streams: their states gathered from h_all (layers, capacity, P)
+// and c_all (layers, capacity, H), stepped by step(y, h, c, x, rows) (one batch of rows, in place:
+// h (layers, rows, P), c (layers, rows, H)), and scattered back. The streams are cut into chunks
+// by their number alone, as gemm_parallel cuts a product (so no result depends on the number of
+// threads), and each thread of the team gathers, steps and scatters whole chunks on its own: the
+// team meets once a call, not after each phase, and a chunk's states stay in its thread's cache
+// between the phases. A single chunk steps on the calling thread, and the step splits itself.
+template <class T, class Step>
+void pool_step_in_chunks(int64_t n, int64_t layers, int64_t capacity, int64_t P, int64_t H, int64_t I, const int64_t* ids,
+                         T* h_all, T* c_all, const T* x, T* y, const Step& step) {
+    constexpr int64_t kChunks = 4, kMinChunk = 32;  // kMinChunk: a step of 32 rows is already two BLAS products
+    const int64_t chunk = std::max(kMinChunk, (n + kChunks * 16 - 1) / (kChunks * 16) * 16);
+    const int64_t chunks = (n + chunk - 1) / chunk;
+    run_team(static_cast<int>(std::min<int64_t>(chunks, get_num_threads())), [&](int team, int me) {
+        thread_local std::vector<T> hs, cs;  // this thread's gathered states: grown once, then reused
+        const Range mine = split(chunks, team, me, 1);
+        for (int64_t q = mine.begin; q < mine.end; ++q) {
+            const int64_t begin = q * chunk, rows = std::min(chunk, n - begin);
+            hs.resize(layers * rows * P);
+            cs.resize(layers * rows * H);
+            const Range listed{begin, begin + rows};
+            move_states(true, hs.data(), h_all, ids, listed, layers, capacity, P);
+            move_states(true, cs.data(), c_all, ids, listed, layers, capacity, H);
+            step(y + begin * P, hs.data(), cs.data(), x + begin * I, rows);
+            move_states(false, hs.data(), h_all, ids, listed, layers, capacity, P);
+            move_states(false, cs.data(), c_all, ids, listed, layers, capacity, H);
+        }
     });
 }
 

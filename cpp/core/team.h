@@ -165,11 +165,11 @@ constexpr std::chrono::microseconds kLateStart{1000};
 void note_late_start();
 
 // Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
-// the team would be one (entering a parallel region costs about a microsecond) or was recently
-// starved.
+// the team would be one (entering a parallel region costs about a microsecond), was recently
+// starved, or this thread is already one of a team's (a pool's chunk steps on its thread).
 template <class Body>
 void run_team(int threads, const Body& body) {
-    if (threads > 1 && team_recently_starved()) threads = 1;
+    if (threads > 1 && (team_recently_starved() || omp_in_parallel())) threads = 1;  // (a team's thread runs alone)
     if (threads <= 1) {
         DenormalsAreZero daz;
         body(1, 0);
