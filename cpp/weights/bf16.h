@@ -22,6 +22,7 @@ struct Bf16Matrix {
     const uint16_t* data = nullptr;  // (N,K) bfloat16 bits, row-major
     int64_t rows = 0, cols = 0;      // N, K
 
+    int64_t bytes() const { return rows * cols * 2; }  // what a product reads
     void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
     void decode_rows(float* out, Range r) const;  // out[r, :] = W[r, :] as float32
     Product step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const { return Product(K, *this, outputs); }

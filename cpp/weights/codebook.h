@@ -24,6 +24,7 @@ struct CodebookMatrix {
     CodebookView view;       // indices, codebooks and their layout (kernels.h)
     int64_t rows = 0, cols = 0;
 
+    int64_t bytes() const { return rows * view.ld; }  // what a product reads (the indices)
     void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
     void decode_rows(float* out, Range r) const;  // out[r, :] = W[r, :] as float32
     Product step_product(const Kernels<float>& K, bool /*pack*/, Range outputs) const { return Product(K, *this, outputs); }

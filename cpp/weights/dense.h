@@ -144,6 +144,8 @@ struct DenseMatrix {
     int64_t rows = 0;         // N
     int64_t cols = 0;         // K
 
+    int64_t bytes() const { return rows * cols * static_cast<int64_t>(sizeof(T)); }  // what a product reads
+
     // out (M,N) = beta*out + x (M,K) W^T, split over the whole team.
     void multiply_rows(T* out, const T* x, int64_t M, T beta) const {
         gemm_parallel<T>(get_num_threads(), false, true, M, rows, cols, T(1), x, cols, data, cols, beta, out, rows);

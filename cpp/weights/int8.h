@@ -62,6 +62,7 @@ struct Int8Matrix {
     int64_t rows = 0;  // N
     int64_t cols = 0;  // K
 
+    int64_t bytes() const { return rows * cols; }  // what a product reads
     // out (M,N) = beta*out + x (M,K) W^T, every row at once, split over the whole team.
     void multiply_rows(float* out, const float* x, int64_t M, float beta) const;
     // The product of one thread's rows `outputs` of W each step (pack: the format has one layout).
