@@ -43,14 +43,11 @@ void blas_single_threaded() {
     if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
 }
 
-// A product too large for one thread is cut into at most kChunks pieces along the larger of
-// M and N, each a multiple of 16 rows (or columns) and at least kMinChunk, and the team shares
-// the pieces. The cut depends on the shape alone, never on the number of threads: OpenBLAS's
-// kernels for some CPUs (Haswell's, which it runs on AMD Zen 3) round an element differently
-// when a call has a different number of rows or columns, so cutting by thread count would make
-// results depend on it. Below about a million multiply-adds the product is one call.
-constexpr int64_t kChunks = 4;
-constexpr int64_t kMinChunk = 32;
+// A product too large for one thread is cut along the larger of M and N by shape_chunk, and the
+// team shares the pieces. The cut depends on the shape alone, never on the number of threads:
+// OpenBLAS's kernels for some CPUs (Haswell's, which it runs on AMD Zen 3) round an element
+// differently when a call has a different number of rows or columns, so cutting by thread count
+// would make results depend on it. Below about a million multiply-adds the product is one call.
 
 template <class T>
 void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha,
@@ -62,7 +59,7 @@ void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t 
     }
     const bool split_rows = M >= N;
     const int64_t extent = split_rows ? M : N;
-    const int64_t chunk = std::max(kMinChunk, (extent + kChunks * 16 - 1) / (kChunks * 16) * 16);
+    const int64_t chunk = shape_chunk(extent);
     const int64_t chunks = (extent + chunk - 1) / chunk;
     auto run_chunks = [&](Range mine) {
         for (int64_t q = mine.begin; q < mine.end; ++q) {

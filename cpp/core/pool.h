@@ -32,11 +32,11 @@ void move_states(bool to_batch, T* batch, T* all, const int64_t* ids, Range list
 // threads), and each thread of the team gathers, steps and scatters whole chunks on its own: the
 // team meets once a call, not after each phase, and a chunk's states stay in its thread's cache
 // between the phases. A single chunk steps on the calling thread, and the step splits itself.
+// (A chunk of 32 streams or more already steps as two BLAS products.)
 template <class T, class Step>
 void pool_step_in_chunks(int64_t n, int64_t layers, int64_t capacity, int64_t P, int64_t H, int64_t I, const int64_t* ids,
                          T* h_all, T* c_all, const T* x, T* y, const Step& step) {
-    constexpr int64_t kChunks = 4, kMinChunk = 32;  // kMinChunk: a step of 32 rows is already two BLAS products
-    const int64_t chunk = std::max(kMinChunk, (n + kChunks * 16 - 1) / (kChunks * 16) * 16);
+    const int64_t chunk = shape_chunk(n);
     const int64_t chunks = (n + chunk - 1) / chunk;
     run_team(static_cast<int>(std::min<int64_t>(chunks, get_num_threads())), [&](int team, int me) {
         thread_local std::vector<T> hs, cs;  // this thread's gathered states: grown once, then reused

@@ -57,6 +57,15 @@ inline Range split(int64_t n, int parts, int k, int64_t align) {
     return {begin, end};
 }
 
+// Work of `extent` rows (or columns) cut by its shape alone, never by the number of threads, so
+// that no result depends on it: at most 4 chunks, each a multiple of 16 and at least 32 (the
+// last one may be shorter). The size of a chunk.
+inline int64_t shape_chunk(int64_t extent) {
+    constexpr int64_t kChunks = 4, kMinChunk = 32;
+    const int64_t chunk = (extent + kChunks * 16 - 1) / (kChunks * 16) * 16;
+    return chunk > kMinChunk ? chunk : kMinChunk;
+}
+
 // Flushes denormals to zero (FTZ and DAZ) on this thread while alive; restores after.
 // Denormal arithmetic is 100x slower and never matters to an LSTM's result.
 class DenormalsAreZero {
