@@ -613,6 +613,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_starvation_patience", &lstmcpp::set_starvation_patience, py::arg("nanoseconds"),
           "Testing switch: a time loop's team counts as starved after a wait this long at a step's barrier "
           "(0: any wait); negative restores the default.");
+    m.def("set_workers_absent", &lstmcpp::set_workers_absent, py::arg("absent"),
+          "Testing switch: while True, workers join no product, pool step or time loop that can run without them.");
     m.def("starved_calls", &lstmcpp::starved_calls, "Time loops that finished on one thread, their team starved.");
     m.def("team_recently_starved", &lstmcpp::team_recently_starved,
           "Whether teams run on the calling thread alone for now, a team having been found starved.");

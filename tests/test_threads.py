@@ -170,6 +170,72 @@ def test_a_starved_team_finishes_on_one_thread_with_the_same_results(isa, scheme
     assert_bitwise_equal(alone, starved)
 
 
+@contextlib.contextmanager
+def absent_workers():
+    """No worker joins a team that can run without it (as when NumPy's BLAS threads hold their
+    cores): the calling thread does the whole of every product, pool step and time loop."""
+    _core.set_workers_absent(True)
+    try:
+        yield
+    finally:
+        _core.set_workers_absent(False)
+        time.sleep(0.12)  # the teams that ran alone marked themselves starved for 100 ms
+
+
+@pytest.mark.parametrize("scheme", [None, "int8", "bf16", "codebook4"])
+def test_the_caller_does_the_work_of_workers_that_never_start(scheme):
+    """Time loops split by hidden units (which start alone), by batch rows and single steps (the
+    caller does the worker's share after its own), the products of whole sequences, and a pool's
+    chunks: with every worker absent, the results equal those of one thread, bitwise."""
+    model = lstmcpp.LSTM(24, 80, num_layers=2, proj_size=40, peepholes=True, seed=5)
+    q = model if scheme is None else lstmcpp.quantize(model, scheme)
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((T, B, 24)).astype(np.float32) for T, B in ((300, 1), (7, 40), (1, 3), (1, 1))]
+    ids, x_pool = np.arange(0, 200, 3), rng.standard_normal((67, 24)).astype(np.float32)
+
+    def fresh():  # (a team that ran alone is taken as starved, and the next calls run on one thread)
+        _core.set_starvation_patience(-1)
+
+    def run():
+        outputs = []
+        for x in xs:
+            fresh()
+            y, (h, c) = q(x)
+            outputs += [y, h, c]
+        pool = q.stream_pool(200)
+        for _ in range(3):
+            fresh()
+            outputs.append(pool.step(ids, x_pool))
+        return outputs
+
+    with core_settings(threads=1, whole_team=True):
+        alone = run()
+    with core_settings(threads=2, whole_team=True), absent_workers():
+        before = _core.starved_calls()
+        without = run()
+        assert _core.starved_calls() > before  # the time loops split by units ran alone
+    assert_bitwise_equal(alone, without)
+    with core_settings(threads=2, whole_team=True):
+        assert_bitwise_equal(alone, run())  # and the workers are back
+
+
+def test_a_forked_child_starts_its_own_workers():
+    """The parent's workers do not exist in a child it forks: the child's teams start their own."""
+    model = lstmcpp.LSTM(16, 64, seed=0)
+    x = np.random.default_rng(0).standard_normal((50, 2, 16)).astype(np.float32)
+    with core_settings(threads=2, whole_team=True):
+        expected = model(x)[0]  # (the parent's workers now exist)
+        pid = os.fork()
+        if pid == 0:
+            ok = False
+            try:
+                ok = np.array_equal(model(x)[0], expected)
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_token_input_is_bitwise_identical_across_thread_counts(isa):
     model = lstmcpp.LSTM(16, 48, bidirectional=True, seed=2)

@@ -1,7 +1,6 @@
 #include "core/blas.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <climits>
@@ -47,7 +46,8 @@ void blas_single_threaded() {
 // team shares the pieces. The cut depends on the shape alone, never on the number of threads:
 // OpenBLAS's kernels for some CPUs (Haswell's, which it runs on AMD Zen 3) round an element
 // differently when a call has a different number of rows or columns, so cutting by thread count
-// would make results depend on it. Below about a million multiply-adds the product is one call.
+// would make results depend on it. The team's threads take the pieces as they come
+// (run_team_chunks). Below about a million multiply-adds the product is one call.
 
 template <class T>
 void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha,
@@ -73,7 +73,7 @@ void gemm_parallel(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t 
             }
         }
     };
-    run_team(threads, [&](int team, int me) { run_chunks(split(chunks, team, me, 1)); });
+    run_team_chunks(threads, chunks, [&](int64_t q) { run_chunks(Range{q, q + 1}); });
 }
 
 template void gemm_parallel<float>(int, bool, bool, int64_t, int64_t, int64_t, float,

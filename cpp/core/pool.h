@@ -29,29 +29,26 @@ void move_states(bool to_batch, T* batch, T* all, const int64_t* ids, Range list
 // and c_all (layers, capacity, H), stepped by step(y, h, c, x, rows) (one batch of rows, in place:
 // h (layers, rows, P), c (layers, rows, H)), and scattered back. The streams are cut into chunks
 // by their number alone, as gemm_parallel cuts a product (so no result depends on the number of
-// threads), and each thread of the team gathers, steps and scatters whole chunks on its own: the
-// team meets once a call, not after each phase, and a chunk's states stay in its thread's cache
-// between the phases. A single chunk steps on the calling thread, and the step splits itself.
+// threads), and each thread of the team takes whole chunks as they come and gathers, steps and
+// scatters each on its own: the team meets once a call, not after each phase, and a chunk's
+// states stay in its thread's cache between the phases. A single chunk steps on the calling thread, and the step splits itself.
 // (A chunk of 32 streams or more already steps as two BLAS products.)
 template <class T, class Step>
 void pool_step_in_chunks(int64_t n, int64_t layers, int64_t capacity, int64_t P, int64_t H, int64_t I, const int64_t* ids,
                          T* h_all, T* c_all, const T* x, T* y, const Step& step) {
     const int64_t chunk = shape_chunk(n);
     const int64_t chunks = (n + chunk - 1) / chunk;
-    run_team(static_cast<int>(std::min<int64_t>(chunks, get_num_threads())), [&](int team, int me) {
+    run_team_chunks(get_num_threads(), chunks, [&](int64_t q) {
         thread_local std::vector<T> hs, cs;  // this thread's gathered states: grown once, then reused
-        const Range mine = split(chunks, team, me, 1);
-        for (int64_t q = mine.begin; q < mine.end; ++q) {
-            const int64_t begin = q * chunk, rows = std::min(chunk, n - begin);
-            hs.resize(layers * rows * P);
-            cs.resize(layers * rows * H);
-            const Range listed{begin, begin + rows};
-            move_states(true, hs.data(), h_all, ids, listed, layers, capacity, P);
-            move_states(true, cs.data(), c_all, ids, listed, layers, capacity, H);
-            step(y + begin * P, hs.data(), cs.data(), x + begin * I, rows);
-            move_states(false, hs.data(), h_all, ids, listed, layers, capacity, P);
-            move_states(false, cs.data(), c_all, ids, listed, layers, capacity, H);
-        }
+        const int64_t begin = q * chunk, rows = std::min(chunk, n - begin);
+        hs.resize(layers * rows * P);
+        cs.resize(layers * rows * H);
+        const Range listed{begin, begin + rows};
+        move_states(true, hs.data(), h_all, ids, listed, layers, capacity, P);
+        move_states(true, cs.data(), c_all, ids, listed, layers, capacity, H);
+        step(y + begin * P, hs.data(), cs.data(), x + begin * I, rows);
+        move_states(false, hs.data(), h_all, ids, listed, layers, capacity, P);
+        move_states(false, cs.data(), c_all, ids, listed, layers, capacity, H);
     });
 }
 

@@ -1,5 +1,9 @@
 #include "core/team.h"
 
+#include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
@@ -13,13 +17,190 @@ std::atomic<int64_t> g_min_macs_per_thread{65536};
 std::atomic<int64_t> g_starvation_patience{-1};
 std::atomic<int64_t> g_starved_calls{0};
 std::atomic<int64_t> g_starved_until{0};  // steady_clock nanoseconds
+std::atomic<bool> g_workers_absent{false};
 constexpr std::chrono::milliseconds kStarvedFor{100};
 constexpr std::chrono::milliseconds kLateAgainWithin{50};
 
 int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+thread_local bool t_in_team = false;
+
+void pause() {
+#ifdef LSTMCPP_HAS_MXCSR
+    _mm_pause();
+#endif
+}
+
+// The body of one team member, flagged as in a team and with denormals flushed.
+void run_member(TeamJob job, int team, int me) noexcept {  // (a body that throws ends the process, as in an OpenMP region)
+    t_in_team = true;
+    {
+        DenormalsAreZero daz;
+        job.fn(job.body, team, me);
+    }
+    t_in_team = false;
+}
+
+// The process's workers: threads started as teams first need them and kept for later teams. A
+// team is one word (its generation, whether its workers are optional, its size) published by the
+// caller; each worker it names runs its share and counts itself done. Between teams a worker
+// spins, pausing, for kIdleSpin, so that calls in a row (a stream's steps) find it awake: about
+// 0.35 us from the caller's word to its done, against 1.2 us for an OpenMP parallel region on the
+// Zen 4. Then it sleeps until the next team (waking one takes 6-40 us here). While teams are
+// starved (another process, or NumPy's BLAS threads, holding a core) it sleeps at once instead:
+// the calls run on the caller's thread alone, and a worker spinning beside them would take half
+// of a core from it.
+//
+// A team whose workers are optional (run_team_chunks: any member may do any part of the work)
+// does not wait for a worker that has not started by the time the caller has finished: the worker
+// joins through a gate that the caller closes when its own share is done, and only those that
+// joined are waited for. So a worker whose core is held elsewhere never holds up a product.
+class Workers {
+public:
+    static constexpr std::chrono::microseconds kIdleSpin{2000};
+
+    bool run(int threads, TeamJob job, bool optional) {
+        std::unique_lock<std::mutex> lock(run_mutex_, std::try_to_lock);
+        if (!lock.owns_lock()) return false;
+        while (started_ < threads - 1) start(++started_);
+        job_ = job;
+        opened_ = std::chrono::steady_clock::now();
+        done_.store(0, std::memory_order_relaxed);
+        const uint64_t generation = (word_.load(std::memory_order_relaxed) >> 9) + 1;
+        gate_.store(generation << 16, std::memory_order_relaxed);
+        word_.store(generation << 9 | uint64_t(optional) << 8 | static_cast<uint64_t>(threads));
+        if (sleepers_.load() > 0) {
+            caller_cpu_.store(sched_getcpu(), std::memory_order_relaxed);
+            { std::lock_guard<std::mutex> guard(sleep_mutex_); }
+            wake_.notify_all();
+        }
+        run_member(job, threads, 0);
+        const int joined = optional ? static_cast<int>(gate_.fetch_or(kClosed) & kJoined) : threads - 1;
+        // wait for the workers: spinning, then (past 20 us: one of them has lost its core) yielding
+        const auto since = std::chrono::steady_clock::now();
+        for (int spin = 1; done_.load(std::memory_order_acquire) != joined; ++spin) {
+            pause();
+            if (spin % 64 == 0 && std::chrono::steady_clock::now() - since > std::chrono::microseconds(20))
+                std::this_thread::yield();
+        }
+        return true;
+    }
+
+    // See worker_absent (team.h); called by the thread in run().
+    bool close_if_absent(std::chrono::microseconds grace) {
+        const auto since = std::chrono::steady_clock::now();
+        for (int spin = 1; (gate_.load(std::memory_order_relaxed) & (kClosed | kJoined)) == 0; ++spin) {
+            if (spin % 64 == 0 && std::chrono::steady_clock::now() - since >= grace) {
+                uint64_t gate = gate_.load();
+                while ((gate & (kClosed | kJoined)) == 0)
+                    if (gate_.compare_exchange_weak(gate, gate | kClosed)) return true;
+                return (gate & kJoined) == 0;
+            }
+            pause();
+        }
+        return (gate_.load() & kJoined) == 0;
+    }
+
+    // A forked child has none of its parent's threads: it starts its own.
+    static Workers* instance;
+
+private:
+    static constexpr uint64_t kClosed = 1u << 15, kJoined = kClosed - 1;
+
+    void start(int me) {
+        const uint64_t seen = word_.load();
+        std::thread([this, me, seen] { serve(me, seen); }).detach();
+    }
+
+    void serve(int me, uint64_t seen) {
+        for (;;) {
+            bool slept = false;
+            seen = wait_for_team(seen, slept);
+            const int team = static_cast<int>(seen & 0xFF);
+            if (me >= team) continue;  // not in this team
+            if (slept) step_aside(caller_cpu_.load(std::memory_order_relaxed));
+            if ((seen >> 8 & 1) && (g_workers_absent.load(std::memory_order_relaxed) || !join(seen >> 9)))
+                continue;  // too late: the caller has done the work
+            if (std::chrono::steady_clock::now() - opened_ > kLateStart) note_late_start();
+            run_member(job_, team, me);
+            done_.fetch_add(1, std::memory_order_release);
+        }
+    }
+
+    // Joins an optional team of this generation unless its caller has closed the gate.
+    bool join(uint64_t generation) {
+        uint64_t gate = gate_.load();
+        do {
+            if (gate >> 16 != (generation & 0xFFFFFFFFFFFF) || (gate & kClosed)) return false;
+        } while (!gate_.compare_exchange_weak(gate, gate + 1));
+        return true;
+    }
+
+    // A worker woken onto its caller's CPU moves to another of its CPUs. Linux places a woken
+    // thread beside its waker when it sees no idle CPU, and on a virtual machine an idle virtual
+    // CPU may not count as one: the team then shares one CPU until the scheduler balances them,
+    // milliseconds later (seen on the Zen 4 VM: the first call after an idle while, 3x its time).
+    static void step_aside(int cpu) {
+        if (cpu < 0 || sched_getcpu() != cpu) return;
+        cpu_set_t mine;
+        if (sched_getaffinity(0, sizeof mine, &mine) != 0 || !CPU_ISSET(cpu, &mine) || CPU_COUNT(&mine) < 2) return;
+        cpu_set_t others = mine;
+        CPU_CLR(cpu, &others);
+        if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof mine, &mine);
+    }
+
+    uint64_t wait_for_team(uint64_t seen, bool& slept) {
+        const auto since = std::chrono::steady_clock::now();
+        for (int spin = 1;; ++spin) {
+            const uint64_t word = word_.load(std::memory_order_acquire);
+            if (word != seen) return word;
+            pause();
+            if (spin % 256 == 0 &&
+                (team_recently_starved() || std::chrono::steady_clock::now() - since > kIdleSpin))
+                break;
+        }
+        sleepers_.fetch_add(1);
+        slept = true;
+        uint64_t word;
+        {
+            std::unique_lock<std::mutex> lock(sleep_mutex_);
+            wake_.wait(lock, [&] { return (word = word_.load()) != seen; });
+        }
+        sleepers_.fetch_sub(1);
+        return word;
+    }
+
+    std::mutex run_mutex_;  // one team at a time
+    int started_ = 0;
+    TeamJob job_{};
+    std::chrono::steady_clock::time_point opened_{};
+    alignas(64) std::atomic<uint64_t> word_{0};  // generation << 9 | optional << 8 | team size
+    alignas(64) std::atomic<uint64_t> gate_{0};  // an optional team's: generation << 16 | closed | joined
+    alignas(64) std::atomic<int> done_{0};       // workers of the team that have finished
+    alignas(64) std::atomic<int> sleepers_{0};
+    std::atomic<int> caller_cpu_{-1};  // where the caller that woke sleeping workers runs
+    std::mutex sleep_mutex_;
+    std::condition_variable wake_;
+};
+
+Workers* Workers::instance = [] {
+    pthread_atfork(nullptr, nullptr, [] { Workers::instance = new Workers(); });  // (the parent's is left as it was)
+    return new Workers();
+}();
 }  // namespace
+
+bool run_on_workers(int threads, TeamJob job, bool optional) {
+    if (threads > 0xFF) threads = 0xFF;
+    return Workers::instance->run(threads, job, optional);
+}
+
+bool in_team() { return t_in_team; }
+
+void set_workers_absent(bool absent) { g_workers_absent.store(absent); }
+
+bool worker_absent(std::chrono::microseconds grace) { return Workers::instance->close_if_absent(grace); }
 
 void note_team_starved() {
     g_starved_until.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(kStarvedFor).count(),

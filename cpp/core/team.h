@@ -1,9 +1,8 @@
-// The OpenMP thread team: how many threads, how work is split among them, and the per-thread
-// floating-point state while they run.
+// The thread team: how many threads, how work is split among them, the workers that run it
+// (team.cpp), and the per-thread floating-point state while they run.
 #pragma once
 
-#include <omp.h>
-
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -18,7 +17,8 @@
 
 namespace lstmcpp {
 
-// Threads used by the core (OpenMP). Default: omp_get_max_threads() at first use.
+// Threads used by the core. Default: what OpenMP would use (OMP_NUM_THREADS, else the CPUs this
+// process may run on), read at first use.
 void set_num_threads(int n);
 int get_num_threads();
 // Testing switch: the per-step work (multiply-adds) each thread of a time loop needs before
@@ -129,7 +129,7 @@ public:
         return starved_.load(std::memory_order_relaxed);
     }
 
-    // Once starved: the threads left out sleep here (not spinning at OpenMP's closing barrier,
+    // Once starved: the threads left out sleep here (not spinning at the team's closing wait,
     // on the cores the thread that carries on needs) until it calls finished().
     void sleep_until_finished() {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -173,24 +173,50 @@ private:
 constexpr std::chrono::microseconds kLateStart{1000};
 void note_late_start();
 
-// Runs body(team, me) on a team of `threads` OpenMP threads, or directly on this thread when
-// the team would be one (entering a parallel region costs about a microsecond), was recently
-// starved, or this thread is already one of a team's (a pool's chunk steps on its thread).
+// A team's body, its type erased: fn(body, team, me).
+struct TeamJob {
+    void (*fn)(const void* body, int team, int me);
+    const void* body;
+};
+// Runs job on `threads` threads, this one (me = 0) and threads - 1 of the process's workers
+// (team.cpp). False, having run nothing, when another thread's team holds the workers.
+// `optional`: the workers may not run at all (the job's me = 0 finishes whatever they leave).
+bool run_on_workers(int threads, TeamJob job, bool optional);
+// Whether this thread is running a team's body (a team's thread runs any team of its own alone).
+bool in_team();
+// Testing switch: while true, workers join no optional team (as when another process holds their
+// cores): the calling thread does all of the work of products, pools and time loops.
+void set_workers_absent(bool absent);
+// For the calling thread (me = 0) of an optional team of two: waits up to `grace` for the worker
+// to join; true when it has not, the team now closed to it (this thread does its share).
+bool worker_absent(std::chrono::microseconds grace);
+
+// Runs body(team, me) on a team of `threads` threads, or directly on this thread when the team
+// would be one, was recently starved, this thread is already one of a team's (a pool's chunk
+// steps on its thread), or another thread's team holds the workers (two callers at once: each
+// runs on its own thread).
 template <class Body>
-void run_team(int threads, const Body& body) {
-    if (threads > 1 && (team_recently_starved() || omp_in_parallel())) threads = 1;  // (a team's thread runs alone)
-    if (threads <= 1) {
-        DenormalsAreZero daz;
-        body(1, 0);
-        return;
+void run_team(int threads, const Body& body, bool optional = false) {
+    if (threads > 1 && !team_recently_starved() && !in_team()) {
+        const TeamJob job{[](const void* b, int team, int me) { (*static_cast<const Body*>(b))(team, me); }, &body};
+        if (run_on_workers(threads, job, optional)) return;
     }
-    const std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
-#pragma omp parallel num_threads(threads)
-    {
-        if (omp_get_thread_num() != 0 && std::chrono::steady_clock::now() - opened > kLateStart) note_late_start();
-        DenormalsAreZero daz;
-        body(omp_get_num_threads(), omp_get_thread_num());
-    }
+    DenormalsAreZero daz;
+    body(1, 0);
+}
+
+// Runs fn(q) for every q in [0, chunks) on a team of up to `threads`, each member taking the
+// next chunk not yet taken, the calling thread until none is left: a worker that starts late (its
+// core held by another process, or by NumPy's BLAS threads) finds the work done and is not waited
+// for. Which thread runs a chunk must not change its result: cut the chunks by shape alone.
+template <class Fn>
+void run_team_chunks(int threads, int64_t chunks, const Fn& fn) {
+    if (chunks <= 1) threads = 1;
+    std::atomic<int64_t> next{0};
+    run_team(static_cast<int>(std::min<int64_t>(threads, chunks)), [&](int, int) {
+        for (int64_t q = next.fetch_add(1, std::memory_order_relaxed); q < chunks; q = next.fetch_add(1, std::memory_order_relaxed))
+            fn(q);
+    }, true);
 }
 
 }  // namespace lstmcpp

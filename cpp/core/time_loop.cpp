@@ -33,6 +33,9 @@ struct Share {
 };
 
 constexpr int64_t kRowsPerThread = 8;
+// How long the calling thread of a time loop that meets every step waits for its worker to start (a sleeping one wakes in 6-250 us on the Zen 4 VM; one whose core NumPy's BLAS threads
+// hold, milliseconds later) before it runs the loop alone.
+constexpr std::chrono::microseconds kWorkerGrace{250};
 // From this batch size, a format with Matrix::kStepwiseInput projects each step's input in the step.
 constexpr int64_t kStepwiseInputFromBatch = 32;
 // From this batch size, one step of a format that packs (float) is two BLAS products on the team,
@@ -197,13 +200,18 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
                               : pack                                   ? kRowsPerThread
                                                                        : Matrix::kSplitsBatchFrom;
     // Steps first .. steps for one thread's share of a team: returns where it stopped, steps or,
-    // when the team is starved (StepBarrier), the step after the barrier that said so.
+    // when the team is starved (StepBarrier), the step after the barrier that said so. A team of
+    // two that meets does not start without its worker: when it has not joined within
+    // kWorkerGrace (its core held elsewhere: worker_absent), the calling thread returns kAlone
+    // before computing anything, and runs the loop alone.
+    constexpr int64_t kAlone = -1;
     StepBarrier barrier;
-    auto run_steps = [&](const Share& my, int team, int64_t first) -> int64_t {
+    auto run_steps = [&](const Share& my, int team, int me, int64_t first) -> int64_t {
         if (my.rows.size() == 0) return steps;  // whole rows, more threads than rows: nothing of mine
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
         const bool meets = team > 1 && !my.by_rows;  // a barrier each step (by batch rows: none)
+        if (meets && me == 0 && team == 2 && (steps - first > 1 || s.projecting) && worker_absent(kWorkerGrace)) return kAlone;
         const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
         const GateProducts<T, Gates, Matrix> input = fuse_input ? GateProducts<T, Gates, Matrix>(K, pack, w.weight_ih, H, jr)
                                                                  : GateProducts<T, Gates, Matrix>();
@@ -300,22 +308,30 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     };
 
     const int threads = whole_rows ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B)) : threads_for_step(macs);
+    // A team of two is optional (run_team): its worker may never join, and the calling thread then
+    // does the worker's share too: after its own where they never meet (whole rows, or a single
+    // step), else the whole loop alone (kAlone).
     run_team(threads, [&](int team, int me) {
         const Share my = share_of(B, H, P, s.projecting, rows_from, team, me, whole_rows);
-        const int64_t stopped = run_steps(my, team, 0);
+        const int64_t stopped = run_steps(my, team, me, 0);
         if (stopped == steps) {
             copy_final(my);
+            if (me == 0 && team == 2 && worker_absent(std::chrono::microseconds(0))) {  // (no meeting: rows, or one step)
+                const Share theirs = share_of(B, H, P, s.projecting, rows_from, team, 1, whole_rows);
+                run_steps(theirs, 1, 0, 0);
+                copy_final(theirs);
+            }
         } else if (me == 0) {  // starved: this thread finishes the call alone (the same results:
             const Share all = share_of(B, H, P, s.projecting, rows_from, 1, 0, whole_rows);  // no sum depends on the split)
             count_starved_call();
             note_team_starved();
-            run_steps(all, 1, stopped);
+            run_steps(all, 1, 0, stopped == kAlone ? 0 : stopped);
             copy_final(all);
             barrier.finished();
         } else {
             barrier.sleep_until_finished();
         }
-    });
+    }, threads == 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // loop, written once for every cell type (cells/) over the dense weight format (weights/).
 //
 // Forward is one product for the input projection of all T steps, then per step one recurrent
-// product and the cell's elementwise pass. One OpenMP team runs the whole loop, split by hidden
+// product and the cell's elementwise pass. One team of threads runs the whole loop, split by hidden
 // units (thread k owns units [j0, j1) of every gate block, and outputs [p0, p1) of the
 // projection, so its rows of W_hh stay in its own cache; one barrier per step, two when
 // projecting) or by batch rows (each thread runs whole steps for its rows; no barrier). Backward

@@ -47,21 +47,22 @@ private:
 // the decoding is shared by enough rows of x.
 template <class Matrix>
 void multiply_float_rows(const Matrix& W, float* out, const float* x, int64_t M, float beta) {
-    constexpr int64_t kDecodeFromRows = 32;
+    constexpr int64_t kDecodeFromRows = 32, kRowsAChunk = 64;  // rows of W a thread takes at a time
     const Kernels<float>& K = kernels_f32();
     const int64_t N = W.rows, depth = W.cols;
     if (M < kDecodeFromRows) {
         const double macs = double(M) * double(N) * double(depth);
-        run_team(macs < 2e5 ? 1 : get_num_threads(), [&](int team, int me) {
-            const Range r = split(N, team, me, 16);
-            if (r.size() > 0) W.apply_rows(K, out + r.begin, N, x, depth, r, M, beta);
+        run_team_chunks(macs < 2e5 ? 1 : get_num_threads(), (N + kRowsAChunk - 1) / kRowsAChunk, [&](int64_t q) {
+            const Range r{q * kRowsAChunk, std::min(N, (q + 1) * kRowsAChunk)};
+            W.apply_rows(K, out + r.begin, N, x, depth, r, M, beta);
         });
         return;
     }
     static thread_local AlignedVector<float> buffer;
     if (static_cast<int64_t>(buffer.size()) < N * depth) buffer.resize(N * depth);
     float* decoded = buffer.data();
-    run_team(get_num_threads(), [&](int team, int me) { W.decode_rows(decoded, split(N, team, me, 1)); });
+    run_team_chunks(get_num_threads(), (N + kRowsAChunk - 1) / kRowsAChunk,
+                    [&](int64_t q) { W.decode_rows(decoded, Range{q * kRowsAChunk, std::min(N, (q + 1) * kRowsAChunk)}); });
     gemm_parallel<float>(get_num_threads(), false, true, M, N, depth, 1.0f, x, depth, decoded, depth, beta, out, N);
 }
 

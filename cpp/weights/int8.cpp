@@ -51,8 +51,11 @@ void Int8StepProduct::apply(float* C, int64_t ldc, const float* A, int64_t lda, 
 void Int8Matrix::multiply_rows(float* out, const float* x, int64_t M, float beta) const {
     const Kernels<float>& K = kernels_f32();
     const double macs = double(M) * double(rows) * double(cols);
-    run_team(macs < 1e6 ? 1 : get_num_threads(), [&](int team, int me) {
-        const Range mine = split(M, team, me, 8);  // rows of x in shares of whole 8-row tiles
+    // a share of the rows of x for each thread (each reads all of W once: few rows, and it is read
+    // from memory), taken by the team's threads as they come; no row's result depends on its share
+    const int threads = macs < 1e6 ? 1 : get_num_threads();
+    run_team_chunks(threads, threads, [&](int64_t q) {
+        const Range mine = split(M, threads, static_cast<int>(q), 8);  // whole 8-row tiles
         for (int64_t m0 = mine.begin; m0 < mine.end; m0 += kRowBlock) {
             const int64_t m = std::min(kRowBlock, mine.end - m0);
             const Int8StepProduct::Prepared a = Int8StepProduct::prepare(K, x + m0 * cols, cols, m, cols);

@@ -44,7 +44,8 @@ def export_onnx(model: Any, path: Any = None, **options: Any) -> Any:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (OpenMP) in every later call. The default is what OpenMP would use."""
+    """Use ``n`` threads in every later call. The default is what OpenMP would use
+    (``OMP_NUM_THREADS``, else the CPUs this process may run on)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an integer, got {type(n).__name__}")
     if n < 1:
