@@ -3,7 +3,8 @@
 # them, once per instruction set this CPU supports (LSTMCPP_ISA). Any ASan or UBSan report fails
 # the run (they abort the process, and print past pytest's capture: --capture=sys); so does any
 # leak whose allocation passes through lstmcpp's extension (Python itself leaves memory
-# allocated at exit, so leaks elsewhere are not ours).
+# allocated at exit, so leaks elsewhere are not ours). Then the team's handshakes run under
+# ThreadSanitizer (tools/team_tsan.cpp).
 #
 #   tools/sanitize.sh                 # the reduced selection CI runs
 #   tools/sanitize.sh tests/          # anything pytest takes
@@ -39,5 +40,13 @@ for isa in $isas; do
   fi
   python tools/sanitizer_reports.py "$logs" || status=1
 done
+
+# The team's handshakes under ThreadSanitizer (a C++ program: Python's and NumPy's own threads
+# would drown its reports).
+echo "sanitize: TSan, the team"
+if ! g++ -std=c++17 -O1 -g -fsanitize=thread -fopenmp -Icpp tools/team_tsan.cpp cpp/core/team.cpp -o "$work/team_tsan" -lpthread \
+    || ! TSAN_OPTIONS="halt_on_error=1" "$work/team_tsan"; then
+  status=1
+fi
 rm -rf "$work"
 exit $status
