@@ -31,7 +31,8 @@ void move_states(bool to_batch, T* batch, T* all, const int64_t* ids, Range list
 // by their number alone, as gemm_parallel cuts a product (so no result depends on the number of
 // threads), and each thread of the team takes whole chunks as they come and gathers, steps and
 // scatters each on its own: the team meets once a call, not after each phase, and a chunk's
-// states stay in its thread's cache between the phases. A single chunk steps on the calling thread, and the step splits itself.
+// states stay in its thread's cache between the phases. A single chunk steps on the calling
+// thread, and the step splits itself.
 // (A chunk of 32 streams or more already steps as two BLAS products.)
 template <class T, class Step>
 void pool_step_in_chunks(int64_t n, int64_t layers, int64_t capacity, int64_t P, int64_t H, int64_t I, const int64_t* ids,

@@ -33,8 +33,9 @@ void pause() {
 #endif
 }
 
-// The body of one team member, flagged as in a team and with denormals flushed.
-void run_member(TeamJob job, int team, int me) noexcept {  // (a body that throws ends the process, as in an OpenMP region)
+// The body of one team member, flagged as in a team and with denormals flushed (a body that
+// throws ends the process, as in an OpenMP region).
+void run_member(TeamJob job, int team, int me) noexcept {
     t_in_team = true;
     {
         DenormalsAreZero daz;

@@ -214,8 +214,7 @@ void run_team_chunks(int threads, int64_t chunks, const Fn& fn) {
     if (chunks <= 1) threads = 1;
     std::atomic<int64_t> next{0};
     run_team(static_cast<int>(std::min<int64_t>(threads, chunks)), [&](int, int) {
-        for (int64_t q = next.fetch_add(1, std::memory_order_relaxed); q < chunks; q = next.fetch_add(1, std::memory_order_relaxed))
-            fn(q);
+        for (int64_t q; (q = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) fn(q);
     }, true);
 }
 

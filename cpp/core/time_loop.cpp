@@ -33,8 +33,10 @@ struct Share {
 };
 
 constexpr int64_t kRowsPerThread = 8;
-// How long the calling thread of a time loop that meets every step waits for its worker to start (a sleeping one wakes in 6-250 us on the Zen 4 VM; one whose core NumPy's BLAS threads
-// hold, milliseconds later) before it runs the loop alone.
+// How long the calling thread of a time loop that meets every step waits for its worker to start
+// before it runs the loop alone: a spinning worker joins within a microsecond, a sleeping one
+// wakes in 6-250 us on the Zen 4 VM, and one whose core NumPy's BLAS threads hold comes
+// milliseconds later.
 constexpr std::chrono::microseconds kWorkerGrace{250};
 // From this batch size, a format with Matrix::kStepwiseInput projects each step's input in the step.
 constexpr int64_t kStepwiseInputFromBatch = 32;
@@ -211,7 +213,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
         const bool meets = team > 1 && !my.by_rows;  // a barrier each step (by batch rows: none)
-        if (meets && me == 0 && team == 2 && (steps - first > 1 || s.projecting) && worker_absent(kWorkerGrace)) return kAlone;
+        if (meets && me == 0 && team == 2 && (steps - first > 1 || s.projecting) && worker_absent(kWorkerGrace))
+            return kAlone;
         const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
         const GateProducts<T, Gates, Matrix> input = fuse_input ? GateProducts<T, Gates, Matrix>(K, pack, w.weight_ih, H, jr)
                                                                  : GateProducts<T, Gates, Matrix>();
