@@ -49,11 +49,12 @@ template <class Matrix>
 void multiply_float_rows(const Matrix& W, float* out, const float* x, int64_t M, float beta) {
     constexpr int64_t kDecodeFromRows = 32, kRowsAChunk = 64;  // rows of W a thread takes at a time
     const Kernels<float>& K = kernels_f32();
-    const int64_t N = W.rows, depth = W.cols;
+    const int64_t N = W.rows, depth = W.cols, chunks = (N + kRowsAChunk - 1) / kRowsAChunk;
+    const auto rows_of = [&](int64_t q) { return Range{q * kRowsAChunk, std::min(N, (q + 1) * kRowsAChunk)}; };
     if (M < kDecodeFromRows) {
         const double macs = double(M) * double(N) * double(depth);
-        run_team_chunks(macs < 2e5 ? 1 : get_num_threads(), (N + kRowsAChunk - 1) / kRowsAChunk, [&](int64_t q) {
-            const Range r{q * kRowsAChunk, std::min(N, (q + 1) * kRowsAChunk)};
+        run_team_chunks(macs < 2e5 ? 1 : get_num_threads(), chunks, [&](int64_t q) {
+            const Range r = rows_of(q);
             W.apply_rows(K, out + r.begin, N, x, depth, r, M, beta);
         });
         return;
@@ -61,8 +62,7 @@ void multiply_float_rows(const Matrix& W, float* out, const float* x, int64_t M,
     static thread_local AlignedVector<float> buffer;
     if (static_cast<int64_t>(buffer.size()) < N * depth) buffer.resize(N * depth);
     float* decoded = buffer.data();
-    run_team_chunks(get_num_threads(), (N + kRowsAChunk - 1) / kRowsAChunk,
-                    [&](int64_t q) { W.decode_rows(decoded, Range{q * kRowsAChunk, std::min(N, (q + 1) * kRowsAChunk)}); });
+    run_team_chunks(get_num_threads(), chunks, [&](int64_t q) { W.decode_rows(decoded, rows_of(q)); });
     gemm_parallel<float>(get_num_threads(), false, true, M, N, depth, 1.0f, x, depth, decoded, depth, beta, out, N);
 }
 
