@@ -17,6 +17,7 @@
 #include "core/cpu_caches.h"
 #include "core/pool.h"
 #include "core/quantized_model.h"
+#include "core/time_loop.h"
 #include "weights/dense.h"
 #include "training/training.h"
 
@@ -620,6 +621,9 @@ PYBIND11_MODULE(_core, m) {
           "Whether teams run on the calling thread alone for now, a team having been found starved.");
     m.def("set_pack_min_rows", &lstmcpp::set_pack_min_rows, py::arg("rows"),
           "Testing switch: the fewest rows (steps x batch) whose per-step products pack their weights (default 128).");
+    m.def("set_sweep_from_bytes", &lstmcpp::set_sweep_from_bytes, py::arg("bytes"),
+          "Testing switch: a thread whose step reads more than this many bytes of weights reads them backward "
+          "every other step (0: always; negative: half of a core's L2, the default).");
     m.def("isa_in_use", &lstmcpp::isa_in_use);
     m.def("scheme_kernels", [] {
         const auto& K = lstmcpp::kernels_f32();

@@ -126,6 +126,47 @@ def test_results_are_bitwise_identical_across_thread_counts(isa, B, T):
 
 
 @contextlib.contextmanager
+def sweeps_from(n_bytes):
+    """A thread whose step reads more than n_bytes of weights reads them backward every other
+    step (normally: more than half of its L2)."""
+    _core.set_sweep_from_bytes(n_bytes)
+    try:
+        yield
+    finally:
+        _core.set_sweep_from_bytes(-1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("scheme", [None, "int8", "bf16", "codebook4"])
+def test_weights_read_backward_every_other_step_give_the_same_results(isa, scheme):
+    """Every thread reading its weights backward every other step, its gates in reverse and each
+    gate's rows in parts of 128 from the last (H = 300: parts of 128 and less on one and two
+    threads): whole sequences split by hidden units and by batch rows (an int8 batch projects its
+    input in the step), and a stream's one-step calls, all bitwise equal to forward reads."""
+    model = lstmcpp.LSTM(20, 300, num_layers=2, proj_size=150, peepholes=True, seed=6)
+    q = model if scheme is None else lstmcpp.quantize(model, scheme)
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((T, B, 20)).astype(np.float32) for T, B in ((9, 1), (4, 3), (3, 40))]
+
+    def run():
+        outputs = []
+        for x in xs:
+            y, (h, c) = q(x)
+            outputs += [y, h, c]
+        s = q.stream()
+        outputs += [s.step(x_t[0]).copy() for x_t in xs[0]]
+        return outputs
+
+    for threads in (1, 2):
+        with core_settings(threads=threads, isa=isa, whole_team=True):
+            with sweeps_from(1 << 40):
+                forward = run()
+            with sweeps_from(0):
+                alternating = run()
+        assert_bitwise_equal(forward, alternating)
+
+
+@contextlib.contextmanager
 def starving_team():
     """Every wait at a step's barrier counts as starvation: a time loop's team gives its call to
     one thread at the first step where a thread waits (as when another process takes a core)."""

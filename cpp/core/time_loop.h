@@ -64,6 +64,10 @@ struct CellShape {
     T proj_clip;  // +inf when off
 };
 
+// Testing switch: a thread whose step reads more than `bytes` of weights alternates the
+// direction it reads them in, step to step (negative: half of a core's L2, the default; 0: always).
+void set_sweep_from_bytes(int64_t bytes);
+
 // out (rows,G) = x (rows,I) W_ih^T + b_ih + b_hh, all rows in one product; x null: the biases
 // only (a one-step call projects its input inside the step).
 template <class T, class Cell, class Matrix>

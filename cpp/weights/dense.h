@@ -8,6 +8,7 @@
 // A quantized format (bf16, int8, codebook) is another type with multiply_rows and step_product.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <type_traits>
@@ -120,6 +121,21 @@ public:
             step_gemm_nn(*K_, c, ldc, A, lda, W_ + cols_.begin, ldw_, M, cols_.size(), depth_, beta);
     }
 
+    // The same for the part [part.begin, part.end) of its columns (counted from its first; a packed
+    // product's parts start at a multiple of the panel width).
+    void apply(T* C, int64_t ldc, const Prepared& a, int64_t M, T beta, Range part) const {
+        if (part.size() <= 0) return;
+        const int64_t first = cols_.begin + part.begin;
+        T* c = C + first;
+        if (!packed_.empty())
+            K_->gemm_packed(c, ldc, a.A, a.lda, packed_.data() + part.begin * depth_, M, part.size(), depth_, beta);
+        else if (columns_are_rows_)
+            step_gemm_nt(*K_, c, ldc, a.A, a.lda, W_ + first * ldw_, ldw_, M, part.size(), depth_, beta);
+        else
+            step_gemm_nn(*K_, c, ldc, a.A, a.lda, W_ + first, ldw_, M, part.size(), depth_, beta);
+    }
+    int64_t size() const { return cols_.size(); }
+
 private:
     const Kernels<T>* K_ = nullptr;
     const T* W_ = nullptr;
@@ -160,6 +176,13 @@ struct DenseMatrix {
     }
 };
 
+// Weights larger than a core's L2 are read from the next cache every step, each line evicted
+// before the next step needs it again. Read backward every other step (the gates in reverse, each
+// gate's rows kSweepRows at a time from its last), a step first reads what the step before read
+// last, still in L2. A multiple of every kernel's tile of rows (4; int8's superblocks: 128), so
+// each row's sums are those of the forward sweep.
+constexpr int64_t kSweepRows = 128;
+
 // One thread's units of all Gates gate blocks of a matrix W (Gates*H,depth), e.g. W_ih for the
 // input or W_hh for the state: add(z, A) does z[:, q*H + units] += A (B,depth) W[q*H + units, :]^T
 // for each gate q.
@@ -173,9 +196,19 @@ public:
             gates_[q] = W.step_product(K, pack, Range{q * H + units.begin, q * H + units.end});
     }
     void add(T* z, int64_t ldz, const T* A, int64_t B) const { add(z, ldz, A, depth_, B); }
-    void add(T* z, int64_t ldz, const T* A, int64_t lda, int64_t B) const {
+    // backward: the weights read last first (see kSweepRows)
+    void add(T* z, int64_t ldz, const T* A, int64_t lda, int64_t B, bool backward = false) const {
         const typename Product::Prepared a = Product::prepare(*K_, A, lda, B, depth_);
-        for (const Product& gate : gates_) gate.apply(z, ldz, a, B, T(1));
+        if (!backward) {
+            for (const Product& gate : gates_) gate.apply(z, ldz, a, B, T(1));
+            return;
+        }
+        constexpr int64_t S = kSweepRows;
+        for (int q = Gates - 1; q >= 0; --q) {
+            const Product& gate = gates_[q];
+            for (int64_t p0 = (gate.size() - 1) / S * S; p0 >= 0; p0 -= S)
+                gate.apply(z, ldz, a, B, T(1), Range{p0, std::min(gate.size(), p0 + S)});
+        }
     }
 
 private:

@@ -33,6 +33,12 @@ public:
     void apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
         apply(C, ldc, Prepared{A, lda}, M, beta);
     }
+    // The same for the part [part.begin, part.end) of its rows (counted from its first).
+    void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta, Range part) const {
+        const Range r{rows_.begin + part.begin, rows_.begin + part.end};
+        if (r.size() > 0) W_->apply_rows(*K_, C + r.begin, ldc, a.A, a.lda, r, M, beta);
+    }
+    int64_t size() const { return rows_.size(); }
 
 private:
     const Kernels<float>* K_ = nullptr;

@@ -43,6 +43,12 @@ void Int8StepProduct::apply(float* C, int64_t ldc, const Prepared& a, int64_t M,
     K_->gemm_nt_s8(C + rows_.begin, ldc, a.q, a.ldq, a.scale, W_->view, rows_.begin, M, rows_.size(), beta);
 }
 
+void Int8StepProduct::apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta, Range part) const {
+    const int64_t first = rows_.begin + part.begin;
+    if (part.size() <= 0) return;
+    K_->gemm_nt_s8(C + first, ldc, a.q, a.ldq, a.scale, W_->view, first, M, part.size(), beta);
+}
+
 void Int8StepProduct::apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
     if (rows_.size() <= 0) return;
     apply(C, ldc, prepare(*K_, A, lda, M, W_->cols), M, beta);

@@ -34,6 +34,9 @@ public:
 
     void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const;
     void apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const;
+    // The same for the part [part.begin, part.end) of its rows (counted from its first).
+    void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta, Range part) const;
+    int64_t size() const { return rows_.size(); }
 
 private:
     const Kernels<float>* K_ = nullptr;
