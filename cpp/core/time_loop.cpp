@@ -48,8 +48,9 @@ constexpr int64_t kOneStepByBlasFromBatch = 32;
 // Whether a thread that reads `bytes` of weights a step reads them backward every other step
 // (GateProducts, kSweepRows): when they are more than half of its L2, read at run time.
 // Measured on Zen 4 (1 MiB of L2 a core; its L3 gives a row-dot kernel 70-80 GB/s a core, its L2
-// 85-90): 2 MiB of float32 rows a step 0.91x the time, 1 MiB 0.94x, 512 KiB 0.97x; a stream of
-// float32 H512 (2 MiB a thread) 0.95x, bf16 H512 (1 MiB) 0.96x, float32 H1024 0.93x.
+// 85-90): 2 MiB of float32 rows a step 0.91x the time, 1 MiB 0.94x, 512 KiB 0.97x; streams of
+// float32 H768 and H1024 0.85x and 0.87x, bf16 H512 (1 MiB a thread) 0.94-0.95x, float32 H512
+// (2 MiB) 0.98-1.04x.
 std::atomic<int64_t> g_sweep_from_bytes{-1};
 
 bool sweeps_weights(int64_t bytes) {
@@ -118,9 +119,9 @@ void column_sums(T* sums, const T* rows, int64_t n, int64_t G) {
 
 }  // namespace
 
-// z[cols] = b_ih[cols] + b_hh[cols] (either absent: zeros): where a row of gates starts.
 void set_sweep_from_bytes(int64_t bytes) { g_sweep_from_bytes.store(bytes); }
 
+// z[cols] = b_ih[cols] + b_hh[cols] (either absent: zeros): where a row of gates starts.
 template <class T, class Cell, class Matrix>
 static void start_gates(T* z, const CellWeights<T, Cell, Matrix>& w, Range cols) {
     for (int64_t k = cols.begin; k < cols.end; ++k) z[k] = (w.bias_ih ? w.bias_ih[k] : T(0)) + (w.bias_hh ? w.bias_hh[k] : T(0));
