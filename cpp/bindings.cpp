@@ -339,14 +339,16 @@ py::class_<lstmcpp::QuantizedModel<Storage>> bind_quantized_model(py::module_& m
     py::class_<Q> cls(m, name, doc);
     cls.def(py::init([](int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t proj_size, bool bias,
                         bool bidirectional, bool peepholes, double cell_clip, double proj_clip, bool reverse,
-                        bool coupled_input_forget) {
+                        bool coupled_input_forget, bool layer_norm, int64_t mogrify_rounds, int64_t mogrify_rank) {
                 return new Q(make_config(input_size, hidden_size, num_layers, proj_size, bias, bidirectional, peepholes,
-                                         cell_clip, proj_clip, reverse, coupled_input_forget, false, 0, 0));
+                                         cell_clip, proj_clip, reverse, coupled_input_forget, layer_norm,
+                                         mogrify_rounds, mogrify_rank));
             }),
             py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1, py::arg("proj_size") = 0,
             py::arg("bias") = true, py::arg("bidirectional") = false, py::arg("peepholes") = false,
             py::arg("cell_clip") = 0.0, py::arg("proj_clip") = 0.0, py::arg("reverse") = false,
-            py::arg("coupled_input_forget") = false)
+            py::arg("coupled_input_forget") = false, py::arg("layer_norm") = false, py::arg("mogrify_rounds") = 0,
+            py::arg("mogrify_rank") = 0)
         .def("set_vector",
              [](Q& self, int64_t cell, const std::string& name, py::handle values_obj) {
                  const Array<float> values = ready<float>(values_obj, name.c_str());

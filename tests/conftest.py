@@ -69,13 +69,12 @@ GRID = {
 }
 # arguments PyTorch's nn.LSTM has no counterpart for
 VARIANTS = {"coupled_input_forget", "layer_norm", "mogrify_rounds"}
-UNQUANTIZED = {"layer_norm", "mogrify_rounds"}  # variants quantize() refuses (for now)
 ONNX_REFUSES = {"layer_norm", "mogrify_rounds"}
 TORCH_GRID = {name: {k: v for k, v in kw.items() if k != "seed"} for name, kw in GRID.items()
               if not ({"peepholes", "cell_clip", "proj_clip", "dropout"} | VARIANTS) & set(kw)}
 ONNX_GRID = {name: {k: v for k, v in kw.items() if k not in ("seed", "dropout")} for name, kw in GRID.items()
              if not ({"proj_size", "cell_clip", "proj_clip"} | ONNX_REFUSES) & set(kw)}
-QUANTIZED_GRID = [name for name, kw in GRID.items() if not UNQUANTIZED & set(kw)]
+QUANTIZED_GRID = list(GRID)  # every scheme quantizes every feature and variant
 
 
 def reference_features(name):

@@ -16,6 +16,32 @@ def models():
     return [("float32", lstm), ("int8", lstmcpp.quantize(lstm, "int8")), ("codebook4", lstmcpp.quantize(lstm, "codebook4"))]
 
 
+VARIANTS = {
+    "cifg": dict(coupled_input_forget=True, peepholes=True),
+    "layer_norm": dict(layer_norm=True, num_layers=2, proj_size=4),
+    "mogrifier": dict(mogrify_rounds=3, mogrify_rank=2, cell_clip=1.0),
+    "all": dict(layer_norm=True, coupled_input_forget=True, mogrify_rounds=4, num_layers=2),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("scheme", ["float32", "int8", "bf16", "codebook4"])
+def test_streams_and_pools_of_every_cell_variant_and_scheme_equal_the_whole_sequence(variant, scheme):
+    """A layer-normalised or Mogrifier cell's step (whole rows a thread) and a CIFG one, float32
+    and quantized: a stream's steps and a pool's equal the whole sequence."""
+    lstm = lstmcpp.LSTM(5, 12, seed=1, **VARIANTS[variant])
+    model = lstm if scheme == "float32" else lstmcpp.quantize(lstm, scheme)
+    x = np.random.default_rng(1).standard_normal((7, 3, 5)).astype(np.float32)
+    y, (h, c) = model(x)
+    s = model.stream(3)
+    pool = model.stream_pool(8)
+    ids = np.array([6, 0, 3])
+    for t in range(7):
+        assert rel_err(s.step(x[t]), y[t]) < 1e-5
+        assert rel_err(pool.step(ids, x[t]), y[t]) < 1e-5
+    assert rel_err(s.state[0], h) < 1e-5 and rel_err(s.state[1], c) < 1e-5
+
+
 @pytest.mark.parametrize("index", range(3))
 @pytest.mark.parametrize("batch", [None, 3])
 def test_a_stream_equals_the_whole_sequence(index, batch):

@@ -28,7 +28,6 @@ VARIANTS = {
                          peepholes=True, proj_size=5, dropout=0.2),
 }
 ONE_DIRECTION = [name for name, kw in VARIANTS.items() if not kw.get("bidirectional")]
-QUANTIZABLE = [name for name, kw in VARIANTS.items() if not ({"layer_norm", "mogrify_rounds"} & set(kw))]
 
 
 def test_cifg_parameters_have_no_forget_block():
@@ -137,7 +136,7 @@ def test_files_and_pickle_are_bit_exact(tmp_path, name):
         np.testing.assert_array_equal(clone(x, state, lengths=lengths)[0], model(x, state, lengths=lengths)[0])
 
 
-@pytest.mark.parametrize("name", QUANTIZABLE)
+@pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("scheme", ["int8", "bf16", "codebook4", "codebook8"])
 def test_quantized_variants_run_every_scheme(name, scheme, tmp_path):
     model = lstmcpp.LSTM(5, 16, seed=3, **VARIANTS[name])
@@ -145,7 +144,11 @@ def test_quantized_variants_run_every_scheme(name, scheme, tmp_path):
     x, state, lengths = make_inputs(model, T=7, B=4)
     y, (h, c) = q(x, state, lengths=lengths)
     yd = q.dequantize()(x, state, lengths=lengths)[0]
-    assert rel_err(y, yd, floor=1e-2) < (5e-2 if scheme == "int8" else 1e-5)
+    # int8 rounds the activations (test_quantized holds its integers to the reference exactly);
+    # layer norm divides each product by its spread, which magnifies that rounding (5.7% measured
+    # on layer_norm_everything)
+    int8_tol = 8e-2 if VARIANTS[name].get("layer_norm") else 5e-2
+    assert rel_err(y, yd, floor=1e-2) < (int8_tol if scheme == "int8" else 1e-5)
     lstmcpp.save(q, tmp_path / "q.npz")
     np.testing.assert_array_equal(lstmcpp.load(tmp_path / "q.npz")(x, state, lengths=lengths)[0], y)
 
@@ -182,8 +185,6 @@ def test_bad_variant_arguments(kw, error, words):
 def test_what_a_variant_refuses():
     for kw, words in [(dict(layer_norm=True), "layer normalisation"), (dict(mogrify_rounds=2), "Mogrifier")]:
         model = lstmcpp.LSTM(3, 4, **kw)
-        with pytest.raises(ValueError, match="cannot be quantized"):
-            lstmcpp.quantize(model, "int8")
         if importlib.util.find_spec("onnx"):
             with pytest.raises(ValueError, match=words):
                 model.export_onnx()

@@ -10,16 +10,13 @@
 namespace lstmcpp {
 
 // Calls f(Cell{}) with the cell type the configuration names (every branch returns void). (The
-// Mogrifier is not a cell type: it comes with the weights, before any cell.) LayerNormCells false:
-// a caller that never runs layer norm (quantized models refuse it), so f is not made for those types.
-template <class T, bool LayerNormCells = true, class F>
+// Mogrifier is not a cell type: it comes with the weights, before any cell.)
+template <class T, class F>
 void with_cell(const Config& c, F&& f) {
-    if constexpr (LayerNormCells) {
-        if (c.layer_norm) {
-            if (c.coupled_input_forget) f(LayerNormCell<T, CifgCell<T>>{});
-            else f(LayerNormCell<T, LstmCell<T>>{});
-            return;
-        }
+    if (c.layer_norm) {
+        if (c.coupled_input_forget) f(LayerNormCell<T, CifgCell<T>>{});
+        else f(LayerNormCell<T, LstmCell<T>>{});
+        return;
     }
     if (c.coupled_input_forget) f(CifgCell<T>{});
     else f(LstmCell<T>{});

@@ -549,8 +549,8 @@ void backward_through_time(T* dx, T* dh0, T* dc0, const CellGradients<T>& grad,
                                                  const T*, const T*, const T*, const int32_t*,                  \
                                                  const CellWeights<T, Cell>&, const CellShape<T>&);
 
-// every cell type (cells/cells.h) over the dense weights, forward and backward; the quantized
-// formats (inference) for the cell types quantized models run (cells.h's with_cell<T, false>)
+// every cell type (cells/cells.h) over the dense weights, forward and backward, and over the
+// quantized formats, forward (inference)
 #define LSTMCPP_INSTANTIATE_DENSE(Cell)                                    \
     LSTMCPP_INSTANTIATE_FORWARD(float, Cell<float>, DenseMatrix<float>)   \
     LSTMCPP_INSTANTIATE_FORWARD(double, Cell<double>, DenseMatrix<double>) \
@@ -571,5 +571,7 @@ LSTMCPP_INSTANTIATE_DENSE(LayerNormLstmCell)
 LSTMCPP_INSTANTIATE_DENSE(LayerNormCifgCell)
 LSTMCPP_INSTANTIATE_QUANTIZED(LstmCell)
 LSTMCPP_INSTANTIATE_QUANTIZED(CifgCell)
+LSTMCPP_INSTANTIATE_QUANTIZED(LayerNormLstmCell)
+LSTMCPP_INSTANTIATE_QUANTIZED(LayerNormCifgCell)
 
 }  // namespace lstmcpp

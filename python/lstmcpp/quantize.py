@@ -2,7 +2,8 @@
 
 A :class:`QuantizedLSTM` keeps its matrices (``W_ih``, ``W_hh``, ``W_hr``) in a smaller weight
 format and runs exactly as :class:`lstmcpp.LSTM` does for inference: same call, same shapes, same
-features. Biases and peepholes stay float32, and so does all of the gate math and the cell state.
+features, every cell variant. Biases, peepholes, layer norm's gains and the Mogrifier's matrices
+stay float32, and so does all of the gate math and the cell state.
 
 ``"int8"``: every row of every matrix has its own symmetric scale (``W[n] ~ q[n] * s[n]``, ``q``
 in [-127, 127] as :func:`quantize` rounds them; any int8 value, as PyTorch's quantized LSTM
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -100,9 +102,6 @@ def quantize(model: Any, scheme: str = "int8", *, seed: int = 0) -> Any:
     """
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"scheme: expected one of {list(SCHEMES)}, got {scheme!r}")
-    lstm = getattr(model, "lstm", model)
-    if getattr(lstm, "layer_norm", False) or getattr(lstm, "mogrify_rounds", 0):
-        raise ValueError("model: a layer_norm or Mogrifier LSTM cannot be quantized yet (only the LSTM and CIFG cells)")
     if hasattr(model, "children") and isinstance(getattr(model, "lstm", None), LSTM):
         quantized = copy.deepcopy(model)
         for name, child in model.children.items():
@@ -137,9 +136,9 @@ class QuantizedLSTM(LayerArguments):
 
     ``q(x, state=None, *, lengths=None)`` returns ``y, (h_n, c_n)`` exactly as
     :meth:`lstmcpp.LSTM.__call__` does (layers, bidirectional, projection, peepholes, clips,
-    lengths, ``batch_first``, unbatched input, initial state), in float32. int8 and bf16 models
-    run inference only; the codebook formats also train (``forward``, ``backward``,
-    ``named_parameters``, ``grads``: their books' values, biases and peepholes).
+    lengths, ``batch_first``, unbatched input, initial state, the cell variants), in float32.
+    int8 and bf16 models run inference only; the codebook formats also train (``forward``,
+    ``backward``, ``named_parameters``, ``grads``: their books' values and the float32 parameters).
     """
 
     def __init__(self, config: Dict[str, Any], arrays: Dict[str, np.ndarray], scheme: str = "int8"):
@@ -149,15 +148,16 @@ class QuantizedLSTM(LayerArguments):
         self.scheme = scheme
         self._config = dict(config)
         for attribute in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "reverse",
-                          "proj_size", "peepholes", "cell_clip", "proj_clip", "coupled_input_forget", "dtype",
-                          "check_finite", "num_directions", "output_size"):
+                          "proj_size", "peepholes", "cell_clip", "proj_clip", "coupled_input_forget", "layer_norm",
+                          "mogrify_rounds", "mogrify_rank", "dtype", "check_finite", "num_directions", "output_size"):
             setattr(self, attribute, getattr(shape, attribute))
         self._format = _FORMATS[scheme]
         self._arrays = self._checked(arrays, shape)
         self._core = getattr(_core, self._format.core)(
             self.input_size, self.hidden_size, self.num_layers, self.proj_size, self.bias, self.bidirectional,
             self.peepholes, self.cell_clip or 0.0, self.proj_clip or 0.0, reverse=self.reverse,
-            coupled_input_forget=self.coupled_input_forget,
+            coupled_input_forget=self.coupled_input_forget, layer_norm=self.layer_norm,
+            mogrify_rounds=self.mogrify_rounds, mogrify_rank=self.mogrify_rank,
         )
         self._names = list(shape.state_dict())  # the float model's parameters, in its order
         self._push_to_core()
@@ -316,7 +316,8 @@ class QuantizedLSTM(LayerArguments):
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the stored matrices, their scales included (biases and peepholes not)."""
+        """Bytes of the stored matrices, their scales included, and of the Mogrifier's float32
+        matrices (biases, peepholes and gains not)."""
         return int(self._core.nbytes)
 
     def export_onnx(self, path: Any = None, *, opset: int = 14, lengths: bool = False, state: bool = False):
@@ -439,7 +440,7 @@ def rebuild(float_child: Any, arrays: Dict[str, np.ndarray], scheme: str) -> Any
 
 
 def _parse(name: str) -> Tuple[str, int, int]:
-    """'weight_hh_l1_reverse' -> ('weight_hh', 1, 1)."""
-    base, _, rest = name.rpartition("_l")
-    reverse = rest.endswith("_reverse")
-    return base, int(rest.removesuffix("_reverse")), int(reverse)
+    """'weight_hh_l1_reverse' -> ('weight_hh', 1, 1); a Mogrifier matrix's round and factor stay
+    in its name: 'weight_mogrify_l0_3_a' -> ('weight_mogrify_3_a', 0, 0)."""
+    base, layer, round_, reverse = re.fullmatch(r"(\w+?)_l(\d+)((?:_\d+(?:_[ab])?)?)(_reverse)?", name).groups()
+    return base + round_, int(layer), int(bool(reverse))

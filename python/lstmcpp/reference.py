@@ -388,8 +388,8 @@ def _cell_forward(config: Config, p: Params, x, h0, c0, lengths, reverse: bool):
             step["xs"], step["hs"] = xs, hs = _mogrify(config, p, x[t], h)
             x_in, h_in = xs[max(xs)], hs[max(hs)]
         if config.layer_norm:  # each product normalised over its whole row, then its gain
-            step["a_hat"], step["a_rstd"] = _normalize(x_in @ W_ih.T)
-            step["r_hat"], step["r_rstd"] = _normalize(h_in @ W_hh.T)
+            step["a_hat"], step["a_rstd"] = _normalize(_product(x_in, W_ih))
+            step["r_hat"], step["r_rstd"] = _normalize(_product(h_in, W_hh))
             z = step["a_hat"] * p["ln_weight_ih"] + step["r_hat"] * p["ln_weight_hh"] + bias
         else:
             z = _product(x_in, W_ih) + _product(h_in, W_hh) + bias  # (B,G): one product for all the gates
