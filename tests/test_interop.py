@@ -300,13 +300,53 @@ def test_an_attention_classifier_exports_ids_and_lengths_to_probabilities(ort, t
     assert not got_w[1, 3:].any() and got_w[2, 0] == 1.0
 
 
+def test_int8_models_export_whole_as_onnxruntimes_quantized_operators(ort, tmp_path):
+    """A CharLM quantized to int8 (its LSTM and its head of 5,120 weights) goes out as
+    DynamicQuantizeLSTM and DynamicQuantizeMatMul nodes holding its integers; ONNX Runtime's
+    logits are as close to the float model's as lstmcpp's int8 ones (each rounds the activations
+    its own way). An int8 Forecaster and AttentionClassifier (their small heads stay float) too."""
+    import onnx
+
+    lm = lstmcpp.models.CharLM("abcdefghijklmnopqrstuvwxyz0123456789 .,;", embedding_dim=16, hidden_size=128,
+                               num_layers=2, seed=0)
+    q = lstmcpp.quantize(lm, "int8")
+    assert type(q.head).__name__ == "QuantizedLinear"
+    session = _session(ort, q, tmp_path / "lm.onnx")
+    assert {"DynamicQuantizeLSTM", "DynamicQuantizeMatMul"} <= {n.op_type for n in onnx.load(tmp_path / "lm.onnx").graph.node}
+    ids = np.random.default_rng(0).integers(0, 40, (3, 30))
+    float_logits = lm.forward(ids, None, training=False)[0]
+    ours = q.forward(ids, None, training=False)[0]
+    zeros = np.zeros((2, 3, 128), np.float32)
+    theirs = session.run(None, {"ids": ids.astype(np.int64), "h0": zeros, "c0": zeros})[0]
+    assert rel_err(ours, float_logits) < 0.02 and rel_err(theirs, float_logits) < 0.02 and rel_err(theirs, ours) < 0.02
+
+    fc = lstmcpp.models.Forecaster(n_features=2, window=12, horizon=3, hidden_size=64, seed=0)
+    series = np.random.default_rng(1).standard_normal((100, 2)) * 3 + 5
+    fc.fit_scaling(series)
+    qf = lstmcpp.quantize(fc, "int8")
+    windows = np.stack([series[k : k + 12] for k in (0, 30, 61)]).astype(np.float32)
+    got = _session(ort, qf, tmp_path / "fc.onnx").run(None, {"x": windows})[0]
+    want = np.stack([fc.forecast(w, 3) for w in windows])
+    assert rel_err(got, want) < 0.02
+
+    ac = lstmcpp.models.AttentionClassifier(vocab_size=11, num_classes=4, embedding_dim=5, hidden_size=32,
+                                            attention_dim=7, bidirectional=True, seed=0)
+    qa = lstmcpp.quantize(ac, "int8")
+    ids = np.random.default_rng(2).integers(0, 11, (4, 9))
+    lengths = np.array([9, 3, 1, 6], np.int32)
+    got_p, got_w = _session(ort, qa, tmp_path / "ac.onnx").run(None, {"ids": ids.astype(np.int64), "lengths": lengths})
+    p, weights = ac.predict(ids, lengths)
+    assert rel_err(got_p, p) < 0.02 and rel_err(got_w, weights) < 0.02 and not got_w[1, 3:].any()
+
+
 def test_export_onnx_refuses_what_it_cannot_write(tmp_path):
     pytest.importorskip("onnx")
     with pytest.raises(TypeError, match="expected an LSTM, CharLM, Forecaster or AttentionClassifier"):
         lstmcpp.export_onnx(lstmcpp.nn.Linear(3, 4), tmp_path / "x.onnx")
     lm = lstmcpp.models.CharLM("abcd", embedding_dim=4, hidden_size=8, seed=0)
-    with pytest.raises(ValueError, match="export the float model|only a float LSTM"):
-        lstmcpp.export_onnx(lstmcpp.quantize(lm, "int8"), tmp_path / "q.onnx")
+    for scheme in ("bf16", "codebook4"):
+        with pytest.raises(ValueError, match=f"its lstm is in {scheme}, which has no ONNX operator"):
+            lstmcpp.export_onnx(lstmcpp.quantize(lm, scheme), tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
 
 

@@ -356,7 +356,19 @@ def write_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *,
 
 
 def _linear(g: _Graph, layer: Any, x: str, name: str) -> str:
-    """x (..., in) W^T + b for an lstmcpp ``Linear`` (float)."""
+    """x (..., in) W^T + b for an lstmcpp ``Linear``, or for an int8 ``QuantizedLinear`` ONNX
+    Runtime's ``com.microsoft.DynamicQuantizeMatMul``: its integers as uint8 q + 128 with zero
+    point 128 (exact on every CPU, as for the LSTM: :func:`as_uint8`) and a scale per output
+    column, the bias inside the node. ONNX Runtime rounds the activations its own way, per tensor
+    with a zero point, where lstmcpp rounds each row symmetrically."""
+    if getattr(layer, "scheme", None) == "int8":
+        q, scale = layer._arrays["weight.q"], layer._arrays["weight.scale"]  # (O, I) int8, (O)
+        inputs = [x, g.const(f"{name}_weight_t", np.ascontiguousarray(as_uint8(q).T)),
+                  g.const(f"{name}_scale", scale.astype(np.float32)),
+                  g.const(f"{name}_zero_point", np.full(q.shape[0], 128, np.uint8))]
+        if "bias" in layer._arrays:
+            inputs.append(g.const(f"{name}_bias", layer._arrays["bias"]))
+        return g.node("DynamicQuantizeMatMul", inputs, [f"{name}_out"], domain="com.microsoft")
     out = g.node("MatMul", [x, g.const(f"{name}_weight_t", np.ascontiguousarray(layer.params["weight"].T))], [f"{name}_matmul"])
     if "bias" in layer.params:
         out = g.node("Add", [out, g.const(f"{name}_bias", layer.params["bias"])], [f"{name}_out"])
@@ -436,7 +448,10 @@ def _fitted_forecaster(g: _Graph, model: Any, lstm: Any, info: Any, elem: Any, d
 
 def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = None, *, opset: int = 14):
     """Write a whole model of :mod:`lstmcpp.models` as one ONNX graph, which ONNX Runtime runs
-    with outputs equal to the model's own (inference: no dropout):
+    with outputs equal to the model's own (inference: no dropout; a model quantized to int8 goes
+    out as ONNX Runtime's ``DynamicQuantizeLSTM`` and ``DynamicQuantizeMatMul``, its integers and
+    scales kept, and ONNX Runtime's outputs differ from lstmcpp's by how each rounds the
+    activations):
 
     - ``CharLM``: ``ids`` (B,T) int64, ``h0``, ``c0`` (L,B,H) -> ``logits`` (B,T,V), ``h_n``, ``c_n``
       (the state carries generation on from call to call: pass zeros to start);
@@ -453,17 +468,18 @@ def write_model_onnx(model: Any, path: Union[str, "os.PathLike[str]", None] = No
     from .. import models
     _check_opset(opset)
     lstm = model.lstm
-    if type(lstm).__name__ != "LSTM":
-        raise ValueError(f"model: its LSTM is {type(lstm).__name__}; only a float LSTM can be exported whole")
+    for name, child in getattr(model, "children", {}).items():
+        scheme = getattr(child, "scheme", None)
+        if scheme not in (None, "int8"):
+            raise ValueError(f"model: its {name} is in {scheme}, which has no ONNX operator (ONNX Runtime's "
+                             "DynamicQuantizeLSTM and DynamicQuantizeMatMul hold int8 weights): export the float "
+                             "model, or quantize to int8")
     _refuse_unexportable(lstm)
     elem = TensorProto.DOUBLE if lstm.dtype == np.float64 else TensorProto.FLOAT
     dtype = lstm.dtype
     L, H = lstm.num_layers, lstm.hidden_size
     g = _Graph()
     info = helper.make_tensor_value_info
-    for name, child in getattr(model, "children", {}).items():
-        if type(child).__name__.startswith("Quantized"):
-            raise ValueError(f"model: its {name} is quantized; export the float model")
 
     if isinstance(model, models.CharLM):
         ids_tm = g.node("Transpose", ["ids"], ["ids_time_major"], perm=[1, 0])
