@@ -83,6 +83,41 @@ def test_cli_quantize_an_lstm_and_refuse_other_models(tmp_path):
     assert out.returncode == 2 and "model:" in out.stderr
 
 
+def test_cli_quantizes_a_forecaster_on_its_series_and_an_attention_classifier(tmp_path):
+    """A Forecaster's held-out forecast error before and after, on the series --data gives (a
+    header line skipped); without one it says what it needs. An AttentionClassifier on random
+    token sequences. Each quantized model is saved and loads with its class."""
+    import lstmcpp
+
+    series = np.sin(np.arange(600) / 8.0) + 0.05 * np.random.default_rng(0).standard_normal(600)
+    fc = lstmcpp.models.Forecaster(window=24, horizon=4, hidden_size=16, seed=0)
+    fc.fit(series, epochs=2, progress=False, log=None)
+    lstmcpp.save(fc, tmp_path / "fc.npz")
+    (tmp_path / "series.csv").write_text("value\n" + "\n".join(f"{v:.6f}" for v in series))
+    out = run_cli("quantize", str(tmp_path / "fc.npz"), "-o", str(tmp_path / "fc_int8.npz"), "--data",
+                  str(tmp_path / "series.csv"))
+    assert out.returncode == 0, out.stderr
+    assert "held-out forecast error" in out.stdout and "LSTM matrices:" in out.stdout
+    from lstmcpp.tasks import forecaster_held_out_error
+
+    error = forecaster_held_out_error(fc, series)
+    assert f"loss {error:.4f} -> " in out.stdout
+    loaded = lstmcpp.load(tmp_path / "fc_int8.npz")
+    assert type(loaded) is lstmcpp.models.Forecaster and type(loaded.lstm) is lstmcpp.QuantizedLSTM
+    out = run_cli("quantize", str(tmp_path / "fc.npz"), "-o", str(tmp_path / "x.npz"))
+    assert out.returncode == 2 and "a Forecaster is measured on its series" in out.stderr
+    (tmp_path / "bad.csv").write_text("1,2\n3\n")
+    out = run_cli("quantize", str(tmp_path / "fc.npz"), "-o", str(tmp_path / "x.npz"), "--data", str(tmp_path / "bad.csv"))
+    assert out.returncode == 2 and "expected numbers" in out.stderr
+
+    ac = lstmcpp.models.AttentionClassifier(vocab_size=30, num_classes=3, embedding_dim=8, hidden_size=48,
+                                            attention_dim=8, seed=0)
+    lstmcpp.save(ac, tmp_path / "ac.npz")
+    out = run_cli("quantize", str(tmp_path / "ac.npz"), "--scheme", "bf16", "-o", str(tmp_path / "ac_bf16.npz"))
+    assert out.returncode == 0 and "RMS difference from the float probabilities" in out.stdout, out.stderr
+    assert type(lstmcpp.load(tmp_path / "ac_bf16.npz")) is lstmcpp.models.AttentionClassifier
+
+
 def test_cli_trains_each_cell_and_compares_them(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("hello world, hello lstm. " * 400)

@@ -267,18 +267,39 @@ def forecast_goog(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_series(path: str):
+    """A file of numbers, a row a time step and a column a feature (commas or spaces between them;
+    a first line that is not numbers, a header, is skipped)."""
+    def numbers(row):
+        try:
+            return [float(v) for v in row]
+        except ValueError:
+            return None
+
+    with open(path) as f:
+        rows = [line.replace(",", " ").split() for line in f.read().splitlines() if line.strip()]
+    if rows and numbers(rows[0]) is None:
+        rows = rows[1:]  # a header
+    values = [numbers(row) for row in rows]
+    if not values or any(v is None or len(v) != len(values[0]) for v in values):
+        raise ValueError(f"--data {path}: expected numbers, a row a time step and the same columns in every row")
+    return np.array(values)
+
+
 def quantize(args: argparse.Namespace) -> int:
     """Quantize a saved model; report size, speed and loss before and after; save it."""
     import lstmcpp
     from lstmcpp.tasks import quantize_report
 
     model = lstmcpp.load(args.model)
-    text = None
-    if args.data:
-        with open(args.data, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+    text = series = None
     try:
-        quantized, r = quantize_report(model, args.scheme, text)
+        if args.data and isinstance(model, lstmcpp.models.Forecaster):
+            series = read_series(args.data)
+        elif args.data:
+            with open(args.data, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        quantized, r = quantize_report(model, args.scheme, text, series=series)
     except (TypeError, ValueError) as e:
         print(e, file=sys.stderr)
         return 2
@@ -401,11 +422,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--case", action="append", help="run only this case (repeatable), e.g. 'stream H256'")
     p.set_defaults(run=bench)
     p = sub.add_parser("quantize", help="quantize a saved model; print its size, speed and loss before and after")
-    p.add_argument("model", help="a model saved by lstmcpp (an LSTM or a CharLM from demo or train-charlm)")
+    p.add_argument("model", help="a model saved by lstmcpp: an LSTM, a CharLM (from demo or train-charlm), a "
+                                 "Forecaster or an AttentionClassifier")
     p.add_argument("--scheme", default="int8", choices=["int8", "bf16", "codebook4", "codebook8"],
                    help="the weight format (default int8)")
     p.add_argument("-o", "--out", required=True, help="where to save the quantized model")
-    p.add_argument("--data", help="a CharLM's text to measure the held-out loss on (default: the demo's text)")
+    p.add_argument("--data", help="a CharLM's text to measure the held-out loss on (default: the demo's text); a "
+                                  "Forecaster's series (needed: numbers, a row a time step, a column a feature); an "
+                                  "AttentionClassifier is measured on random token sequences")
     p.set_defaults(run=quantize)
 
     p = sub.add_parser("compare-cells", help="the LSTM, layer-norm, CIFG and Mogrifier cells trained on the demo's text "

@@ -339,11 +339,35 @@ def charlm_held_out_loss(lm: CharLM, text: str, batch: int = 32, seq_len: int = 
     return total / count
 
 
-def quantize_report(model, scheme: str, text: Optional[str] = None, seed: int = 0):
+def forecaster_held_out_error(model: Forecaster, series: np.ndarray, fraction: float = 0.1,
+                              most: int = 200) -> float:
+    """The mean absolute error (in the series' units) of ``model``'s forecasts of its whole horizon
+    from the last ``fraction`` of the origins of ``series`` (as :meth:`Forecaster.fit` holds out
+    its validation part; at most ``most`` of them, the last)."""
+    s = np.asarray(series, np.float64)
+    s = s[:, None] if s.ndim == 1 else s
+    if s.ndim != 2 or s.shape[1] != model.n_features:
+        raise ValueError(f"series: expected (N,) or (N, {model.n_features}) values, got shape {np.shape(series)}")
+    reads = model._history_length() if model.baseline >= 0 else model.window  # values a forecast reads
+    origins = np.arange(reads, len(s) - model.horizon + 1)
+    if len(origins) == 0:
+        raise ValueError(f"series: {len(s)} values are too few for a forecast of {model.horizon} after {reads}")
+    held_out = origins[-min(most, max(1, int(round(len(origins) * fraction)))):]
+    errors = [np.abs(model.forecast(s[o - reads : o], model.horizon).reshape(model.horizon, -1) - s[o : o + model.horizon]).mean()
+              for o in held_out]
+    return float(np.mean(errors))
+
+
+def quantize_report(model, scheme: str, text: Optional[str] = None, seed: int = 0,
+                    series: Optional[np.ndarray] = None):
     """``lstmcpp.quantize(model, scheme)`` and what it changed: the size of the LSTM's matrices, the
     time and the loss of the model's own measurement before and after. A CharLM is measured on the
-    held-out end of ``text`` (default: the demo's text, the standard library's source); an LSTM on
-    a random sequence (time of a call; loss: the RMS difference from the float model's output)."""
+    held-out end of ``text`` (default: the demo's text, the standard library's source); a
+    Forecaster by its forecasts' mean absolute error from the last 10% of ``series``' origins (it
+    needs ``series``); an AttentionClassifier on random token sequences (loss: the RMS difference
+    from the float model's probabilities); an LSTM on a random sequence (time of a call; loss:
+    the RMS difference from the float model's output)."""
+    from .models import AttentionClassifier
     from .quantize import quantize
 
     quantized = quantize(model, scheme)
@@ -357,6 +381,27 @@ def quantize_report(model, scheme: str, text: Optional[str] = None, seed: int = 
             losses[label] = charlm_held_out_loss(m, text)
             seconds[label] = time.perf_counter() - start
         what = f"held-out loss (nats/char) on the last {held_out_size(len(text), 32, 100):,} characters"
+    elif isinstance(model, Forecaster):
+        if series is None:
+            raise ValueError("series: a Forecaster is measured on its series; give one (the command line's --data FILE: "
+                             "its values, a column a feature)")
+        if model.calendar:
+            raise ValueError("model: a Forecaster with calendar features needs its series' times; measure it in Python")
+        losses, seconds = {}, {}
+        for label, m in (("float", model), ("quantized", quantized)):
+            start = time.perf_counter()
+            losses[label] = forecaster_held_out_error(m, series)
+            seconds[label] = time.perf_counter() - start
+        what = "held-out forecast error (mean absolute, the series' units) from the last 10% of its origins"
+    elif isinstance(model, AttentionClassifier):
+        rng = np.random.default_rng(seed)
+        ids = rng.integers(0, model.embedding.params["weight"].shape[0], (32, 50))
+        lengths = rng.integers(1, 51, 32)
+        p = model.predict(ids, lengths)[0]
+        seconds = {"float": median_time(lambda: model.predict(ids, lengths), 10),
+                   "quantized": median_time(lambda: quantized.predict(ids, lengths), 10)}
+        losses = {"float": 0.0, "quantized": float(np.sqrt(np.mean((quantized.predict(ids, lengths)[0] - p) ** 2)))}
+        what = "predict on 32 random token sequences (T up to 50); loss: RMS difference from the float probabilities"
     elif isinstance(model, LSTM):
         x = np.random.default_rng(seed).standard_normal((100, 1, model.input_size)).astype(model.dtype)
         y = model(x)[0]
@@ -364,7 +409,8 @@ def quantize_report(model, scheme: str, text: Optional[str] = None, seed: int = 
         losses = {"float": 0.0, "quantized": float(np.sqrt(np.mean((quantized(x)[0] - y) ** 2)))}
         what = "one call on a random sequence (T=100, B=1); loss: RMS difference from the float output"
     else:
-        raise TypeError(f"model: quantize_report measures an LSTM or a CharLM, got {type(model).__name__}")
+        raise TypeError(f"model: quantize_report measures an LSTM, CharLM, Forecaster or AttentionClassifier, got "
+                        f"{type(model).__name__}")
     report = QuantizeReport(scheme, float_bytes, qlstm.nbytes, seconds["float"], seconds["quantized"], what,
                             losses["float"], losses["quantized"])
     return quantized, report
