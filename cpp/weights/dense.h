@@ -109,16 +109,7 @@ public:
         apply(C, ldc, Prepared{A, lda}, M, beta);
     }
     void apply(T* C, int64_t ldc, const Prepared& a, int64_t M, T beta) const {
-        const T* A = a.A;
-        const int64_t lda = a.lda;
-        if (cols_.size() <= 0) return;
-        T* c = C + cols_.begin;
-        if (!packed_.empty())
-            K_->gemm_packed(c, ldc, A, lda, packed_.data(), M, cols_.size(), depth_, beta);
-        else if (columns_are_rows_)
-            step_gemm_nt(*K_, c, ldc, A, lda, W_ + cols_.begin * ldw_, ldw_, M, cols_.size(), depth_, beta);
-        else
-            step_gemm_nn(*K_, c, ldc, A, lda, W_ + cols_.begin, ldw_, M, cols_.size(), depth_, beta);
+        apply(C, ldc, a, M, beta, Range{0, cols_.size()});
     }
 
     // The same for the part [part.begin, part.end) of its columns (counted from its first; a packed

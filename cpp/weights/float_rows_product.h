@@ -28,7 +28,7 @@ public:
 
     // C[:, outputs] = beta*C[:, outputs] + A (M, cols) W[outputs, :]^T; C points at column 0.
     void apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const {
-        if (rows_.size() > 0) W_->apply_rows(*K_, C + rows_.begin, ldc, a.A, a.lda, rows_, M, beta);
+        apply(C, ldc, a, M, beta, Range{0, rows_.size()});
     }
     void apply(float* C, int64_t ldc, const float* A, int64_t lda, int64_t M, float beta) const {
         apply(C, ldc, Prepared{A, lda}, M, beta);

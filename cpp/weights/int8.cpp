@@ -39,13 +39,12 @@ Int8StepProduct::Prepared Int8StepProduct::prepare(const Kernels<float>& K, cons
 }
 
 void Int8StepProduct::apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta) const {
-    if (rows_.size() <= 0) return;
-    K_->gemm_nt_s8(C + rows_.begin, ldc, a.q, a.ldq, a.scale, W_->view, rows_.begin, M, rows_.size(), beta);
+    apply(C, ldc, a, M, beta, Range{0, rows_.size()});
 }
 
 void Int8StepProduct::apply(float* C, int64_t ldc, const Prepared& a, int64_t M, float beta, Range part) const {
-    const int64_t first = rows_.begin + part.begin;
     if (part.size() <= 0) return;
+    const int64_t first = rows_.begin + part.begin;
     K_->gemm_nt_s8(C + first, ldc, a.q, a.ldq, a.scale, W_->view, first, M, part.size(), beta);
 }
 

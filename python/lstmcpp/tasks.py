@@ -373,13 +373,18 @@ def quantize_report(model, scheme: str, text: Optional[str] = None, seed: int = 
     quantized = quantize(model, scheme)
     lstm, qlstm = (model.lstm, quantized.lstm) if hasattr(model, "lstm") else (model, quantized)
     float_bytes = 4 * sum(p.size for n, p in lstm.state_dict().items() if n.startswith(("weight_ih", "weight_hh", "weight_hr")))
-    if isinstance(model, CharLM):
-        text = stdlib_text(4_000_000) if text is None else text
+
+    def timed(measure):  # the model's own measurement, float then quantized: (losses, seconds)
         losses, seconds = {}, {}
         for label, m in (("float", model), ("quantized", quantized)):
             start = time.perf_counter()
-            losses[label] = charlm_held_out_loss(m, text)
+            losses[label] = measure(m)
             seconds[label] = time.perf_counter() - start
+        return losses, seconds
+
+    if isinstance(model, CharLM):
+        text = stdlib_text(4_000_000) if text is None else text
+        losses, seconds = timed(lambda m: charlm_held_out_loss(m, text))
         what = f"held-out loss (nats/char) on the last {held_out_size(len(text), 32, 100):,} characters"
     elif isinstance(model, Forecaster):
         if series is None:
@@ -387,11 +392,7 @@ def quantize_report(model, scheme: str, text: Optional[str] = None, seed: int = 
                              "its values, a column a feature)")
         if model.calendar:
             raise ValueError("model: a Forecaster with calendar features needs its series' times; measure it in Python")
-        losses, seconds = {}, {}
-        for label, m in (("float", model), ("quantized", quantized)):
-            start = time.perf_counter()
-            losses[label] = forecaster_held_out_error(m, series)
-            seconds[label] = time.perf_counter() - start
+        losses, seconds = timed(lambda m: forecaster_held_out_error(m, series))
         what = "held-out forecast error (mean absolute, the series' units) from the last 10% of its origins"
     elif isinstance(model, AttentionClassifier):
         rng = np.random.default_rng(seed)
