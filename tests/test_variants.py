@@ -68,6 +68,65 @@ def test_one_and_two_threads_are_bitwise_equal(name, isa):
     assert_bitwise_equal(one, two)
 
 
+WHOLE_ROW_CELLS = {
+    "layer_norm": dict(layer_norm=True),
+    "layer_norm_cifg": dict(layer_norm=True, coupled_input_forget=True, peepholes=True, proj_size=21, cell_clip=0.5),
+    "mogrifier": dict(mogrify_rounds=5),
+    "mogrifier_low_rank": dict(mogrify_rounds=4, mogrify_rank=3, proj_size=21, num_layers=2),
+    "all": dict(layer_norm=True, mogrify_rounds=3, mogrify_rank=2, peepholes=True, num_layers=2),
+}
+
+
+@pytest.mark.parametrize("name", WHOLE_ROW_CELLS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("scheme", [None, "int8", "bf16", "codebook4"])
+def test_one_sequence_of_a_whole_row_cell_splits_its_units_with_the_same_results(name, isa, scheme):
+    """Layer norm and the Mogrifier need whole rows; one sequence's inference (a stream's step, a
+    whole call, lengths, both directions) splits every row's units among the team, which meets
+    inside each step. Its results equal one thread's bitwise, also when the team is starved
+    mid-call (it finishes on one thread) or its worker never starts (the caller runs alone)."""
+    from lstmcpp import _core
+    from conftest import core_settings
+    model = lstmcpp.LSTM(23, 37, seed=4, **WHOLE_ROW_CELLS[name])
+    q = model if scheme is None else lstmcpp.quantize(model, scheme)
+    both = lstmcpp.LSTM(23, 37, bidirectional=True, seed=5, **WHOLE_ROW_CELLS[name])
+    both = both if scheme is None else lstmcpp.quantize(both, scheme)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((30, 1, 23)).astype(np.float32)
+
+    def run():
+        _core.set_starvation_patience(-1)
+        y, (h, c) = q(x)
+        y_short, _ = q(x, lengths=np.array([17]))
+        y_both, (h_both, _) = both(x[:9])
+        stream = q.stream()
+        steps = np.stack([stream.step(x[t, 0]) for t in range(5)])
+        return [y, h, c, y_short, y_both, h_both, steps]
+
+    with core_settings(threads=1, isa=isa, whole_team=True):
+        alone = run()
+    with core_settings(threads=2, isa=isa, whole_team=True):
+        split = run()
+        before = _core.starved_calls()
+        _core.set_starvation_patience(0)  # every wait at a step's meeting starves the team
+        try:
+            y_starved, _ = q(x)
+            assert _core.starved_calls() > before
+        finally:
+            _core.set_starvation_patience(-1)
+        _core.set_workers_absent(True)
+        try:
+            absent = run()
+        finally:
+            _core.set_workers_absent(False)
+            _core.set_starvation_patience(-1)
+    assert_bitwise_equal(alone, split)
+    assert_bitwise_equal(alone[:1], [y_starved])
+    assert_bitwise_equal(alone, absent)
+    np.testing.assert_array_equal(alone[0][:17], alone[3][:17])  # lengths: the same until the end
+    assert not alone[3][17:].any()
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_unbatched_input_matches_reference(name, dtype):

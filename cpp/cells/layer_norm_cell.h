@@ -2,8 +2,11 @@
 //   z = LN(a)*g_ih + LN(r)*g_hh + b_ih + b_hh    a = x W_ih^T, r = h W_hh^T, each LN over its whole row
 //   the gates, peepholes and c as Base's;  m = o*tanh(LN(c)*g_c + b_c)   (the state keeps c itself)
 // LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5). Forward beside backward; Base's gate kernels do the
-// gate math. Every statistic is over a whole row, so the time loop gives this cell whole rows (its
-// threads split the batch, not the units) and the two products separately (combine).
+// gate math. Every statistic is over a whole row: the time loop gives this cell the two products
+// separately (combine), and either whole rows (its threads split the batch) or, for fewer rows than
+// threads (a stream), a share of every row's units, with the team meeting once the products are
+// made and once c is (forward's `meet`): each thread then reads the whole row's statistics and
+// writes its own units, so the results are those of whole rows.
 //
 // Beyond Base's members, what the time loop asks of a layer-normalised cell (kLayerNorm):
 //   extra_size(H)        values kept per row and step for backward: a_hat (G), r_hat (G),
@@ -24,10 +27,14 @@ namespace lstmcpp {
 
 constexpr double kLayerNormEpsilon = 1e-5;
 
-// v_hat = (v - mean) / sqrt(var + eps) over n values; returns 1/sqrt(var + eps).
-// (The sums run in SIMD lanes, `omp simd`: the same order on every thread count.)
+// The mean of n values and 1/sqrt(var + eps). (The sums run in SIMD lanes, `omp simd`: the same
+// order on every thread count, and every thread of a team that splits a row gets the same.)
 template <class T>
-T normalize_row(T* v_hat, const T* v, int64_t n) {
+struct RowStats {
+    T mean, rstd;
+};
+template <class T>
+RowStats<T> row_stats(const T* v, int64_t n) {
     T mean = T(0);
 #pragma omp simd reduction(+ : mean)
     for (int64_t k = 0; k < n; ++k) mean += v[k];
@@ -35,10 +42,16 @@ T normalize_row(T* v_hat, const T* v, int64_t n) {
     T var = T(0);
 #pragma omp simd reduction(+ : var)
     for (int64_t k = 0; k < n; ++k) var += (v[k] - mean) * (v[k] - mean);
-    const T rstd = T(1) / std::sqrt(var / T(n) + T(kLayerNormEpsilon));
+    return {mean, T(1) / std::sqrt(var / T(n) + T(kLayerNormEpsilon))};
+}
+
+// v_hat[k] = (v[k] - mean) / sqrt(var + eps) for k in part, the statistics over all n values.
+template <class T>
+RowStats<T> normalize_part(T* v_hat, const T* v, int64_t n, Range part) {
+    const RowStats<T> st = row_stats(v, n);
 #pragma omp simd
-    for (int64_t k = 0; k < n; ++k) v_hat[k] = (v[k] - mean) * rstd;
-    return rstd;
+    for (int64_t k = part.begin; k < part.end; ++k) v_hat[k] = (v[k] - st.mean) * st.rstd;
+    return st;
 }
 
 // d (n): the gradient of v_hat in, of v out (in place): rstd * (d - mean(d) - v_hat * mean(d * v_hat)).
@@ -73,29 +86,42 @@ struct LayerNormCell : Base {
     static int64_t extra_size(int64_t H) { return 2 * kGates * H + H + 3; }
     static int64_t d_extra_size(int64_t H) { return 2 * kGates * H + H; }
 
-    // z (G) = LN(a)*g_ih + LN(r)*g_hh + b_ih + b_hh (either bias null: none); extra gets a_hat, r_hat
-    // and their 1/std.
-    void combine(T* z, const T* a, const T* r, const T* b_ih, const T* b_hh, T* extra) const {
-        const int64_t G = kGates * this->H;
+    // z (G) = LN(a)*g_ih + LN(r)*g_hh + b_ih + b_hh (either bias null: none) for the units of each
+    // gate block; extra gets their a_hat, r_hat and (the share from unit 0) the two 1/std.
+    void combine(T* z, const T* a, const T* r, const T* b_ih, const T* b_hh, T* extra, Range units) const {
+        const int64_t H = this->H, G = kGates * H;
         T* a_hat = extra;
         T* r_hat = extra + G;
-        T* rstd = extra + 2 * G + this->H;  // a's, r's, c's
-        rstd[0] = normalize_row(a_hat, a, G);
-        rstd[1] = normalize_row(r_hat, r, G);
-        for (int64_t k = 0; k < G; ++k)
-            z[k] = a_hat[k] * gain_ih[k] + r_hat[k] * gain_hh[k] + (b_ih ? b_ih[k] : T(0)) + (b_hh ? b_hh[k] : T(0));
+        T* rstd = extra + 2 * G + H;  // a's, r's, c's
+        const RowStats<T> sa = row_stats(a, G), sr = row_stats(r, G);
+        if (units.begin == 0) rstd[0] = sa.rstd, rstd[1] = sr.rstd;
+        for (int64_t q = 0; q < kGates; ++q) {
+            const Range part{q * H + units.begin, q * H + units.end};
+#pragma omp simd
+            for (int64_t k = part.begin; k < part.end; ++k) {
+                a_hat[k] = (a[k] - sa.mean) * sa.rstd;
+                r_hat[k] = (r[k] - sr.mean) * sr.rstd;
+            }
+            for (int64_t k = part.begin; k < part.end; ++k)
+                z[k] = a_hat[k] * gain_ih[k] + r_hat[k] * gain_hh[k] + (b_ih ? b_ih[k] : T(0)) + (b_hh ? b_hh[k] : T(0));
+        }
     }
 
-    // Base's forward on the whole row, then m = o*tanh(LN(c)*g_c + b_c); extra gets c_hat, its 1/std.
-    void forward(const Kernels<T>& K, T* z, T* c, T* m, const T* c_prev, Range units, T* extra) const {
+    // Base's forward on the units, then m = o*tanh(LN(c)*g_c + b_c) on them; extra gets their c_hat
+    // and (the share from unit 0) its 1/std. meet(): the team's meeting between the two, after which
+    // every unit of c is made (a no-op for whole rows).
+    template <class Meet>
+    void forward(const Kernels<T>& K, T* z, T* c, T* m, const T* c_prev, Range units, T* extra, const Meet& meet) const {
         const int64_t H = this->H, G = kGates * H;
         Base::forward(K, z, c, m, c_prev, units);
+        meet();
         T* c_hat = extra + 2 * G;
-        extra[2 * G + H + 2] = normalize_row(c_hat, c, H);
+        const T rstd = normalize_part(c_hat, c, H, units).rstd;
+        if (units.begin == 0) extra[2 * G + H + 2] = rstd;
         const T* o = z + (kGates - 1) * H;  // the output gate's block is the last
-        for (int64_t j = 0; j < H; ++j) m[j] = c_hat[j] * gain_c[j] + bias_c[j];
-        K.tanh(m, m, H);
-        for (int64_t j = 0; j < H; ++j) m[j] *= o[j];
+        for (int64_t j = units.begin; j < units.end; ++j) m[j] = c_hat[j] * gain_c[j] + bias_c[j];
+        K.tanh(m + units.begin, m + units.begin, units.size());
+        for (int64_t j = units.begin; j < units.end; ++j) m[j] *= o[j];
     }
 
     // z holds the activated gates, extra what forward kept; dm (H) the gradient of m, dc (H) of c

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/blas.h"
+#include "core/team.h"
 #include "kernels/kernels.h"
 #include "weights/dense.h"
 
@@ -60,27 +61,37 @@ struct Mogrifier {
     // record_size()). tmp: M * rank values (rank only).
     void forward(const Kernels<T>& K, const T* x, int64_t ldx, const T* h, int64_t ldh, int64_t M, T* record,
                  int64_t ld, T* tmp) const {
+        forward(K, x, ldx, h, ldh, M, record, ld, tmp, 1, 0, [] {});
+    }
+    // The same by a team of `parts` threads, this one `me`: each round's outputs split among them,
+    // each making its part (from the whole round before) and then meeting the others (meet()).
+    // A row's output is the same whatever the split. tmp: this thread's own.
+    template <class Meet>
+    void forward(const Kernels<T>& K, const T* x, int64_t ldx, const T* h, int64_t ldh, int64_t M, T* record,
+                 int64_t ld, T* tmp, int parts, int me, const Meet& meet) const {
         for (int64_t j = 1; j <= rounds; ++j) {
             const int64_t n = out_size(j), depth = src_size(j);
+            const Range part = split(n, parts, me, 16);
             const T* src = value(j - 1, x, ldx, h, ldh, record, ld);
-            const T* scaled = value(j - 2, x, ldx, h, ldh, record, ld);
+            const T* scaled = value(j - 2, x, ldx, h, ldh, record, ld) + part.begin;
             const int64_t ld_src = stride(j - 1, ldx, ldh, ld), ld_scaled = stride(j - 2, ldx, ldh, ld);
-            T* out = record + offset(j);
-            T* s = out + n;
-            if (rank > 0) {  // s = (src b^T) a^T
+            T* out = record + offset(j) + part.begin;
+            T* s = record + offset(j) + n + part.begin;
+            if (rank > 0) {  // s = (src b^T) a^T (src b^T whole on every thread)
                 step_gemm_nt(K, tmp, rank, src, ld_src, b[j - 1], depth, M, rank, depth, T(0));
-                step_gemm_nt(K, s, ld, tmp, rank, a[j - 1], rank, M, n, rank, T(0));
+                step_gemm_nt(K, s, ld, tmp, rank, a[j - 1] + part.begin * rank, rank, M, part.size(), rank, T(0));
             } else {
-                step_gemm_nt(K, s, ld, src, ld_src, a[j - 1], depth, M, n, depth, T(0));
+                step_gemm_nt(K, s, ld, src, ld_src, a[j - 1] + part.begin * depth, depth, M, part.size(), depth, T(0));
             }
             for (int64_t m = 0; m < M; ++m) {
                 T* s_m = s + m * ld;
-                K.sigmoid(s_m, s_m, n);
-                for (int64_t k = 0; k < n; ++k) {
+                K.sigmoid(s_m, s_m, part.size());
+                for (int64_t k = 0; k < part.size(); ++k) {
                     s_m[k] *= T(2);
                     out[m * ld + k] = s_m[k] * scaled[m * ld_scaled + k];
                 }
             }
+            if (parts > 1) meet();
         }
     }
 

@@ -172,8 +172,24 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const int64_t gate_rows = fuse_input ? B : steps * B;
     int64_t E = 0, R = mog.record_size();  // per row: the cell's kept values, the Mogrifier's record
     if constexpr (kNormalizes) E = Cell::extra_size(H);
+
+    // a step's work in float32 multiply-adds, which sizes its team
+    int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac;
+    for (int64_t j = 1; j <= mog.rounds; ++j)
+        macs += B * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
+    // A cell that needs whole rows splits the batch among its threads, but inference with fewer
+    // rows than the threads its work is worth (a stream) splits every row's units instead, the team
+    // meeting inside each step as well: after each Mogrifier round, once the layer-normalised
+    // cell's products are made, and once its c is. Each thread then reads whole rows' statistics
+    // and writes its own units, so no result depends on the split. Each meeting costs what one a
+    // step does, so the team is sized by the work per meeting.
+    const int64_t meetings = 1 + (kNormalizes ? 2 : 0) + mog.rounds;
+    const int split_team = threads_for_step(macs / meetings);
+    const bool splits_rows = whole_rows && !cache && B < split_team;
+    const bool rows_whole = whole_rows && !splits_rows;  // threads take whole rows
+    const int64_t tmp_teams = splits_rows ? std::max(1, get_num_threads()) : 1;  // a low-rank round's (B,q) each
     Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0,
-                        kNormalizes ? 2 * B * G : 0, cache ? 0 : B * E, cache ? 0 : B * R, B * mog.rank});
+                        kNormalizes ? 2 * B * G : 0, cache ? 0 : B * E, cache ? 0 : B * R, tmp_teams * B * mog.rank});
     T* gates;
     if (cache) {
         cache->gates.resize(steps * B * G);
@@ -199,16 +215,12 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     T* products = scratch.take(kNormalizes ? 2 * B * G : 0);  // (B,2G) layer norm: a step's x W_ih^T, h W_hh^T
     T* extra_local = scratch.take(cache ? 0 : B * E);         // (B,E) layer norm's values of a step
     T* records_local = scratch.take(cache ? 0 : B * R);       // (B,R) the Mogrifier's rounds of a step
-    T* mog_tmp = scratch.take(B * mog.rank);                  // (B,q)
+    T* mog_tmp = scratch.take(tmp_teams * B * mog.rank);      // (B,q) for each thread
     if (h0) std::copy(h0, h0 + B * P, state);
     else std::fill(state, state + B * P, T(0));
     if (c0) std::copy(c0, c0 + B * H, cell);
     else std::fill(cell, cell + B * H, T(0));
 
-    // a step's work in float32 multiply-adds, which sizes its team
-    int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac;
-    for (int64_t j = 1; j <= mog.rounds; ++j)
-        macs += B * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
     // The rows a thread needs before the team splits the batch (0: never). Split, every thread
     // reads all of a step's weights each step; split by hidden units, a share of them, but the
     // team meets every step. Weights that fit in half of a core's L2 (read at run time) are read
@@ -238,7 +250,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         const Range br = my.rows, jr = my.units, pr = my.outputs;  // my batch rows, hidden units, outputs
         const int64_t b0 = br.begin, rows = br.size();
         const bool meets = team > 1 && !my.by_rows;  // a barrier each step (by batch rows: none)
-        if (meets && me == 0 && team == 2 && (steps - first > 1 || s.projecting) && worker_absent(kWorkerGrace))
+        if (meets && me == 0 && team == 2 && (steps - first > 1 || s.projecting || splits_rows) && worker_absent(kWorkerGrace))
             return kAlone;
         const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
         const GateProducts<T, Gates, Matrix> input = fuse_input ? GateProducts<T, Gates, Matrix>(K, pack, w.weight_ih, H, jr)
@@ -246,6 +258,11 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         using Product = typename Matrix::Product;
         const Product projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : Product();
         StepBarrier::Waits waits;
+        // a meeting inside a step (split rows of a whole-row cell): a starved team learns so at the
+        // step's own meeting, which the decision, once made, stays for
+        auto meet = [&] {
+            if (meets) barrier.wait(team, waits, false);
+        };
         const bool sweeps = sweeps_weights(my.by_rows || team == 1 ? step_bytes : step_bytes / team);
 
         for (int64_t step = first; step < steps; ++step) {
@@ -264,18 +281,22 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
             int64_t ld_h_in = P;
             if (mog.rounds > 0) {
                 T* record = (cache ? cache->records.data() + t * B * R : records_local) + b0 * R;
-                mog.forward(K, x_in, I, h_in, P, rows, record, R, mog_tmp + b0 * mog.rank);
+                const int parts = splits_rows ? team : 1;  // of each round's outputs
+                mog.forward(K, x_in, I, h_in, P, rows, record, R, mog_tmp + (splits_rows ? me * B : b0) * mog.rank, parts,
+                            splits_rows ? me : 0, meet);
                 const auto last = mog.last(record, R, h_in, P);
                 x_in = last.x, ld_x_in = last.ldx, h_in = last.h, ld_h_in = last.ldh;
             }
             if constexpr (kNormalizes) {  // z = LN(x W_ih^T)*g_ih + LN(h W_hh^T)*g_hh + b, row by row
                 T* a = products + b0 * 2 * G;  // (rows, 2G): a then r of each row
-                std::fill(a, a + rows * 2 * G, T(0));
+                for (int64_t b = 0; b < rows; ++b)
+                    for (int64_t q = 0; q < 2 * Gates; ++q) std::fill(a + b * 2 * G + q * H + jr.begin, a + b * 2 * G + q * H + jr.end, T(0));
                 input.add(a, 2 * G, x_in, ld_x_in, rows, backward);
                 recurrent.add(a + G, 2 * G, h_in, ld_h_in, rows, backward);
+                meet();
                 for (int64_t b = br.begin; b < br.end; ++b)
                     w.cell.combine(z + b * G, products + b * 2 * G, products + b * 2 * G + G, w.bias_ih, w.bias_hh,
-                                   extra + b * E);
+                                   extra + b * E, jr);
             } else if (fuse_input) {  // my part of this step's input projection: biases + x_t W_ih[my units]^T
                 for (int64_t b = br.begin; b < br.end; ++b)
                     for (int64_t q = 0; q < Gates; ++q) start_gates(z + b * G, w, Range{q * H + jr.begin, q * H + jr.end});
@@ -299,10 +320,10 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
             T* m = s.projecting ? (cache ? cache->m.data() + t * B * H : m_local) : h_next;
             for (int64_t b = br.begin; b < br.end; ++b) {
                 if (active(lengths, b, t)) {
-                    if constexpr (kNormalizes) w.cell.forward(K, z + b * G, c_next + b * H, m + b * H, c_cur + b * H, jr, extra + b * E);
+                    if constexpr (kNormalizes) w.cell.forward(K, z + b * G, c_next + b * H, m + b * H, c_cur + b * H, jr, extra + b * E, meet);
                     else w.cell.forward(K, z + b * G, c_next + b * H, m + b * H, c_cur + b * H, jr);
                 } else {  // past this element's length: the state carries over unchanged
-                    std::fill(extra + b * E, extra + (b + 1) * E, T(0));  // (backward reads it times zero)
+                    if (cache) std::fill(extra + b * E, extra + (b + 1) * E, T(0));  // (backward reads it times zero)
                     std::copy(c_cur + b * H + jr.begin, c_cur + b * H + jr.end, c_next + b * H + jr.begin);
                     if (s.projecting) std::fill(m + b * H + jr.begin, m + b * H + jr.end, T(0));
                     else std::copy(h_cur + b * P + jr.begin, h_cur + b * P + jr.end, h_next + b * P + jr.begin);
@@ -337,22 +358,24 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         copy_block(c_n, H, cell + (steps % 2) * B * H, H, my.rows, my.units);
     };
 
-    const int threads = whole_rows ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B)) : threads_for_step(macs);
+    const int threads = splits_rows ? split_team
+                        : rows_whole ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B))
+                                     : threads_for_step(macs);
     // A team of two is optional (run_team): its worker may never join, and the calling thread then
-    // does the worker's share too: after its own where they never meet (whole rows, or a single
-    // step), else the whole loop alone (kAlone).
+    // does the worker's share too: after its own where they never meet (batch rows, or a single
+    // step with no meeting inside it), else the whole loop alone (kAlone).
     run_team(threads, [&](int team, int me) {
-        const Share my = share_of(B, H, P, s.projecting, rows_from, team, me, whole_rows);
+        const Share my = share_of(B, H, P, s.projecting, rows_from, team, me, rows_whole);
         const int64_t stopped = run_steps(my, team, me, 0);
         if (stopped == steps) {
             copy_final(my);
             if (me == 0 && team == 2 && worker_absent(std::chrono::microseconds(0))) {  // (no meeting: rows, or one step)
-                const Share theirs = share_of(B, H, P, s.projecting, rows_from, team, 1, whole_rows);
+                const Share theirs = share_of(B, H, P, s.projecting, rows_from, team, 1, rows_whole);
                 run_steps(theirs, 1, 0, 0);
                 copy_final(theirs);
             }
         } else if (me == 0) {  // starved: this thread finishes the call alone (the same results:
-            const Share all = share_of(B, H, P, s.projecting, rows_from, 1, 0, whole_rows);  // no sum depends on the split)
+            const Share all = share_of(B, H, P, s.projecting, rows_from, 1, 0, rows_whole);  // no sum depends on the split)
             count_starved_call();
             note_team_starved();
             run_steps(all, 1, 0, stopped == kAlone ? 0 : stopped);
