@@ -170,11 +170,17 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const bool fuse_input = !ids && !by_blas &&
                             (whole_rows || steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
     const int64_t gate_rows = fuse_input ? B : steps * B;
+    // Layer norm's input product x W_ih^T is normalised on its own, so inference of more than
+    // one step makes it for every step at once before the loop, as the LSTM's input projection
+    // is (the Mogrifier's input is only known inside the step, and training keeps its cache's
+    // layout): each step then reads only W_hh.
+    const bool hoists_input = kNormalizes && mog.rounds == 0 && !cache && !ids && steps > 1;
+    const bool input_in_step = fuse_input && !hoists_input;
     int64_t E = 0, R = mog.record_size();  // per row: the cell's kept values, the Mogrifier's record
     if constexpr (kNormalizes) E = Cell::extra_size(H);
 
     // a step's work in float32 multiply-adds, which sizes its team
-    int64_t macs = B * (G * (P + (fuse_input ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac;
+    int64_t macs = B * (G * (P + (input_in_step ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac;
     for (int64_t j = 1; j <= mog.rounds; ++j)
         macs += B * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
     // A cell that needs whole rows splits the batch among its threads, but inference with fewer
@@ -188,7 +194,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const bool splits_rows = whole_rows && !cache && B < split_team;
     const bool rows_whole = whole_rows && !splits_rows;  // threads take whole rows
     const int64_t tmp_teams = splits_rows ? std::max(1, get_num_threads()) : 1;  // a low-rank round's (B,q) each
-    Scratch<T> scratch({cache ? 0 : gate_rows * G, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0,
+    Scratch<T> scratch({cache ? 0 : gate_rows * G, hoists_input ? steps * B * G : 0, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0,
                         kNormalizes ? 2 * B * G : 0, cache ? 0 : B * E, cache ? 0 : B * R, tmp_teams * B * mog.rank});
     T* gates;
     if (cache) {
@@ -203,6 +209,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     } else {
         gates = scratch.take(gate_rows * G);
     }
+    T* inputs = scratch.take(hoists_input ? steps * B * G : 0);  // (T,B,G) layer norm's x W_ih^T, hoisted
+    if (hoists_input) w.weight_ih.multiply_rows(inputs, x, steps * B, T(0));
     T* z_of_step_0 = gates;  // where step t's gates are: z_of_step_0 + (each step its own ? t : 0) * B * G
     const bool gates_per_step = cache || !fuse_input;
     if (!ids && !fuse_input) project_inputs(gates, x, steps * B, w);
@@ -231,7 +239,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // the split stays where it was. Larger weights: from kRowsPerThread rows a thread for a format
     // that packs, from Matrix::kSplitsBatchFrom for one that splits the batch as it is (int8).
     const bool pack = Matrix::kPacks && !by_blas && packs_weights(B, steps, true);
-    int64_t step_bytes = w.weight_hh.bytes() + (fuse_input ? w.weight_ih.bytes() : 0) + (s.projecting ? w.weight_hr.bytes() : 0);
+    int64_t step_bytes = w.weight_hh.bytes() + (input_in_step ? w.weight_ih.bytes() : 0) + (s.projecting ? w.weight_hr.bytes() : 0);
     for (int64_t j = 1; j <= mog.rounds; ++j)
         step_bytes += int64_t(sizeof(T)) * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
     const int64_t rows_from = !(pack || Matrix::kSplitsBatchFrom > 0) ? 0
@@ -253,7 +261,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         if (meets && me == 0 && team == 2 && (steps - first > 1 || s.projecting || splits_rows) && worker_absent(kWorkerGrace))
             return kAlone;
         const GateProducts<T, Gates, Matrix> recurrent(K, pack, w.weight_hh, H, jr);
-        const GateProducts<T, Gates, Matrix> input = fuse_input ? GateProducts<T, Gates, Matrix>(K, pack, w.weight_ih, H, jr)
+        const GateProducts<T, Gates, Matrix> input = input_in_step ? GateProducts<T, Gates, Matrix>(K, pack, w.weight_ih, H, jr)
                                                                  : GateProducts<T, Gates, Matrix>();
         using Product = typename Matrix::Product;
         const Product projection = s.projecting ? w.weight_hr.step_product(K, pack, pr) : Product();
@@ -288,15 +296,17 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
                 x_in = last.x, ld_x_in = last.ldx, h_in = last.h, ld_h_in = last.ldh;
             }
             if constexpr (kNormalizes) {  // z = LN(x W_ih^T)*g_ih + LN(h W_hh^T)*g_hh + b, row by row
-                T* a = products + b0 * 2 * G;  // (rows, 2G): a then r of each row
+                T* a = products + b0 * 2 * G;  // (rows, 2G): a then r of each row (a made already: hoisted)
                 for (int64_t b = 0; b < rows; ++b)
-                    for (int64_t q = 0; q < 2 * Gates; ++q) std::fill(a + b * 2 * G + q * H + jr.begin, a + b * 2 * G + q * H + jr.end, T(0));
-                input.add(a, 2 * G, x_in, ld_x_in, rows, backward);
+                    for (int64_t q = hoists_input ? Gates : 0; q < 2 * Gates; ++q)
+                        std::fill(a + b * 2 * G + q * H + jr.begin, a + b * 2 * G + q * H + jr.end, T(0));
+                if (input_in_step) input.add(a, 2 * G, x_in, ld_x_in, rows, backward);
                 recurrent.add(a + G, 2 * G, h_in, ld_h_in, rows, backward);
                 meet();
-                for (int64_t b = br.begin; b < br.end; ++b)
-                    w.cell.combine(z + b * G, products + b * 2 * G, products + b * 2 * G + G, w.bias_ih, w.bias_hh,
-                                   extra + b * E, jr);
+                for (int64_t b = br.begin; b < br.end; ++b) {
+                    const T* a_row = hoists_input ? inputs + (t * B + b) * G : products + b * 2 * G;
+                    w.cell.combine(z + b * G, a_row, products + b * 2 * G + G, w.bias_ih, w.bias_hh, extra + b * E, jr);
+                }
             } else if (fuse_input) {  // my part of this step's input projection: biases + x_t W_ih[my units]^T
                 for (int64_t b = br.begin; b < br.end; ++b)
                     for (int64_t q = 0; q < Gates; ++q) start_gates(z + b * G, w, Range{q * H + jr.begin, q * H + jr.end});
