@@ -25,3 +25,9 @@ def test_quick_case_runs_and_reports_ratios():
     r = bench.run_case(case, threads=1, min_seconds=0.0, block_seconds=0.01, settle_seconds=0.0)
     assert r["median_s"]["lstmcpp"] > 0 and r["ratio"]["numpy reference"] > 0
     assert "tiny" in bench.format_table([r], gemm_gflops=100.0)
+
+
+def test_the_variants_inference_rows_time_every_variant_in_both_schemes():
+    r = bench.cell_variants_inference(threads=1, min_seconds=0.0, T=3, H=16, block_seconds=0.01, settle_seconds=0.0)
+    assert set(r["median_s"]) == {f"{name} {scheme}" for name in bench.VARIANTS for scheme in ("float32", "int8")}
+    assert all(t > 0 for t in r["median_s"].values())

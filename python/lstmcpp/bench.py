@@ -472,6 +472,21 @@ def cell_variants(threads: int, min_seconds: float, T: int = 100, B: int = 32, H
     return {"median_s": medians, "macs_per_row_step": macs, "T": T, "B": B, "H": H}
 
 
+def cell_variants_inference(threads: int, min_seconds: float, T: int = 200, H: int = 256, block_seconds: float = 0.35,
+                            settle_seconds: float = 0.15) -> dict:
+    """Inference of one sequence (B1 T200 H256) of each cell variant, float32 and int8,
+    interleaved: what a stream of that variant costs against the LSTM's."""
+    x = np.random.default_rng(0).standard_normal((T, 1, H)).astype(np.float32)
+    impls = {}
+    for name, kw in VARIANTS.items():
+        model = lstmcpp.LSTM(H, H, seed=0, **kw)
+        for scheme, m in (("float32", model), ("int8", lstmcpp.quantize(model, "int8"))):
+            impls[f"{name} {scheme}"] = lambda m=m: m(x)
+    medians = _time_interleaved(impls, min_seconds, max_rounds=100, block_seconds=block_seconds,
+                                settle_seconds=settle_seconds)
+    return {"median_s": medians, "T": T, "B": 1, "H": H}
+
+
 def numpy_neighbour(threads: int, seconds: float = 4.0) -> Dict[str, Dict[str, float]]:
     """Streams (B1 T200 H256, float32 and int8) timed alone and right after a 512 x 512 NumPy
     matmul, in a fresh process for each setting of NumPy's OpenBLAS: as it comes, and with
@@ -658,6 +673,14 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
     if "layer_norm, PyTorch ops" in variants["median_s"]:
         print(f"  layer_norm with PyTorch ops (autograd): {variants['median_s']['layer_norm, PyTorch ops'] * 1e3:.1f} ms, "
               f"{variants['median_s']['layer_norm, PyTorch ops'] / ln:.2f}x lstmcpp's layer_norm")
+    inference = cell_variants_inference(threads, min_seconds=1.0 if quick else 4.0)
+    print(f"\ncell variants, inference of one sequence B1 T{inference['T']} H{inference['H']} (a stream; float32, int8):")
+    for name in VARIANTS:
+        parts = []
+        for scheme in ("float32", "int8"):
+            t = inference["median_s"][f"{name} {scheme}"]
+            parts.append(f"{scheme} {t * 1e3:6.2f} ms {t / inference['median_s'][f'lstm {scheme}']:.2f}x")
+        print(f"  {name:18s} " + ",  ".join(parts) + "  (the LSTM's time in its scheme)")
     memory, neighbour = {}, {}
     if not quick:
         neighbour = numpy_neighbour(threads)
@@ -673,7 +696,8 @@ def main(quick: bool = False, json_path: Optional[str] = None, threads: int = 2,
             json.dump({"machine": machine, "threads": threads, "gemm_gflops": rate / 1e9,
                        "thread_scaling": {"start": scaling[0], "before_charlm": scaling[1], "after_charlm": scaling[2]},
                        "results": results,
-                       "charlm_training": lm, "cell_variants": variants, "train_h256_peak_extra_mib": memory,
+                       "charlm_training": lm, "cell_variants": variants, "cell_variants_inference": inference,
+                       "train_h256_peak_extra_mib": memory,
                        "after_numpy_matmul_s": neighbour}, f, indent=2)
         print(f"\nwrote {json_path}")
     return 0
