@@ -143,6 +143,21 @@ def test_float_formats_equal_their_dequantized_model_to_float32_rounding(isa, pr
         assert rel_err(got, want, floor=1e-2) < 1e-5
 
 
+@pytest.mark.parametrize("scheme", ["codebook4", "codebook8"])
+@pytest.mark.parametrize("I", [16, 33, 70])
+def test_a_codebook_input_product_of_many_rows_decodes_every_weight(isa, scheme, I):
+    """Many rows of input (T x B >= 32) decode W_ih once per call, 32 weights a block under each
+    instruction set, then run the BLAS: the decoded weights are the dequantized model's exactly,
+    so the input projections agree to float32 rounding, first and second halves of every block
+    and the last, partial one included."""
+    q = lstmcpp.quantize(lstmcpp.LSTM(I, 21, seed=3), scheme)
+    x = np.random.default_rng(4).standard_normal((8, 6, I)).astype(np.float32)
+    y, (h, c) = q(x)
+    y_f, (h_f, c_f) = q.dequantize()(x)
+    for got, want in [(y, y_f), (h, h_f), (c, c_f)]:
+        assert rel_err(got, want, floor=1e-2) < 1e-5
+
+
 def test_bfloat16_rounding_is_to_nearest_even():
     w = np.array([1.0, 1.00390625, 1.01171875, 1.0 + 2**-8 + 2**-20, -2.5, 3.0e38], np.float32)
     bits = reference.to_bfloat16(w).bits

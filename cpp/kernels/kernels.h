@@ -115,6 +115,9 @@ struct Kernels {
     void (*sigmoid)(T* y, const T* x, int64_t n);
     void (*tanh)(T* y, const T* x, int64_t n);
     void (*exp)(T* y, const T* x, int64_t n);
+    // out (N,K), row stride ldo = rows first_row .. first_row + N of a codebook matrix as float32
+    // (the product of many rows decodes once, then runs the BLAS); float32 only.
+    void (*decode_codebook)(float* out, int64_t ldo, const CodebookView& W, int64_t first_row, int64_t N, int64_t K);
 };
 
 // float32: the best kernels the CPU supports, or the ones forced by LSTMCPP_ISA / set_isa().

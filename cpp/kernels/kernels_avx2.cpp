@@ -515,6 +515,30 @@ inline void codebook_rows(float* C, int64_t ldc, const float* A, int64_t lda, co
     for (; n < N; ++n) codebook_tile<Bits, MB, 1>(C + n, ldc, A, lda, W, first_row + n, K, beta);
 }
 
+// Rows of a codebook matrix as float32 (kernels.h, decode_codebook): 8 weights at a time, as the
+// products decode them; a last part of fewer than 8 through a buffer.
+void decode_codebook(float* out, int64_t ldo, const CodebookView& W, int64_t first_row, int64_t N, int64_t K) {
+    const auto rows = [&](auto bits) {
+        constexpr int Bits = decltype(bits)::value;
+        for (int64_t n = 0; n < N; ++n) {
+            const CodebookRow<Bits> row(W, first_row + n);
+            float* o = out + n * ldo;
+            for (int64_t k = 0; k < K; k += 8) {
+                const __m256 w = (k & 16) ? row.template decode<true>(k) : row.template decode<false>(k);
+                if (k + 8 <= K) {
+                    _mm256_storeu_ps(o + k, w);
+                } else {
+                    alignas(32) float last[8];
+                    _mm256_store_ps(last, w);
+                    for (int64_t j = k; j < K; ++j) o[j] = last[j - k];
+                }
+            }
+        }
+    };
+    if (W.bits == 4) rows(std::integral_constant<int, 4>{});
+    else rows(std::integral_constant<int, 8>{});
+}
+
 void gemm_nt_codebook(float* C, int64_t ldc, const float* A, int64_t lda, const CodebookView& W, int64_t first_row,
                       int64_t M, int64_t N, int64_t K, float beta) {
     // Up to eight rows of A share each decoded vector of weights (8 accumulators, the book, the
@@ -545,6 +569,7 @@ const Kernels<float>& kernels_f32_avx2() {
         k.int8_products = "avx2: |q| u8 x w with q's sign s8 by vpmaddubsw (|w| x q with w's sign where a weight is -128), pairs summed by vpmaddwd";
         k.bf16_products = "avx2: bf16 pairs split by shift and mask, fma";
         k.gemm_nt_codebook = avx2::gemm_nt_codebook;
+        k.decode_codebook = avx2::decode_codebook;
         k.codebook_products = "avx2: 16-value books in registers (vpermps), 256-value books gathered; fma";
         k.gemm_nt_s8 = avx2::gemm_nt_s8;
         return k;

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/kernels.h"
 
@@ -165,6 +166,26 @@ void gemm_nt_codebook(float* C, int64_t ldc, const float* A, int64_t lda, const 
     });
 }
 
+// Rows of a codebook matrix as float32 (kernels.h, decode_codebook): 32 weights a block, as the
+// products decode them, stored under a mask past K.
+void decode_codebook(float* out, int64_t ldo, const CodebookView& W, int64_t first_row, int64_t N, int64_t K) {
+    const auto rows = [&](auto bits) {
+        for (int64_t n = 0; n < N; ++n) {
+            CodebookRow16<decltype(bits)::value> row;
+            row.start(W, first_row + n);
+            float* o = out + n * ldo;
+            for (int64_t k = 0; k < K; k += 32) {
+                __m512 w0, w1;
+                row.decode(k, w0, w1);
+                _mm512_mask_storeu_ps(o + k, Vec16::tail_mask(K - k), w0);
+                _mm512_mask_storeu_ps(o + k + 16, Vec16::tail_mask(K - k - 16), w1);
+            }
+        }
+    };
+    if (W.bits == 4) rows(std::integral_constant<int, 4>{});
+    else rows(std::integral_constant<int, 8>{});
+}
+
 // The activations of the int8 products (kernels.h, quantize_rows), 16 at a time: the scale from
 // each row's largest magnitude, then q = round(a / scale) (half to even, MXCSR's default) clamped
 // to [-127, 127], narrowed to bytes by vpmovsdb and offset by the zero point 128.
@@ -210,6 +231,7 @@ const Kernels<float>& kernels_f32_avx512(bool vnni) {
                                     : avx2.int8_products;
         k.bf16_products = "avx512: bf16 widened to float32, fma";
         k.gemm_nt_codebook = avx512::gemm_nt_codebook;
+        k.decode_codebook = avx512::decode_codebook;
         k.codebook_products = "avx512: 16-value books in a register (vpermps), 256-value books gathered; fma";
         k.gemm_nn = avx512::gemm_nn_tiles<avx512::Vec16, 4>;
         k.panel_width = avx512::kPanel;

@@ -311,6 +311,12 @@ static void gemm_nt_codebook_generic(float* __restrict C, int64_t ldc, const flo
         }
 }
 
+static void decode_codebook_generic(float* __restrict out, int64_t ldo, const CodebookView& W, int64_t first_row,
+                                    int64_t N, int64_t K) {
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) out[n * ldo + k] = codebook_weight(W, first_row + n, k);
+}
+
 template <class T>
 static Kernels<T> make_kernels(const char* name) {
     constexpr int kPanel = 64 / sizeof(T);  // a cache line of each packed row
@@ -324,6 +330,7 @@ static Kernels<T> make_kernels(const char* name) {
         k.gemm_nt_s8 = gemm_nt_s8_generic;
         k.gemm_nt_bf16 = gemm_nt_bf16_generic;
         k.gemm_nt_codebook = gemm_nt_codebook_generic;
+        k.decode_codebook = decode_codebook_generic;
     }
     return k;
 }

@@ -12,12 +12,7 @@ void CodebookMatrix::multiply_rows(float* out, const float* x, int64_t M, float 
 }
 
 void CodebookMatrix::decode_rows(float* out, Range r) const {
-    for (int64_t n = r.begin; n < r.end; ++n) {
-        const float* __restrict book = view.books + (n / view.rows_per_book) * view.book_size;
-        const uint8_t* __restrict idx = view.indices + n * view.ld;
-        float* __restrict row = out + n * cols;
-        for (int64_t k = 0; k < cols; ++k) row[k] = book[view.index(idx, k)];
-    }
+    kernels_f32().decode_codebook(out + r.begin * cols, cols, view, r.begin, r.size(), cols);
 }
 
 void CodebookWeights::assign(const uint8_t* idx, const float* values, int64_t N, int64_t K, int64_t per_book,
