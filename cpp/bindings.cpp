@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -38,15 +39,18 @@ std::string shape_of(const py::array& a) {
     return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
-std::string shape_of(const std::vector<int64_t>& dims) {
+std::string shape_of(std::initializer_list<int64_t> dims) {
     std::string s = "(";
-    for (size_t k = 0; k < dims.size(); ++k) s += (k ? ", " : "") + std::to_string(dims[k]);
+    size_t k = 0;
+    for (int64_t d : dims) s += (k++ ? ", " : "") + std::to_string(d);
     return s + (dims.size() == 1 ? ",)" : ")");
 }
 
-void require_shape(const py::array& a, const std::vector<int64_t>& dims, const char* name) {
+// (an initializer list, not a vector: a stream's step allocates nothing)
+void require_shape(const py::array& a, std::initializer_list<int64_t> dims, const char* name) {
     bool ok = a.ndim() == static_cast<py::ssize_t>(dims.size());
-    for (size_t k = 0; ok && k < dims.size(); ++k) ok = a.shape(k) == dims[k];
+    py::ssize_t k = 0;
+    for (int64_t d : dims) ok = ok && a.shape(k++) == d;
     if (!ok)
         throw py::value_error(std::string(name) + ": expected shape " + shape_of(dims) +
                               ", got " + shape_of(a));
@@ -160,13 +164,25 @@ void pool_step(const Net& self, py::handle ids_obj, py::handle x_obj, py::handle
         throw py::value_error("x: expected " + std::to_string(n * cfg.input_size) + " values, got " + shape_of(x));
     if (y.size() != n * P) throw py::value_error("out: expected " + std::to_string(n * P) + " values, got " + shape_of(y));
     if (!y.writeable() || !h.writeable() || !c.writeable()) throw py::value_error("out, h, c: expected writeable arrays");
-    std::vector<char> seen(capacity, 0);
+    // each id's mark, in this thread's buffer (cleared again below: a step allocates nothing)
+    thread_local std::vector<char> seen;
+    if (static_cast<int64_t>(seen.size()) < capacity) seen.assign(capacity, 0);
+    const auto unmark = [&](int64_t marked) {
+        for (int64_t k = 0; k < marked; ++k) seen[ids.data()[k]] = 0;
+    };
     for (int64_t k = 0; k < n; ++k) {
         const int64_t id = ids.data()[k];
-        if (id < 0 || id >= capacity)
+        if (id < 0 || id >= capacity) {
+            unmark(k);
             throw py::value_error("ids: every id must be in 0.." + std::to_string(capacity - 1) + ", got " + std::to_string(id));
-        if (seen[id]++) throw py::value_error("ids: each id at most once a step (a stream advances by one step)");
+        }
+        if (seen[id]) {
+            unmark(k);
+            throw py::value_error("ids: each id at most once a step (a stream advances by one step)");
+        }
+        seen[id] = 1;
     }
+    unmark(n);
     T* h_all = const_cast<T*>(h.data());
     T* c_all = const_cast<T*>(c.data());
     T* out = const_cast<T*>(y.data());

@@ -1,6 +1,11 @@
 """Streams and stream pools (SPEC §6): one step at a time equals the whole sequence; bad input
 changes no state."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -205,3 +210,81 @@ def test_the_cores_pool_step_checks_what_it_is_given():
     assert (h == 1).all() and (c == 1).all()
     model._core.pool_step(np.array([2, 0]), x, h, c, out)
     assert (h[0, [1, 3]] == 1).all() and not (h[0, [0, 2]] == 1).all()
+
+
+ALLOCATION_COUNTER = r"""
+#include <stddef.h>
+extern void* __libc_malloc(size_t);
+extern void* __libc_realloc(void*, size_t);
+extern void* __libc_calloc(size_t, size_t);
+extern void* __libc_memalign(size_t, size_t);
+static volatile long on = 0, count = 0;
+void count_on(void) { count = 0; on = 1; }
+long count_off(void) { on = 0; return count; }
+static void counted(void) { if (on) __atomic_add_fetch(&count, 1, __ATOMIC_RELAXED); }
+void* malloc(size_t n) { counted(); return __libc_malloc(n); }
+void* realloc(void* p, size_t n) { counted(); return __libc_realloc(p, n); }
+void* calloc(size_t k, size_t n) { counted(); return __libc_calloc(k, n); }
+void* memalign(size_t a, size_t n) { counted(); return __libc_memalign(a, n); }
+void* aligned_alloc(size_t a, size_t n) { counted(); return __libc_memalign(a, n); }
+int posix_memalign(void** p, size_t a, size_t n) { counted(); *p = __libc_memalign(a, n); return *p ? 0 : 12; }
+"""
+
+ALLOCATIONS_PER_STEP = r"""
+import ctypes, json, sys
+import numpy as np
+import lstmcpp
+counter = ctypes.CDLL(sys.argv[1])
+counter.count_off.restype = ctypes.c_long
+models = {
+    "lstm": lstmcpp.LSTM(24, 40, seed=0),
+    "projection, 2 layers": lstmcpp.LSTM(24, 40, num_layers=2, proj_size=16, peepholes=True, seed=0),
+    "layer norm": lstmcpp.LSTM(24, 40, layer_norm=True, seed=0),
+    "mogrifier": lstmcpp.LSTM(24, 40, mogrify_rounds=5, seed=0),
+    "mogrifier, low rank": lstmcpp.LSTM(24, 40, mogrify_rounds=3, mogrify_rank=4, seed=0),
+}
+for scheme in ("int8", "bf16", "codebook4", "codebook8"):
+    models[scheme] = lstmcpp.quantize(models["lstm"], scheme)
+    models[scheme + " mogrifier"] = lstmcpp.quantize(models["mogrifier"], scheme)
+counts = {}
+for name, model in models.items():
+    for batch in (None, 3):
+        s = model.stream(batch)
+        x = np.ones((24,) if batch is None else (batch, 24), np.float32)
+        out = np.empty((model.output_size,) if batch is None else (batch, model.output_size), np.float32)
+        for _ in range(50):
+            s.step(x, out=out)
+        counter.count_on()
+        for _ in range(200):
+            s.step(x, out=out)
+        counts[f"{name}, batch {batch}"] = counter.count_off()
+s, x = models["lstm"].stream(64), np.ones((64, 24), np.float32)
+counter.count_on()
+for _ in range(200):
+    s.step(x)  # no out=: each step's y is a new array, of 10 kB (the counter counts)
+counts["control: without out="] = counter.count_off()
+print(json.dumps(counts))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts glibc's allocations")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer owns the allocator")
+def test_a_streams_step_allocates_nothing(tmp_path):
+    """SPEC §6 / #11: a stream's step with out= allocates nothing: no Python object beyond the
+    call's own, no heap block in the binding or the core, for every scheme, projection and layers,
+    and the whole-row cells, one sequence or a batch. Counted by a malloc shim (LD_PRELOAD) in a
+    child process; a step without out= must count (the shim works)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("needs a C compiler for the allocation counter")
+    source = tmp_path / "count.c"
+    source.write_text(ALLOCATION_COUNTER)
+    shim = tmp_path / "count.so"
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(shim), str(source)], check=True)
+    env = dict(os.environ, LD_PRELOAD=str(shim))
+    run = subprocess.run([sys.executable, "-c", ALLOCATIONS_PER_STEP, str(shim)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    counts = json.loads(run.stdout.strip().splitlines()[-1])
+    assert counts.pop("control: without out=") >= 200
+    assert counts == {name: 0 for name in counts}

@@ -11,6 +11,7 @@
 // round j in turn, its output (x^(j) or h^(j)) and its gate s_j = 2*sigmoid(...), n_j values each.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -21,13 +22,32 @@
 
 namespace lstmcpp {
 
+// One pointer a round, held inline up to kInline rounds (so building a Mogrifier for a call, as a
+// stream's step does, allocates nothing), on the heap beyond.
+template <class P>
+class RoundPointers {
+public:
+    void push_back(P p) {
+        if (n_ < kInline) inline_[n_] = p;
+        else heap_.push_back(p);
+        ++n_;
+    }
+    P operator[](int64_t j) const { return j < kInline ? inline_[j] : heap_[j - kInline]; }
+
+private:
+    static constexpr int64_t kInline = 8;
+    std::array<P, kInline> inline_{};
+    std::vector<P> heap_;
+    int64_t n_ = 0;
+};
+
 template <class T>
 struct Mogrifier {
     int64_t rounds = 0;  // 0: none (every other member unused)
     int64_t rank = 0;    // q, or 0 for whole matrices
     int64_t I = 0, P = 0;
-    std::vector<const T*> a, b;  // round j at [j - 1]: Q_j / R_j (or factor a), factor b (rank only)
-    std::vector<T*> a_grad, b_grad;
+    RoundPointers<const T*> a, b;  // round j at [j - 1]: Q_j / R_j (or factor a), factor b (rank only)
+    RoundPointers<T*> a_grad, b_grad;
 
     int64_t out_size(int64_t j) const { return j % 2 ? I : P; }  // n_j
     int64_t src_size(int64_t j) const { return j % 2 ? P : I; }

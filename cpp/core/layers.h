@@ -11,6 +11,7 @@
 
 #include "core/blas.h"
 #include "core/model.h"
+#include "core/scratch.h"
 #include "core/time_loop.h"
 
 namespace lstmcpp {
@@ -72,7 +73,12 @@ void forward_layers(const Config& c, const WeightsOf& weights_of, uint64_t model
         cache->cells.assign(L * D, {});
     }
     const T proj_clip = clip_or_inf<T>(c.proj_clip);
-    AlignedVector<T> outputs[2], dropped;  // inference: layers alternate between two buffers
+    // inference: layers alternate between two buffers (a stream's step: this thread's reusable
+    // scratch, a slot apart from the time loop's)
+    const int64_t between = !cache && L > 1 ? TB * DP : 0;
+    Scratch<T, 1> scratch({between, L > 2 ? between : 0, dropout_masks.empty() ? 0 : between});
+    T* const outputs[2] = {scratch.take(between), scratch.take(L > 2 ? between : 0)};
+    T* const dropped = scratch.take(dropout_masks.empty() ? 0 : between);
     const T* input = tokens ? nullptr : cache ? cache->input.data() : x;
     // Token input: per direction, table (V,G) = embedding W_ih^T + b_ih + b_hh, each token's
     // input projection made once.
@@ -91,8 +97,7 @@ void forward_layers(const Config& c, const WeightsOf& weights_of, uint64_t model
             cache->outputs[layer].resize(TB * DP);
             out = cache->outputs[layer].data();
         } else {
-            outputs[layer % 2].resize(TB * DP);
-            out = outputs[layer % 2].data();
+            out = outputs[layer % 2];
         }
         for (int64_t d = 0; d < D; ++d) {
             const int64_t cell = layer * D + d;
@@ -113,8 +118,7 @@ void forward_layers(const Config& c, const WeightsOf& weights_of, uint64_t model
                 cache->dropped[layer].resize(TB * DP);
                 next = cache->dropped[layer].data();
             } else {
-                dropped.resize(TB * DP);
-                next = dropped.data();
+                next = dropped;
             }
             for (int64_t k = 0; k < TB * DP; ++k) next[k] = out[k] * mask[k];
             input = next;

@@ -12,7 +12,9 @@ namespace lstmcpp {
 
 // Scratch s({n0, n1, ...}) holds pieces of those sizes, each 16-element (64-byte) aligned;
 // s.take(n) hands them out in order. Taking more than was declared throws rather than overrun.
-template <class T>
+// Each Slot is its own reusable buffer: scratches alive at once on one thread (the layers' and,
+// inside them, each time loop's) take different slots.
+template <class T, int Slot = 0>
 class Scratch {
 public:
     static constexpr int64_t kReusable = 1 << 16;  // elements of each thread's reusable scratch
