@@ -628,7 +628,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_num_threads", &lstmcpp::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &lstmcpp::get_num_threads);
     m.def("set_min_work_per_thread", &lstmcpp::set_min_work_per_thread, py::arg("macs"),
-          "Testing switch: 1 runs every time loop on the whole thread team (default 65536).");
+          "Testing switch: 1 runs every time loop on the whole thread team; negative restores the default (32768).");
     m.def("set_starvation_patience", &lstmcpp::set_starvation_patience, py::arg("nanoseconds"),
           "Testing switch: a time loop's team counts as starved after a wait this long at a step's barrier "
           "(0: any wait); negative restores the default.");

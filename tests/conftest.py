@@ -155,7 +155,7 @@ def core_settings(threads=None, isa=None, whole_team=False, pack_min_rows=None):
     finally:
         lstmcpp.set_num_threads(before[0])
         _core.set_isa(before[1])
-        _core.set_min_work_per_thread(65536)
+        _core.set_min_work_per_thread(-1)
         _core.set_pack_min_rows(128)
 
 

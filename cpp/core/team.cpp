@@ -13,7 +13,7 @@ namespace lstmcpp {
 
 namespace {
 std::atomic<int> g_num_threads{0};
-std::atomic<int64_t> g_min_macs_per_thread{65536};
+std::atomic<int64_t> g_min_macs_per_thread{kMinWorkPerThread};
 std::atomic<int64_t> g_starvation_patience{-1};
 std::atomic<int64_t> g_starved_calls{0};
 std::atomic<int64_t> g_starved_until{0};  // steady_clock nanoseconds
@@ -233,7 +233,7 @@ int get_num_threads() {
     return n > 0 ? n : std::max(1, omp_get_max_threads());
 }
 
-void set_min_work_per_thread(int64_t macs) { g_min_macs_per_thread.store(std::max<int64_t>(1, macs)); }
+void set_min_work_per_thread(int64_t macs) { g_min_macs_per_thread.store(macs < 0 ? kMinWorkPerThread : std::max<int64_t>(1, macs)); }
 
 int threads_for_step(int64_t macs_per_step) {
     int64_t wanted = std::max<int64_t>(1, macs_per_step / g_min_macs_per_thread.load());

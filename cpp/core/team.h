@@ -22,7 +22,8 @@ namespace lstmcpp {
 void set_num_threads(int n);
 int get_num_threads();
 // Testing switch: the per-step work (multiply-adds) each thread of a time loop needs before
-// another thread joins. 1 puts the whole team on even the smallest cell.
+// another thread joins. 1 puts the whole team on even the smallest cell; negative restores the
+// default (kMinWorkPerThread).
 void set_min_work_per_thread(int64_t macs);
 // Testing switch: a time loop's threads count their team starved after waiting this long at a
 // step's barrier (0: at any wait at all); negative restores the default (StepBarrier).
@@ -37,8 +38,12 @@ bool team_recently_starved();
 // Time loops that found their team starved and finished on one thread, since the process started.
 int64_t starved_calls();
 void count_starved_call();
-// Threads worth waking for a time loop with this much work per step: each barrier costs about as
-// much as 64k multiply-adds, so small cells run on one thread.
+// Threads worth waking for a time loop with this much work per step: a thread for each 32k
+// multiply-adds a step (kMinWorkPerThread), so small cells run on one thread. Measured on the Zen
+// 4 (one sequence, T200, two threads against one): float32 H128 and H160 0.70x the time, int8
+// H192 0.84x, int8 CIFG H256 0.75x; H96 (37k) 0.78x but one-step calls of H64 (33k) 1.12x, so
+// not below 32k. (64k, this constant before our own worker threads, left those on one thread.)
+constexpr int64_t kMinWorkPerThread = 32768;
 int threads_for_step(int64_t macs_per_step);
 
 struct Range {
