@@ -62,6 +62,12 @@ struct Mogrifier {
         for (int64_t k = 1; k < j; ++k) n += 2 * out_size(k);
         return n;
     }
+    // the weights a step's rounds read (each a product of one row), all rounds together
+    int64_t weights() const {
+        int64_t n = 0;
+        for (int64_t j = 1; j <= rounds; ++j) n += out_size(j) * (rank ? rank + src_size(j) : src_size(j));
+        return n;
+    }
     int64_t last_x() const { return rounds % 2 ? rounds : rounds - 1; }  // the last odd round
     int64_t last_h() const { return rounds % 2 ? rounds - 1 : rounds; }  // the last even one (0: h itself)
 

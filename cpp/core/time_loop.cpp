@@ -180,9 +180,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     if constexpr (kNormalizes) E = Cell::extra_size(H);
 
     // a step's work in float32 multiply-adds, which sizes its team
-    int64_t macs = B * (G * (P + (input_in_step ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac;
-    for (int64_t j = 1; j <= mog.rounds; ++j)
-        macs += B * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
+    int64_t macs = B * (G * (P + (input_in_step ? I : 0)) + (s.projecting ? P * H : 0)) / Matrix::kMacsPerFloatMac +
+                   B * mog.weights();
     // A one-step call (a stream's step) starts its team for that step alone, so it counts half its
     // work (measured on the Zen 4, 100 calls of one step: int8 H128, 65k multiply-adds a step,
     // 1.08x the time on two threads; float32 H96, 74k, 0.90x).
@@ -199,7 +198,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const int split_team = threads_for_step(macs * 2 / (2 + inner_meetings));
     const bool splits_rows = whole_rows && !cache && B < split_team;
     const bool rows_whole = whole_rows && !splits_rows;  // threads take whole rows
-    const int64_t tmp_teams = splits_rows ? std::max(1, get_num_threads()) : 1;  // a low-rank round's (B,q) each
+    const int64_t tmp_teams = splits_rows ? split_team : 1;  // a low-rank round's (B,q) for each thread
     Scratch<T> scratch({cache ? 0 : gate_rows * G, hoists_input ? steps * B * G : 0, 2 * B * P, 2 * B * H, s.projecting ? B * H : 0,
                         kNormalizes ? 2 * B * G : 0, cache ? 0 : B * E, cache ? 0 : B * R, tmp_teams * B * mog.rank});
     T* gates;
@@ -245,9 +244,8 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // the split stays where it was. Larger weights: from kRowsPerThread rows a thread for a format
     // that packs, from Matrix::kSplitsBatchFrom for one that splits the batch as it is (int8).
     const bool pack = Matrix::kPacks && !by_blas && packs_weights(B, steps, true);
-    int64_t step_bytes = w.weight_hh.bytes() + (input_in_step ? w.weight_ih.bytes() : 0) + (s.projecting ? w.weight_hr.bytes() : 0);
-    for (int64_t j = 1; j <= mog.rounds; ++j)
-        step_bytes += int64_t(sizeof(T)) * mog.out_size(j) * (mog.rank ? mog.rank + mog.src_size(j) : mog.src_size(j));
+    const int64_t step_bytes = w.weight_hh.bytes() + (input_in_step ? w.weight_ih.bytes() : 0) +
+                               (s.projecting ? w.weight_hr.bytes() : 0) + int64_t(sizeof(T)) * mog.weights();
     const int64_t rows_from = !(pack || Matrix::kSplitsBatchFrom > 0) ? 0
                               : 2 * step_bytes <= cache_sizes().l2     ? 1
                               : pack                                   ? kRowsPerThread
