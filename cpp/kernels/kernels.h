@@ -86,10 +86,16 @@ struct Kernels {
     void (*gemm_nn)(T* C, int64_t ldc, const T* A, int64_t lda, const T* W, int64_t ldw,
                     int64_t M, int64_t N, int64_t K, T beta);
     // The per-step products of a batch worth packing for: C (M,N) = beta*C + A (M,K) B (K,N),
-    // with B packed once per call by pack_panel (weights/dense.h) into blocks of panel_width columns.
+    // with B packed once per call (pack_rows below, or weights/dense.h's pack_columns) into blocks
+    // of panel_width columns.
     int64_t panel_width;
     void (*gemm_packed)(T* C, int64_t ldc, const T* A, int64_t lda, const T* B_packed,
                         int64_t M, int64_t N, int64_t K, T beta);
+    // Packs rows [0, N) of W (N,K) (row stride ldw) as the columns of B = W^T for gemm_packed:
+    // block n of panel_width columns holds K rows of panel_width values, W(n*width + r, k) at
+    // [(n*K + k)*width + r], zero past row N; ceil(N / width) * width * K values. (Forward's
+    // products pack so: a transpose, done in registers where the vectors allow.)
+    void (*pack_rows)(T* packed, const T* W, int64_t ldw, int64_t K, int64_t N);
     // The int8 weight format (weights/int8.h), float32 only (null in the float64 table):
     // quantize_rows: row m of a (M,K) becomes q[m, k] = round(a[m, k] * 127 / max|a[m, :]|) in
     // [-127, 127] (round half to even), stored as the byte q + 128, then 128 (q = 0) from K to the

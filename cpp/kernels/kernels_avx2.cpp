@@ -35,7 +35,27 @@ struct Vec8 {
         else _mm256_maskstore_ps(p, m.bits, v);
     }
     static reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+    static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    // 8 x 8: 4 x 4 squares within each 128-bit half (unpack, shuffle), then the halves: after the
+    // first two rounds u[4g + c]'s half l holds column 4l + c of rows 4g .. 4g + 3.
+    static void transpose(reg r[8]) {
+        reg t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int g = 0; g < 8; g += 4) {
+            u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+            u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
+            u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+            u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+        }
+        for (int c = 0; c < 4; ++c) {
+            r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+            r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+        }
+    }
     static reg widen_bf16(const uint16_t* p) {
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
     }
@@ -560,6 +580,7 @@ const Kernels<float>& kernels_f32_avx2() {
         k.gemm_nn = avx2::gemm_nn_tiles<avx2::Vec8, 2>;
         k.panel_width = avx2::kPanel;
         k.gemm_packed = avx2::gemm_packed_tiles<avx2::Vec8, 6>;
+        k.pack_rows = avx2::pack_rows_v<avx2::Vec8>;
         k.gates_forward = avx2::gates_forward_v<avx2::Vec8>;
         k.gates_backward = avx2::gates_backward_v<avx2::Vec8>;
         k.sigmoid = avx2::elementwise_v<avx2::Vec8, avx2::sigmoid_v<avx2::Vec8>>;

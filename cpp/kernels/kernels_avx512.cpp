@@ -3,6 +3,7 @@
 // gives this file its flags).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -28,7 +29,32 @@ struct Vec16 {
     static reg load_masked(const float* p, mask m) { return _mm512_maskz_loadu_ps(m, p); }
     static void store_masked(float* p, mask m, reg v) { _mm512_mask_storeu_ps(p, m, v); }
     static reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
+    static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    // 16 x 16: within each 128-bit lane 4 x 4 squares (unpack, shuffle), then the lanes (two rounds
+    // of shuffle_f32x4). After the first two rounds u[4g + c]'s lane l holds column 4l + c of rows
+    // 4g .. 4g + 3, and column j = 4l + c gathers lane l of u[c], u[4 + c], u[8 + c], u[12 + c].
+    static void transpose(reg r[16]) {
+        reg t[16], u[16];
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int g = 0; g < 16; g += 4) {
+            u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+            u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+            u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+            u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+        }
+        for (int c = 0; c < 4; ++c) {
+            const reg low01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), high01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+            const reg low23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), high23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+            r[c] = _mm512_shuffle_f32x4(low01, low23, 0x88);
+            r[4 + c] = _mm512_shuffle_f32x4(low01, low23, 0xDD);
+            r[8 + c] = _mm512_shuffle_f32x4(high01, high23, 0x88);
+            r[12 + c] = _mm512_shuffle_f32x4(high01, high23, 0xDD);
+        }
+    }
     static reg widen_bf16(const uint16_t* p) {
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
     }
@@ -236,6 +262,7 @@ const Kernels<float>& kernels_f32_avx512(bool vnni) {
         k.gemm_nn = avx512::gemm_nn_tiles<avx512::Vec16, 4>;
         k.panel_width = avx512::kPanel;
         k.gemm_packed = avx512::gemm_packed_tiles<avx512::Vec16, 8>;
+        k.pack_rows = avx512::pack_rows_v<avx512::Vec16>;
         k.gates_forward = avx512::gates_forward_v<avx512::Vec16>;
         k.gates_backward = avx512::gates_backward_v<avx512::Vec16>;
         k.sigmoid = avx512::elementwise_v<avx512::Vec16, avx512::sigmoid_v<avx512::Vec16>>;

@@ -172,7 +172,7 @@ static void gemm_nn_generic(T* __restrict C, int64_t ldc, const T* __restrict A,
     }
 }
 
-// C (M,N) = beta*C + A (M,K) B (K,N), B packed by pack_panel into blocks of NR columns. Each
+// C (M,N) = beta*C + A (M,K) B (K,N), B packed by pack_rows (or pack_columns) into blocks of NR columns. Each
 // element is one multiply-add chain over k in order, whatever the tiling around it.
 template <class T, int NR>
 static void gemm_packed_generic(T* __restrict C, int64_t ldc, const T* __restrict A, int64_t lda,
@@ -190,6 +190,17 @@ static void gemm_packed_generic(T* __restrict C, int64_t ldc, const T* __restric
             T* __restrict c = C + m * ldc + n0;
             for (int64_t r = 0; r < width; ++r) c[r] = beta == T(0) ? acc[r] : c[r] + acc[r];
         }
+    }
+}
+
+// Kernels::pack_rows, one value at a time.
+template <class T, int NR>
+static void pack_rows_generic(T* __restrict packed, const T* __restrict W, int64_t ldw, int64_t K, int64_t N) {
+    for (int64_t n0 = 0; n0 < N; n0 += NR) {
+        T* __restrict block = packed + n0 * K;
+        const int64_t width = N - n0 < NR ? N - n0 : NR;
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t r = 0; r < NR; ++r) block[k * NR + r] = r < width ? W[(n0 + r) * ldw + k] : T(0);
     }
 }
 
@@ -323,7 +334,7 @@ static Kernels<T> make_kernels(const char* name) {
     Kernels<T> k{name, "portable: int32 sums of u8 x s8, zero point 128", "portable: bf16 widened to float32",
                  "portable: each index looked up",
                  gates_forward<T>, gates_backward<T>, gemm_nt_generic<T>,
-                 gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>,
+                 gemm_nn_generic<T>, kPanel, gemm_packed_generic<T, kPanel>, pack_rows_generic<T, kPanel>,
                  nullptr, nullptr, nullptr, nullptr, sigmoid_all<T>, tanh_all<T>, exp_all<T>};
     if constexpr (sizeof(T) == sizeof(float)) {
         k.quantize_rows = quantize_rows_generic;

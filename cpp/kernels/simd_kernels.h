@@ -9,6 +9,7 @@
 //   keep_inside(v, x, limit): v where |x| < limit, else 0 (NaN x: 0)
 //   sum4(a, b, c, d) -> __m128 of the four horizontal sums; sum1(a) -> lane 0 of sum4(a, ...)
 //   widen_bf16(p), widen_bf16_masked(p, mask): `lanes` bfloat16 values as float32
+//   store(p, v); transpose(r): r[0 .. lanes) as a lanes x lanes square, transposed in place
 // What differs in more than width and intrinsics (the tile heights, which depend on the number
 // of registers) stays in the instruction set's own file.
 
@@ -277,7 +278,29 @@ inline void packed_tile(float* C, int64_t ldc, const float* A, int64_t lda, cons
     }
 }
 
-// C (M,N) = beta*C + A (M,K) B (K,N), B packed by pack_panel in blocks of 2 lanes: each block is
+// Kernels::pack_rows for panels of 2 lanes: lanes x lanes squares of W transposed in registers
+// (V::transpose), rows past N and columns past K read as zeros.
+template <class V>
+void pack_rows_v(float* packed, const float* W, int64_t ldw, int64_t K, int64_t N) {
+    constexpr int64_t L = V::lanes, panel = 2 * L;
+    typename V::reg r[L];
+    for (int64_t n0 = 0; n0 < N; n0 += panel) {
+        float* block = packed + n0 * K;
+        for (int64_t half = 0; half < panel; half += L) {
+            const int64_t rows = std::min<int64_t>(L, std::max<int64_t>(0, N - n0 - half));
+            const float* w = W + (n0 + half) * ldw;
+            for (int64_t k0 = 0; k0 < K; k0 += L) {
+                const typename V::mask m = V::tail_mask(K - k0);
+                for (int64_t i = 0; i < L; ++i) r[i] = i < rows ? V::load_masked(w + i * ldw + k0, m) : V::zero();
+                V::transpose(r);
+                const int64_t columns = std::min<int64_t>(L, K - k0);
+                for (int64_t j = 0; j < columns; ++j) V::store(block + (k0 + j) * panel + half, r[j]);
+            }
+        }
+    }
+}
+
+// C (M,N) = beta*C + A (M,K) B (K,N), B packed by pack_rows_v (or pack_columns) in blocks of 2 lanes: each block is
 // read from cache once per tile of RowTile rows of A.
 template <class V, int RowTile>
 void gemm_packed_tiles(float* C, int64_t ldc, const float* A, int64_t lda, const float* B_packed,

@@ -50,27 +50,18 @@ void step_gemm_nn(const Kernels<T>& K, T* C, int64_t ldc, const T* A, int64_t ld
     else gemm(false, false, M, N, depth, T(1), A, lda, W, ldw, beta, C, ldc);
 }
 
-// Packs columns [0, N) of B (K,N) for gemm_packed: block n of `width` columns holds K rows of
-// `width` values, B(k, n*width + r) at [(n*K + k)*width + r], zero past column N. B(k, j) is
-// src[j*ld + k] when columns_are_rows (B = W^T for a row-major W (N,K)), else src[k*ld + j].
-// packed holds ceil(N / width) * width * K values.
+// Packs columns [0, N) of B = W (K,N) (row stride ld) for gemm_packed, as Kernels::pack_rows
+// does for B = W^T: block n of `width` columns holds K rows of `width` values, B(k, n*width + r)
+// at [(n*K + k)*width + r], zero past column N. (Backward's products: rows copied in pieces.)
 template <class T>
-void pack_panel(T* packed, const T* src, int64_t ld, bool columns_are_rows, int64_t K, int64_t N,
-                int64_t width) {
+void pack_columns(T* packed, const T* W, int64_t ld, int64_t K, int64_t N, int64_t width) {
     for (int64_t n0 = 0; n0 < N; n0 += width) {
         T* block = packed + n0 * K;
         const int64_t w = N - n0 < width ? N - n0 : width;
-        if (columns_are_rows) {
-            for (int64_t r = 0; r < w; ++r) {
-                const T* column = src + (n0 + r) * ld;
-                for (int64_t k = 0; k < K; ++k) block[k * width + r] = column[k];
-            }
-        } else {
-            for (int64_t k = 0; k < K; ++k)
-                for (int64_t r = 0; r < w; ++r) block[k * width + r] = src[k * ld + n0 + r];
+        for (int64_t k = 0; k < K; ++k) {
+            std::copy(W + k * ld + n0, W + k * ld + n0 + w, block + k * width);
+            std::fill(block + k * width + w, block + (k + 1) * width, T(0));
         }
-        for (int64_t k = 0; k < K; ++k)
-            for (int64_t r = w; r < width; ++r) block[k * width + r] = T(0);
     }
 }
 
@@ -89,8 +80,8 @@ public:
         if (pack && cols.size() > 0) {
             const int64_t width = K.panel_width;
             packed_.resize((cols.size() + width - 1) / width * width * depth);
-            pack_panel(packed_.data(), columns_are_rows ? W + cols.begin * ldw : W + cols.begin, ldw,
-                       columns_are_rows, depth, cols.size(), width);
+            if (columns_are_rows) K.pack_rows(packed_.data(), W + cols.begin * ldw, ldw, depth, cols.size());
+            else pack_columns(packed_.data(), W + cols.begin, ldw, depth, cols.size(), width);
         }
     }
 
