@@ -37,13 +37,26 @@ def test_core_matches_reference(name, dtype, with_lengths, isa, products):
 @pytest.mark.parametrize("B", [1, 3, 6, 37])
 def test_core_matches_reference_under_each_isa(isa, products, name, B):
     """Every kernel set and both forms of the per-step products, at batch sizes that fill 0, 1
-    and many row tiles with remainders, with one step (from 32 rows, two BLAS products), a short
+    and many row tiles with remainders, with one step (from 32 rows, weights packed for it), a short
     sequence (in place, backward reads W_hh as it is) and a long one (through W_hh^T)."""
     model = lstmcpp.LSTM(19, 37, **{"seed": 1, **GRID[name]})
     for T in (1, 5, 12):
         x, state, lengths = make_inputs(model, T=T, B=B)
         errs = compare_with_reference(model, x, state, lengths)
         assert max(errs.values()) < TOL["float32"], (isa, T, errs)
+
+
+@pytest.mark.parametrize("name", ["plain", "projection", "everything"])
+def test_one_step_of_a_batch_with_weights_larger_than_half_of_l2_matches_reference(isa, name):
+    """One step of 32 rows or more packs weights that fit in half of a core's L2 and makes two BLAS
+    products of larger ones: both against the reference, the large ones sized from the L2 read at
+    run time."""
+    l2 = lstmcpp.info()["caches"]["L2"]
+    H = int(np.sqrt(l2 / 16)) // 8 * 8 + 8  # W_ih and W_hh of 4H x H float32 each: more than l2 / 2
+    model = lstmcpp.LSTM(H, H, **{"seed": 3, **GRID[name]})
+    x, state, lengths = make_inputs(model, T=1, B=33)
+    errs = compare_with_reference(model, x, state, lengths)
+    assert max(errs.values()) < TOL["float32"], (isa, H, errs)
 
 
 @pytest.mark.parametrize("name", ["plain", "projection", "everything"])

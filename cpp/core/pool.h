@@ -33,7 +33,7 @@ void move_states(bool to_batch, T* batch, T* all, const int64_t* ids, Range list
 // scatters each on its own: the team meets once a call, not after each phase, and a chunk's
 // states stay in its thread's cache between the phases. A single chunk steps on the calling
 // thread, and the step splits itself.
-// (A chunk of 32 streams or more already steps as two BLAS products.)
+// (A chunk of 32 streams or more steps as one batch: with packed weights, or two BLAS products.)
 template <class T, class Step>
 void pool_step_in_chunks(int64_t n, int64_t layers, int64_t capacity, int64_t P, int64_t H, int64_t I, const int64_t* ids,
                          T* h_all, T* c_all, const T* x, T* y, const Step& step) {

@@ -41,9 +41,14 @@ constexpr int64_t kRowsPerThread = 8;
 constexpr std::chrono::microseconds kWorkerGrace{250};
 // From this batch size, a format with Matrix::kStepwiseInput projects each step's input in the step.
 constexpr int64_t kStepwiseInputFromBatch = 32;
-// From this batch size, one step of a format that packs (float) is two BLAS products on the team,
-// x W_ih^T and h0 W_hh^T, then the cell: packing per thread for one step cost as much as the step.
-constexpr int64_t kOneStepByBlasFromBatch = 32;
+// From this batch size, one step of a format that packs (float) packs its weights even for that
+// one step, when they fit in half of a core's L2 (read at run time); larger ones make two BLAS
+// products on the team, x W_ih^T and h0 W_hh^T, then the cell. Both pack the weights: the BLAS
+// a block at a time while it multiplies, we all of them (each thread its own copy of all its rows)
+// before the kernel reads them, so ours only pays while the packed copy stays in L2. Measured on
+// the Zen 4 (1 MiB of L2) against the BLAS, 256 streams of a pool: H128 0.87x the time (0.70x for
+// 64 streams), H256 1.11x, H512 1.10x; a stream of 64 rows: H128 0.82x, H512 1.19x.
+constexpr int64_t kOneStepPacksFromBatch = 32;
 
 // Whether a thread that reads `bytes` of weights a step reads them backward every other step
 // (GateProducts, kSweepRows): when they are more than half of its L2, read at run time.
@@ -166,7 +171,10 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const bool whole_rows = kNormalizes || mog.rounds > 0;
     if (whole_rows && ids)
         throw std::invalid_argument("token input: a layer-normalised or Mogrifier cell takes the embedded input x");
-    const bool by_blas = !whole_rows && steps == 1 && !ids && Matrix::kPacks && B >= kOneStepByBlasFromBatch;
+    const bool one_step_batch = !whole_rows && steps == 1 && !ids && Matrix::kPacks && B >= kOneStepPacksFromBatch;
+    const int64_t one_step_bytes = w.weight_hh.bytes() + w.weight_ih.bytes() + (s.projecting ? w.weight_hr.bytes() : 0);
+    const bool one_step_packs = one_step_batch && 2 * one_step_bytes <= cache_sizes().l2;
+    const bool by_blas = one_step_batch && !one_step_packs;
     const bool fuse_input = !ids && !by_blas &&
                             (whole_rows || steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
     const int64_t gate_rows = fuse_input ? B : steps * B;
@@ -243,7 +251,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // B4 0.86x; B = 2 at H128 the same; where the weights did not fit (codebook4 H512 B8: 1.16x)
     // the split stays where it was. Larger weights: from kRowsPerThread rows a thread for a format
     // that packs, from Matrix::kSplitsBatchFrom for one that splits the batch as it is (int8).
-    const bool pack = Matrix::kPacks && !by_blas && packs_weights(B, steps, true);
+    const bool pack = Matrix::kPacks && !by_blas && (one_step_packs || packs_weights(B, steps, true));
     const int64_t step_bytes = w.weight_hh.bytes() + (input_in_step ? w.weight_ih.bytes() : 0) +
                                (s.projecting ? w.weight_hr.bytes() : 0) + int64_t(sizeof(T)) * mog.weights();
     const int64_t rows_from = !(pack || Matrix::kSplitsBatchFrom > 0) ? 0
