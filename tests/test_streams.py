@@ -248,7 +248,7 @@ for scheme in ("int8", "bf16", "codebook4", "codebook8"):
     models[scheme + " mogrifier"] = lstmcpp.quantize(models["mogrifier"], scheme)
 counts = {}
 for name, model in models.items():
-    for batch in (None, 3):
+    for batch in (None, 3, 40):  # 40 rows: one step of a batch packs its float weights
         s = model.stream(batch)
         x = np.ones((24,) if batch is None else (batch, 24), np.float32)
         out = np.empty((model.output_size,) if batch is None else (batch, model.output_size), np.float32)

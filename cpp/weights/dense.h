@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "core/aligned.h"
 #include "core/blas.h"
@@ -65,6 +66,68 @@ void pack_columns(T* packed, const T* W, int64_t ld, int64_t K, int64_t N, int64
     }
 }
 
+// A packed copy's memory: one of this thread's blocks, each kept when released and grown to the
+// largest copy it has held, so the products of a call that packs (one batched step of a pool's
+// chunk, say) allocate nothing once the thread has seen their sizes. Taken and released on the
+// thread that uses it (the time loops make their products on the thread that runs them).
+template <class T>
+class PackedBlock {
+public:
+    PackedBlock() = default;
+    explicit PackedBlock(int64_t size) {
+        Blocks& mine = blocks();
+        while (slot_ < 0) {
+            for (std::size_t k = 0; k < mine.used.size() && slot_ < 0; ++k)
+                if (!mine.used[k]) slot_ = static_cast<int>(k);
+            if (slot_ < 0) {
+                mine.blocks.emplace_back();
+                mine.used.push_back(0);
+            }
+        }
+        AlignedVector<T>& block = mine.blocks[slot_];
+        if (static_cast<int64_t>(block.size()) < size) block.resize(size);
+        mine.used[slot_] = 1;
+        data_ = block.data();
+    }
+    PackedBlock(PackedBlock&& other) noexcept : data_(other.data_), slot_(other.slot_) { other.forget(); }
+    PackedBlock& operator=(PackedBlock&& other) noexcept {
+        if (this != &other) {
+            release();
+            data_ = other.data_;
+            slot_ = other.slot_;
+            other.forget();
+        }
+        return *this;
+    }
+    PackedBlock(const PackedBlock&) = delete;
+    PackedBlock& operator=(const PackedBlock&) = delete;
+    ~PackedBlock() { release(); }
+
+    T* data() const { return data_; }
+    bool empty() const { return data_ == nullptr; }
+
+private:
+    struct Blocks {
+        std::vector<AlignedVector<T>> blocks;
+        std::vector<char> used;
+    };
+    static Blocks& blocks() {
+        thread_local Blocks mine;
+        return mine;
+    }
+    void forget() {
+        data_ = nullptr;
+        slot_ = -1;
+    }
+    void release() {
+        if (slot_ >= 0) blocks().used[slot_] = 0;
+        forget();
+    }
+
+    T* data_ = nullptr;
+    int slot_ = -1;
+};
+
 // One thread's columns `cols` of a per-step product's right-hand side B (depth,N), applied every
 // step as C[:, cols] (+)= A B[:, cols]. B is W^T when columns_are_rows (forward's products: the
 // rows of W (N,depth) are B's columns), else W (depth,N) itself (backward's). When `pack`, the
@@ -79,7 +142,7 @@ public:
         : K_(&K), W_(W), ldw_(ldw), columns_are_rows_(columns_are_rows), depth_(depth), cols_(cols) {
         if (pack && cols.size() > 0) {
             const int64_t width = K.panel_width;
-            packed_.resize((cols.size() + width - 1) / width * width * depth);
+            packed_ = PackedBlock<T>((cols.size() + width - 1) / width * width * depth);
             if (columns_are_rows) K.pack_rows(packed_.data(), W + cols.begin * ldw, ldw, depth, cols.size());
             else pack_columns(packed_.data(), W + cols.begin, ldw, depth, cols.size(), width);
         }
@@ -125,7 +188,7 @@ private:
     bool columns_are_rows_ = true;
     int64_t depth_ = 0;
     Range cols_{0, 0};
-    AlignedVector<T> packed_;
+    PackedBlock<T> packed_;
 };
 
 template <class T>
