@@ -195,6 +195,29 @@ def test_a_step_takes_any_layout_of_input_and_output(dtype):
         assert not store[:, 1::2].any()  # nothing written beside it
 
 
+def test_a_pools_step_writes_into_out_and_refuses_a_wrong_one():
+    """pool.step(ids, x, out=) returns out, holding what a step without it returns; an out of the
+    wrong shape, dtype or layout, or read-only, is refused by name before any state moves."""
+    model = lstmcpp.LSTM(5, 6, num_layers=2, seed=4)
+    x = np.random.default_rng(5).standard_normal((3, 40, 5)).astype(np.float32)
+    ids = np.arange(40)[::-1].copy()
+    plain, into = model.stream_pool(50), model.stream_pool(50)
+    out = np.empty((40, 6), np.float32)
+    for t in range(3):
+        y = plain.step(ids, x[t])
+        assert into.step(ids, x[t], out=out) is out
+        np.testing.assert_array_equal(out, y)
+    before = into.state(np.arange(50))
+    read_only = np.empty((40, 6), np.float32)
+    read_only.flags.writeable = False
+    for bad in [np.empty((40, 7), np.float32), np.empty((40, 6), np.float64), np.empty((6, 40), np.float32).T,
+                read_only, [[0.0] * 6] * 40]:
+        with pytest.raises(ValueError, match="out: expected a writeable, C-contiguous float32 array of shape"):
+            into.step(ids, x[0], out=bad)
+    for a, b in zip(before, into.state(np.arange(50))):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_cores_pool_step_checks_what_it_is_given():
     """The core's gather-step-scatter refuses repeated or out-of-range ids and wrong dtypes itself
     (a repeated id would scatter two results into one stream), before touching any state."""
@@ -258,6 +281,17 @@ for name, model in models.items():
         for _ in range(200):
             s.step(x, out=out)
         counts[f"{name}, batch {batch}"] = counter.count_off()
+for name in ("lstm", "int8", "layer norm"):  # a pool's step with out=: 256 streams (chunks), then 5
+    pool = models[name].stream_pool(300)
+    for n in (256, 5):
+        ids, x = np.arange(n) * 7 % 300, np.ones((n, 24), np.float32)
+        out = np.empty((n, models[name].output_size), np.float32)
+        for _ in range(20):
+            pool.step(ids, x, out=out)
+        counter.count_on()
+        for _ in range(100):
+            pool.step(ids, x, out=out)
+        counts[f"{name}, pool of {n}"] = counter.count_off()
 s, x = models["lstm"].stream(64), np.ones((64, 24), np.float32)
 counter.count_on()
 for _ in range(200):
@@ -272,7 +306,7 @@ print(json.dumps(counts))
 def test_a_streams_step_allocates_nothing(tmp_path):
     """SPEC §6 / #11: a stream's step with out= allocates nothing: no Python object beyond the
     call's own, no heap block in the binding or the core, for every scheme, projection and layers,
-    and the whole-row cells, one sequence or a batch. Counted by a malloc shim (LD_PRELOAD) in a
+    and the whole-row cells, one sequence or a batch; nor does a pool's step with out=. Counted by a malloc shim (LD_PRELOAD) in a
     child process; a step without out= must count (the shim works)."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:

@@ -113,15 +113,26 @@ class StreamPool:
             raise ValueError("ids: each id at most once a step (a stream advances by one step)")
         return a.astype(np.int64)
 
-    def step(self, ids: Any, x: Any) -> np.ndarray:
+    def step(self, ids: Any, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Advance streams ``ids`` ``(n,)`` by one step with inputs ``x`` ``(n, I)``; returns
-        ``y`` ``(n, P)``. Bad input changes no state."""
+        ``y`` ``(n, P)``, written into ``out`` when given (a C-contiguous, writeable array of
+        the model's dtype: then the step allocates nothing). Bad input changes no state."""
         m = self._model
         idx = self._ids(ids, in_core=True)
-        a = np.ascontiguousarray(as_real_array(x, "x", m.dtype))
+        a = x
+        if not (type(a) is np.ndarray and a.dtype == m.dtype and a.flags.c_contiguous):
+            a = np.ascontiguousarray(as_real_array(x, "x", m.dtype))
         if a.shape != (idx.size, m.input_size):
             raise ValueError(f"x: expected shape {shape_text((idx.size, m.input_size))}, got {shape_text(a.shape)}")
-        y = np.empty((idx.size, m.output_size), m.dtype)
+        y_shape = (idx.size, m.output_size)
+        if out is None:
+            y = np.empty(y_shape, m.dtype)
+        elif (type(out) is np.ndarray and out.shape == y_shape and out.dtype == m.dtype and out.flags.c_contiguous
+              and out.flags.writeable):
+            y = out
+        else:
+            raise ValueError(f"out: expected a writeable, C-contiguous {m.dtype} array of shape {shape_text(y_shape)}, "
+                             f"got {getattr(out, 'dtype', type(out).__name__)} {shape_text(np.shape(out))}")
         with self._lock:  # the core gathers the states, steps them as one batch, scatters them back
             m._pool_step(idx, a, self._h, self._c, y)
         return y
