@@ -162,8 +162,9 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // One step (a streaming call): each thread projects the input onto its own rows inside the
     // step, so its rows of W_ih stay in its cache across calls as its rows of W_hh do. So does a
     // large batch in a format whose per-step product is as fast as its product of every row
-    // (int8): each step's gates stay in cache between the two products instead of coming back from
-    // memory (T x B x 4H floats, 26 MB at T 50, B 64, H 512), and inference keeps one step's.
+    // (int8, and float32 on packed weights): each step's gates stay in cache between the two
+    // products instead of coming back from memory (T x B x 4H floats, 26 MB at T 50, B 64, H 512),
+    // and inference keeps one step's.
     // A cell that needs whole rows (layer norm, the Mogrifier) projects its input inside each step:
     // the Mogrifier's input is only known then, layer norm normalises each product on its own.
     const Mogrifier<T>& mog = w.mogrifier;
@@ -175,8 +176,10 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const int64_t one_step_bytes = w.weight_hh.bytes() + w.weight_ih.bytes() + (s.projecting ? w.weight_hr.bytes() : 0);
     const bool one_step_packs = one_step_batch && 2 * one_step_bytes <= cache_sizes().l2;
     const bool by_blas = one_step_batch && !one_step_packs;
-    const bool fuse_input = !ids && !by_blas &&
-                            (whole_rows || steps == 1 || (Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch));
+    // (a format that packs does so only in a call that packs: the in-place kernels are slower)
+    const bool stepwise_input = Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch &&
+                                (!Matrix::kPacks || packs_weights(B, steps, true));
+    const bool fuse_input = !ids && !by_blas && (whole_rows || steps == 1 || stepwise_input);
     const int64_t gate_rows = fuse_input ? B : steps * B;
     // Layer norm's input product x W_ih^T is normalised on its own, so inference of more than
     // one step makes it for every step at once before the loop, as the LSTM's input projection
