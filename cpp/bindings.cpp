@@ -637,6 +637,12 @@ PYBIND11_MODULE(_core, m) {
     m.def("starved_calls", &lstmcpp::starved_calls, "Time loops that finished on one thread, their team starved.");
     m.def("team_recently_starved", &lstmcpp::team_recently_starved,
           "Whether teams run on the calling thread alone for now, a team having been found starved.");
+    m.def("set_step_tuning", &lstmcpp::set_step_tuning, py::arg("on"),
+          "Testing switch: whether one-step calls choose between their team and one thread by timing both "
+          "(the default), or always take their team; either forgets the times measured so far.");
+    m.def("steps_alone", &lstmcpp::steps_alone, "One-step calls that ran on one thread by that choice.");
+    m.def("set_worker_delay", &lstmcpp::set_worker_delay, py::arg("nanoseconds"),
+          "Testing switch: the worker waits this long before each share it runs (0: none).");
     m.def("set_pack_min_rows", &lstmcpp::set_pack_min_rows, py::arg("rows"),
           "Testing switch: the fewest rows (steps x batch) whose per-step products pack their weights (default 128).");
     m.def("set_sweep_from_bytes", &lstmcpp::set_sweep_from_bytes, py::arg("bytes"),

@@ -139,9 +139,11 @@ def check_gradients(loss_fn, arrays_and_grads, rng, samples=6, tol=1e-6):
 @contextlib.contextmanager
 def core_settings(threads=None, isa=None, whole_team=False, pack_min_rows=None):
     """Run the block with these core settings (None: unchanged), and put every one back after.
-    whole_team puts every time loop on the whole thread team, however small the cell."""
+    whole_team puts every time loop on the whole thread team, however small the cell (and every
+    stream step: no timing of the team against one thread)."""
     before = lstmcpp.get_num_threads(), _core.isa_in_use()
     _core.set_starvation_patience(-1)  # forget a starved team seen before (it would run this block on one thread)
+    _core.set_step_tuning(not whole_team)
     try:
         if threads is not None:
             lstmcpp.set_num_threads(threads)
@@ -157,6 +159,7 @@ def core_settings(threads=None, isa=None, whole_team=False, pack_min_rows=None):
         _core.set_isa(before[1])
         _core.set_min_work_per_thread(-1)
         _core.set_pack_min_rows(128)
+        _core.set_step_tuning(True)
 
 
 def on_one_and_two_threads(run, isa=None):

@@ -211,6 +211,43 @@ def test_a_starved_team_finishes_on_one_thread_with_the_same_results(isa, scheme
     assert_bitwise_equal(alone, starved)
 
 
+@pytest.mark.parametrize("scheme", [None, "int8"])
+def test_stream_steps_leave_a_slow_worker(scheme):
+    """A stream's steps time their team against one thread: with the worker slowed by 200 us a
+    share (as on a core it shares), they soon run on one thread; with the times forgotten, a new
+    shape's first calls take the team; with the switch off, every call does. The outputs equal
+    one thread's, bitwise, whichever way each step ran."""
+    model = lstmcpp.LSTM(192, 192, seed=6)  # a step of 295k multiply-adds: a team of two, int8 too
+    q = model if scheme is None else lstmcpp.quantize(model, scheme)
+    x = np.random.default_rng(7).standard_normal((60, 192)).astype(np.float32)
+
+    def steps():
+        s = q.stream()
+        return [s.step(x_t).copy() for x_t in x]
+
+    with core_settings(threads=1):
+        alone = steps()
+    with core_settings(threads=2):
+        _core.set_worker_delay(200_000)
+        try:
+            before = _core.steps_alone()
+            slowed = steps()
+            assert _core.steps_alone() - before >= 30  # from the first probe on (after 16 calls), nearly all
+        finally:
+            _core.set_worker_delay(0)
+        _core.set_step_tuning(True)  # forget the times
+        before = _core.steps_alone()
+        s = q.stream()
+        for x_t in x[:16]:
+            s.step(x_t)
+        assert _core.steps_alone() == before  # no probe before the team is timed
+        _core.set_step_tuning(False)
+        team = steps()
+        assert _core.steps_alone() == before  # the switch off: always the team
+    assert_bitwise_equal(alone, slowed)
+    assert_bitwise_equal(alone, team)
+
+
 @contextlib.contextmanager
 def absent_workers():
     """No worker joins a team that can run without it (as when NumPy's BLAS threads hold their

@@ -2,6 +2,9 @@
 
 #include <omp.h>
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 #include <sched.h>
 
 #include <algorithm>
@@ -18,6 +21,7 @@ std::atomic<int64_t> g_starvation_patience{-1};
 std::atomic<int64_t> g_starved_calls{0};
 std::atomic<int64_t> g_starved_until{0};  // steady_clock nanoseconds
 std::atomic<bool> g_workers_absent{false};
+std::atomic<int64_t> g_worker_delay{0};
 constexpr std::chrono::milliseconds kStarvedFor{100};
 constexpr std::chrono::milliseconds kLateAgainWithin{50};
 
@@ -125,6 +129,10 @@ private:
             if ((seen >> 8 & 1) && (g_workers_absent.load(std::memory_order_relaxed) || !join(seen >> 9)))
                 continue;  // too late: the caller has done the work
             if (std::chrono::steady_clock::now() - opened_ > kLateStart) note_late_start();
+            if (const int64_t delay = g_worker_delay.load(std::memory_order_relaxed)) {
+                const int64_t until = now_ns() + delay;
+                while (now_ns() < until) pause();
+            }
             run_member(job_, team, me);
             done_.fetch_add(1, std::memory_order_release);
         }
@@ -222,6 +230,119 @@ void set_starvation_patience(int64_t nanoseconds) {
 int64_t starvation_patience() { return g_starvation_patience.load(std::memory_order_relaxed); }
 int64_t starved_calls() { return g_starved_calls.load(); }
 void count_starved_call() { g_starved_calls.fetch_add(1); }
+
+void set_worker_delay(int64_t nanoseconds) { g_worker_delay.store(std::max<int64_t>(0, nanoseconds)); }
+
+// ---------------------------------------------------------------------------------------------
+// One-step calls' choice between their team and one thread (team.h)
+
+namespace {
+
+// calls between two probes of the other way: of one thread, while the team is the faster (the
+// usual case: rarely, since each costs a slower call); of the team, while one thread is (soon: a
+// burst of slow team calls that has passed should not keep the calls on one thread for long)
+constexpr int64_t kProbeAloneEvery = 1024;
+constexpr int64_t kProbeTeamEvery = 64;
+constexpr int64_t kFirstProbe = 16;   // team calls before the first probe of running alone
+constexpr int kProbeCalls = 3;        // calls a probe runs, the last one timed (the others wake the
+                                      // worker and move the weights between the cores' caches)
+constexpr int kShapes = 4;            // shapes a calling thread remembers
+
+std::atomic<bool> g_step_tuning{true};
+std::atomic<int64_t> g_step_tuning_generation{0};
+std::atomic<int64_t> g_steps_alone{0};
+
+struct StepShape {
+    int64_t key = -1;
+    double ns[2] = {0, 0};  // moving averages of the team's and one thread's times, 0: not timed yet
+    int64_t calls = 0;      // since the last probe
+    int probe = 0;          // calls left in the probe under way
+    int probe_way = 0;
+};
+
+struct StepShapes {
+    int64_t generation = -1;
+    StepShape shapes[kShapes];
+    int next = 0;
+};
+
+// A time stamp for comparing calls' durations: the time-stamp counter where there is one (a few
+// nanoseconds to read, against 20 for the clock; only ratios of its differences are used).
+int64_t stamp() {
+#if defined(__x86_64__)
+    return static_cast<int64_t>(__rdtsc());
+#else
+    return now_ns();
+#endif
+}
+
+}  // namespace
+
+int choose_step_team(int64_t key, int team, StepTiming& timing) {
+    timing = StepTiming{};
+    if (team < 2 || !g_step_tuning.load(std::memory_order_relaxed)) return team;
+    thread_local StepShapes mine;
+    const int64_t generation = g_step_tuning_generation.load(std::memory_order_relaxed);
+    if (mine.generation != generation) {
+        mine = StepShapes{};
+        mine.generation = generation;
+    }
+    StepShape* shape = nullptr;
+    for (StepShape& known : mine.shapes)
+        if (known.key == key) shape = &known;
+    if (!shape) {  // a new shape: its first call is not timed (it may wake the worker, fill caches)
+        shape = &mine.shapes[mine.next];
+        mine.next = (mine.next + 1) % kShapes;
+        *shape = StepShape{};
+        shape->key = key;
+        return team;
+    }
+    const int best = shape->ns[1] > 0 && shape->ns[1] < shape->ns[0] ? 1 : 0;
+    const int64_t every = shape->ns[1] == 0 ? kFirstProbe : best == 0 ? kProbeAloneEvery : kProbeTeamEvery;
+    if (shape->probe == 0 && shape->ns[0] > 0 && shape->calls >= every) {
+        shape->probe = kProbeCalls;
+        shape->probe_way = 1 - best;
+        shape->calls = 0;
+    }
+    timing.shape = shape;
+    if (shape->probe > 0) {
+        timing.way = shape->probe_way;
+        timing.counts = --shape->probe == 0;
+        timing.probe = true;
+    } else {
+        timing.way = best;
+        timing.counts = true;
+        ++shape->calls;
+    }
+    timing.started = stamp();
+    if (timing.way == 1) g_steps_alone.fetch_add(1, std::memory_order_relaxed);
+    return timing.way == 1 ? 1 : team;
+}
+
+void step_team_finished(const StepTiming& timing) {
+    if (!timing.shape || !timing.counts) return;
+    StepShape& shape = *static_cast<StepShape*>(timing.shape);
+    double& average = shape.ns[timing.way];
+    double took = static_cast<double>(stamp() - timing.started);
+    // The average follows the usual time, not the outliers: a faster call moves it half way (it is
+    // what the machine can do: the first calls of a shape are slow while the caches fill), a slower
+    // one an eighth (a quarter for a probe, which is rare), by at most its own value (one
+    // preempted call moves it little; a run of slow ones, as when the two virtual CPUs come to
+    // share a core, within a dozen calls).
+    if (average == 0) {
+        average = took;
+        return;
+    }
+    took = std::min(took, 2 * average);
+    average += (took < average ? 0.5 : timing.probe ? 0.25 : 0.125) * (took - average);
+}
+
+void set_step_tuning(bool on) {
+    g_step_tuning.store(on);
+    g_step_tuning_generation.fetch_add(1);
+}
+
+int64_t steps_alone() { return g_steps_alone.load(); }
 
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));

@@ -38,6 +38,35 @@ bool team_recently_starved();
 // Time loops that found their team starved and finished on one thread, since the process started.
 int64_t starved_calls();
 void count_starved_call();
+
+// One-step calls (a stream's steps: one shape again and again, a few microseconds each) choose
+// between their team and the calling thread alone by timing both. Each calling thread keeps, for
+// its last few shapes, a moving average of each way's time; a call takes the faster way, and
+// now and then three run the other way (the last timed: the first wake the worker and move the
+// weights between the cores' caches): every 1024 calls while the team is the faster, every 64
+// while one thread is. Why: this VM's two virtual CPUs at times share one physical core
+// for seconds, and a step of H = 128 then takes 8.6 us on two threads (the calling thread's half
+// alone 4.4 us, as long as one thread's whole step) against 6.1 us on one, instead of 4.6 on two.
+// The results are the same either way (no sum depends on the split).
+struct StepTiming {
+    void* shape = nullptr;  // null: not timed
+    int way = 0;            // 0: the team, 1: alone
+    bool counts = false;    // whether the time goes into the shape's average
+    bool probe = false;     // a call of the way not taken, timed now and then
+    int64_t started = 0;    // a time stamp (team.cpp)
+};
+// The threads for a one-step call of this shape (key) whose team would be `team`: team or 1.
+int choose_step_team(int64_t key, int team, StepTiming& timing);
+// The call chosen for has returned.
+void step_team_finished(const StepTiming& timing);
+// Testing switch: whether one-step calls choose (true, the default) or always take their team;
+// either forgets every time measured so far.
+void set_step_tuning(bool on);
+// One-step calls that ran alone by that choice, since the process started.
+int64_t steps_alone();
+// Testing switch: the worker waits this long before each share it runs (0: none), as one whose
+// core is busy would.
+void set_worker_delay(int64_t nanoseconds);
 // Threads worth waking for a time loop with this much work per step: a thread for each 32k
 // multiply-adds a step (kMinWorkPerThread), so small cells run on one thread. Measured on the Zen
 // 4 (one sequence, T200, two threads against one): float32 H128 and H160 0.70x the time, int8

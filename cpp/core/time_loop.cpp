@@ -383,9 +383,15 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         copy_block(c_n, H, cell + (steps % 2) * B * H, H, my.rows, my.units);
     };
 
-    const int threads = splits_rows ? split_team
-                        : rows_whole ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B))
-                                     : threads_for_step(macs);
+    int threads = splits_rows ? split_team
+                  : rows_whole ? static_cast<int>(std::min<int64_t>(threads_for_step(macs), B))
+                               : threads_for_step(macs);
+    // a stream's step takes its team or one thread, whichever has lately been faster (team.h)
+    StepTiming timing;
+    if (steps == 1 && !cache && threads > 1 && !in_team()) {
+        const int64_t shape = ((macs * 1021 + B) * 8 + Matrix::kMacsPerFloatMac) * 8 + Gates + (whole_rows ? 4 : 0);
+        threads = choose_step_team(shape, threads, timing);
+    }
     // A team of two is optional (run_team): its worker may never join, and the calling thread then
     // does the worker's share too: after its own where they never meet (batch rows, or a single
     // step with no meeting inside it), else the whole loop alone (kAlone).
@@ -410,6 +416,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
             barrier.sleep_until_finished();
         }
     }, threads == 2);
+    step_team_finished(timing);
 }
 
 // ---------------------------------------------------------------------------------------------
