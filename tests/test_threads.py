@@ -213,10 +213,10 @@ def test_a_starved_team_finishes_on_one_thread_with_the_same_results(isa, scheme
 
 @pytest.mark.parametrize("scheme", [None, "int8"])
 def test_stream_steps_leave_a_slow_worker(scheme):
-    """A stream's steps time their team against one thread: with the worker slowed by 200 us a
-    share (as on a core it shares), they soon run on one thread; with the times forgotten, a new
-    shape's first calls take the team; with the switch off, every call does. The outputs equal
-    one thread's, bitwise, whichever way each step ran."""
+    """A stream's steps time their team against one thread: with the worker slowed by ten steps'
+    time on one thread a share (200 us at least; as on a core it shares), they soon run on one
+    thread; with the times forgotten, a new shape's first calls take the team; with the switch
+    off, every call does. The outputs equal one thread's, bitwise, whichever way each step ran."""
     model = lstmcpp.LSTM(192, 192, seed=6)  # a step of 295k multiply-adds: a team of two, int8 too
     q = model if scheme is None else lstmcpp.quantize(model, scheme)
     x = np.random.default_rng(7).standard_normal((60, 192)).astype(np.float32)
@@ -226,9 +226,11 @@ def test_stream_steps_leave_a_slow_worker(scheme):
         return [s.step(x_t).copy() for x_t in x]
 
     with core_settings(threads=1):
+        started = time.perf_counter()
         alone = steps()
+        per_step = (time.perf_counter() - started) / len(x)  # (a sanitizer's build is far slower)
     with core_settings(threads=2):
-        _core.set_worker_delay(200_000)
+        _core.set_worker_delay(int(max(200e-6, 10 * per_step) * 1e9))
         try:
             before = _core.steps_alone()
             slowed = steps()
