@@ -172,9 +172,13 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     const bool whole_rows = kNormalizes || mog.rounds > 0;
     if (whole_rows && ids)
         throw std::invalid_argument("token input: a layer-normalised or Mogrifier cell takes the embedded input x");
+    // the weights a step reads, with or without its input product
+    auto step_weight_bytes = [&](bool with_input) {
+        return w.weight_hh.bytes() + (with_input ? w.weight_ih.bytes() : 0) + (s.projecting ? w.weight_hr.bytes() : 0) +
+               int64_t(sizeof(T)) * mog.weights();
+    };
     const bool one_step_batch = !whole_rows && steps == 1 && !ids && Matrix::kPacks && B >= kOneStepPacksFromBatch;
-    const int64_t one_step_bytes = w.weight_hh.bytes() + w.weight_ih.bytes() + (s.projecting ? w.weight_hr.bytes() : 0);
-    const bool one_step_packs = one_step_batch && 2 * one_step_bytes <= cache_sizes().l2;
+    const bool one_step_packs = one_step_batch && 2 * step_weight_bytes(true) <= cache_sizes().l2;
     const bool by_blas = one_step_batch && !one_step_packs;
     // (a format that packs does so only in a call that packs: the in-place kernels are slower)
     const bool stepwise_input = Matrix::kStepwiseInput && B >= kStepwiseInputFromBatch &&
@@ -255,8 +259,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // the split stays where it was. Larger weights: from kRowsPerThread rows a thread for a format
     // that packs, from Matrix::kSplitsBatchFrom for one that splits the batch as it is (int8).
     const bool pack = Matrix::kPacks && !by_blas && (one_step_packs || packs_weights(B, steps, true));
-    const int64_t step_bytes = w.weight_hh.bytes() + (input_in_step ? w.weight_ih.bytes() : 0) +
-                               (s.projecting ? w.weight_hr.bytes() : 0) + int64_t(sizeof(T)) * mog.weights();
+    const int64_t step_bytes = step_weight_bytes(input_in_step);
     const int64_t rows_from = !(pack || Matrix::kSplitsBatchFrom > 0) ? 0
                               : 2 * step_bytes <= cache_sizes().l2     ? 1
                               : pack                                   ? kRowsPerThread

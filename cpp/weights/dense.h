@@ -75,19 +75,13 @@ class PackedBlock {
 public:
     PackedBlock() = default;
     explicit PackedBlock(int64_t size) {
-        Blocks& mine = blocks();
-        while (slot_ < 0) {
-            for (std::size_t k = 0; k < mine.used.size() && slot_ < 0; ++k)
-                if (!mine.used[k]) slot_ = static_cast<int>(k);
-            if (slot_ < 0) {
-                mine.blocks.emplace_back();
-                mine.used.push_back(0);
-            }
-        }
-        AlignedVector<T>& block = mine.blocks[slot_];
-        if (static_cast<int64_t>(block.size()) < size) block.resize(size);
-        mine.used[slot_] = 1;
-        data_ = block.data();
+        std::vector<Slot>& mine = slots();
+        auto free = std::find_if(mine.begin(), mine.end(), [](const Slot& slot) { return !slot.used; });
+        if (free == mine.end()) free = mine.emplace(mine.end());
+        slot_ = static_cast<int>(free - mine.begin());
+        if (static_cast<int64_t>(free->block.size()) < size) free->block.resize(size);
+        free->used = true;
+        data_ = free->block.data();
     }
     PackedBlock(PackedBlock&& other) noexcept : data_(other.data_), slot_(other.slot_) { other.forget(); }
     PackedBlock& operator=(PackedBlock&& other) noexcept {
@@ -107,12 +101,12 @@ public:
     bool empty() const { return data_ == nullptr; }
 
 private:
-    struct Blocks {
-        std::vector<AlignedVector<T>> blocks;
-        std::vector<char> used;
+    struct Slot {
+        AlignedVector<T> block;
+        bool used = false;
     };
-    static Blocks& blocks() {
-        thread_local Blocks mine;
+    static std::vector<Slot>& slots() {
+        thread_local std::vector<Slot> mine;
         return mine;
     }
     void forget() {
@@ -120,7 +114,7 @@ private:
         slot_ = -1;
     }
     void release() {
-        if (slot_ >= 0) blocks().used[slot_] = 0;
+        if (slot_ >= 0) slots()[slot_].used = false;
         forget();
     }
 
