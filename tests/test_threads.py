@@ -235,6 +235,9 @@ def test_stream_steps_leave_a_slow_worker(scheme):
             before = _core.steps_alone()
             slowed = steps()
             assert _core.steps_alone() - before >= 30  # from the first probe on (after 16 calls), nearly all
+            s = q.stream()
+            s.step(x[0])
+            assert _core.workers_told_to_rest()  # the worker sleeps beside a call alone, not spinning
         finally:
             _core.set_worker_delay(0)
         _core.set_step_tuning(True)  # forget the times
@@ -243,6 +246,7 @@ def test_stream_steps_leave_a_slow_worker(scheme):
         for x_t in x[:16]:
             s.step(x_t)
         assert _core.steps_alone() == before  # no probe before the team is timed
+        assert not _core.workers_told_to_rest()  # a team call keeps its worker awake for the next
         _core.set_step_tuning(False)
         team = steps()
         assert _core.steps_alone() == before  # the switch off: always the team

@@ -22,6 +22,7 @@ std::atomic<int64_t> g_starved_calls{0};
 std::atomic<int64_t> g_starved_until{0};  // steady_clock nanoseconds
 std::atomic<bool> g_workers_absent{false};
 std::atomic<int64_t> g_worker_delay{0};
+std::atomic<int64_t> g_rest_until{0};  // steady_clock nanoseconds: idle workers sleep at once until then
 constexpr std::chrono::milliseconds kStarvedFor{100};
 constexpr std::chrono::milliseconds kLateAgainWithin{50};
 
@@ -167,7 +168,7 @@ private:
             if (word != seen) return word;
             pause();
             if (spin % 256 == 0 &&
-                (team_recently_starved() || std::chrono::steady_clock::now() - since > kIdleSpin))
+                (team_recently_starved() || workers_told_to_rest() || std::chrono::steady_clock::now() - since > kIdleSpin))
                 break;
         }
         sleepers_.fetch_add(1);
@@ -223,6 +224,11 @@ void note_late_start() {
 
 bool team_recently_starved() { return now_ns() < g_starved_until.load(std::memory_order_relaxed); }
 
+void rest_workers(std::chrono::microseconds for_) {
+    g_rest_until.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(for_).count(), std::memory_order_relaxed);
+}
+bool workers_told_to_rest() { return now_ns() < g_rest_until.load(std::memory_order_relaxed); }
+
 void set_starvation_patience(int64_t nanoseconds) {
     g_starvation_patience.store(nanoseconds < 0 ? -1 : nanoseconds);
     g_starved_until.store(0);  // and forget a starvation seen before
@@ -242,11 +248,13 @@ namespace {
 // usual case: rarely, since each costs a slower call); of the team, while one thread is (soon: a
 // burst of slow team calls that has passed should not keep the calls on one thread for long)
 constexpr int64_t kProbeAloneEvery = 1024;
-constexpr int64_t kProbeTeamEvery = 64;
+constexpr int64_t kProbeTeamEvery = 256;
 constexpr int64_t kFirstProbe = 16;   // team calls before the first probe of running alone
 constexpr int kProbeCalls = 3;        // calls a probe runs, the last one timed (the others wake the
                                       // worker and move the weights between the cores' caches)
 constexpr int kShapes = 4;            // shapes a calling thread remembers
+// how long the workers rest after a call that ran alone by choice (the next such call renews it)
+constexpr std::chrono::microseconds kRestWorkers{1000};
 
 std::atomic<bool> g_step_tuning{true};
 std::atomic<int64_t> g_step_tuning_generation{0};
@@ -315,6 +323,13 @@ int choose_step_team(int64_t key, int team, StepTiming& timing) {
         ++shape->calls;
     }
     timing.started = stamp();
+    // one thread by choice: the worker sleeps rather than spin beside it; a team (a probe too, whose
+    // first call wakes the worker) keeps it spinning between calls
+    if (timing.way == 1 && !timing.probe) {
+        rest_workers(kRestWorkers);
+    } else if (timing.way == 0 && g_rest_until.load(std::memory_order_relaxed) != 0) {
+        g_rest_until.store(0, std::memory_order_relaxed);
+    }
     if (timing.way == 1) g_steps_alone.fetch_add(1, std::memory_order_relaxed);
     return timing.way == 1 ? 1 : team;
 }

@@ -35,6 +35,11 @@ int64_t starvation_patience();  // the switch, or -1
 // (kStarvedFor) every team runs on the calling thread alone, and then tries again.
 void note_team_starved();
 bool team_recently_starved();
+// Idle workers go to sleep at once, not spinning for the next team, for this long (a stream's
+// steps that run on their calling thread by choice say so at each call: a spinning worker takes
+// from the calling thread's core when the two virtual CPUs share one).
+void rest_workers(std::chrono::microseconds for_);
+bool workers_told_to_rest();
 // Time loops that found their team starved and finished on one thread, since the process started.
 int64_t starved_calls();
 void count_starved_call();
@@ -43,7 +48,7 @@ void count_starved_call();
 // between their team and the calling thread alone by timing both. Each calling thread keeps, for
 // its last few shapes, a moving average of each way's time; a call takes the faster way, and
 // now and then three run the other way (the last timed: the first wake the worker and move the
-// weights between the cores' caches): every 1024 calls while the team is the faster, every 64
+// weights between the cores' caches): every 1024 calls while the team is the faster, every 256
 // while one thread is. Why: this VM's two virtual CPUs at times share one physical core
 // for seconds, and a step of H = 128 then takes 8.6 us on two threads (the calling thread's half
 // alone 4.4 us, as long as one thread's whole step) against 6.1 us on one, instead of 4.6 on two.
