@@ -637,6 +637,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("starved_calls", &lstmcpp::starved_calls, "Time loops that finished on one thread, their team starved.");
     m.def("team_recently_starved", &lstmcpp::team_recently_starved,
           "Whether teams run on the calling thread alone for now, a team having been found starved.");
+    m.def("team_starved_for", &lstmcpp::team_starved_for,
+          "Seconds that teams run alone after the latest starvation (0: none since the patience switch was last set).");
     m.def("set_step_tuning", &lstmcpp::set_step_tuning, py::arg("on"),
           "Testing switch: whether one-step calls choose between their team and one thread by timing both "
           "(the default), or always take their team; either forgets the times measured so far.");

@@ -206,7 +206,9 @@ def test_a_starved_team_finishes_on_one_thread_with_the_same_results(isa, scheme
     with core_settings(threads=2, isa=isa, whole_team=True), starving_team():
         starved = run()
         assert _core.starved_calls() > before  # the fallback ran
-        assert _core.team_recently_starved()  # and the calls that follow soon run on one thread
+        _core.set_starvation_patience(0)  # (forgets the while of one thread, which ended or grew in run)
+        q(x, lengths=lengths)
+        assert _core.team_recently_starved()  # and the calls that follow soon (10 ms) run on one thread
     assert not _core.team_recently_starved()  # the switch put back forgets it
     assert_bitwise_equal(alone, starved)
 
@@ -252,6 +254,25 @@ def test_stream_steps_leave_a_slow_worker(scheme):
         assert _core.steps_alone() == before  # the switch off: always the team
     assert_bitwise_equal(alone, slowed)
     assert_bitwise_equal(alone, team)
+
+
+def test_a_team_starved_again_soon_runs_alone_twice_as_long():
+    """Teams run alone 10 ms after a starved call; starved again right after that while, 20 ms, then
+    40, 80 and at most 160 ms; once forgotten (the switch set again), 10 ms again."""
+    model = lstmcpp.LSTM(64, 256, seed=2)  # 327k multiply-adds a step: a team of two that meets
+    x = np.random.default_rng(2).standard_normal((20, 1, 64)).astype(np.float32)
+    with core_settings(threads=2, whole_team=True), starving_team():
+        seen = []
+        for _ in range(6):
+            while _core.team_recently_starved():
+                pass
+            model(x)  # its team starves at its first wait
+            seen.append(round(_core.team_starved_for(), 6))
+        assert seen == [0.01, 0.02, 0.04, 0.08, 0.16, 0.16]
+        _core.set_starvation_patience(0)
+        assert _core.team_starved_for() == 0 and not _core.team_recently_starved()
+        model(x)
+        assert round(_core.team_starved_for(), 6) == 0.01
 
 
 @contextlib.contextmanager

@@ -23,7 +23,14 @@ std::atomic<int64_t> g_starved_until{0};  // steady_clock nanoseconds
 std::atomic<bool> g_workers_absent{false};
 std::atomic<int64_t> g_worker_delay{0};
 std::atomic<int64_t> g_rest_until{0};  // steady_clock nanoseconds: idle workers sleep at once until then
-constexpr std::chrono::milliseconds kStarvedFor{100};
+// How long teams run alone once starved: kStarvedFirst, twice as long each time a team is starved
+// again within one such while of the last one's end, up to kStarvedAtMost. A vCPU's brief loss of
+// its core (the host's business, a millisecond or so, now and then) costs 10 ms on one thread;
+// NumPy's BLAS threads, which spin for about 0.1 s after each product, soon keep the calls alone
+// for 160 ms at a time, each try of the team (a worker that does not join within 250 us, or a
+// barrier that waits too long) costing a few hundred microseconds.
+constexpr std::chrono::milliseconds kStarvedFirst{10}, kStarvedAtMost{160};
+std::atomic<int64_t> g_starved_for{0};  // nanoseconds: the last time teams ran alone
 constexpr std::chrono::milliseconds kLateAgainWithin{50};
 
 int64_t now_ns() {
@@ -213,14 +220,21 @@ void set_workers_absent(bool absent) { g_workers_absent.store(absent); }
 bool worker_absent(std::chrono::microseconds grace) { return Workers::instance->close_if_absent(grace); }
 
 void note_team_starved() {
-    g_starved_until.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(kStarvedFor).count(),
-                          std::memory_order_relaxed);
+    using std::chrono::nanoseconds;
+    const int64_t now = now_ns(), last_until = g_starved_until.load(), last_for = g_starved_for.load();
+    const int64_t first = std::chrono::duration_cast<nanoseconds>(kStarvedFirst).count();
+    const int64_t most = std::chrono::duration_cast<nanoseconds>(kStarvedAtMost).count();
+    const int64_t starved_for = last_for > 0 && now < last_until + last_for ? std::min(2 * last_for, most) : first;
+    g_starved_for.store(starved_for);
+    g_starved_until.store(now + starved_for);
 }
 void note_late_start() {
     static std::atomic<int64_t> last{INT64_MIN / 2};
     const int64_t now = now_ns(), before = last.exchange(now);
     if (now - before < std::chrono::duration_cast<std::chrono::nanoseconds>(kLateAgainWithin).count()) note_team_starved();
 }
+
+double team_starved_for() { return static_cast<double>(g_starved_for.load()) * 1e-9; }
 
 bool team_recently_starved() { return now_ns() < g_starved_until.load(std::memory_order_relaxed); }
 
@@ -232,6 +246,7 @@ bool workers_told_to_rest() { return now_ns() < g_rest_until.load(std::memory_or
 void set_starvation_patience(int64_t nanoseconds) {
     g_starvation_patience.store(nanoseconds < 0 ? -1 : nanoseconds);
     g_starved_until.store(0);  // and forget a starvation seen before
+    g_starved_for.store(0);
 }
 int64_t starvation_patience() { return g_starvation_patience.load(std::memory_order_relaxed); }
 int64_t starved_calls() { return g_starved_calls.load(); }

@@ -32,9 +32,11 @@ int64_t starvation_patience();  // the switch, or -1
 // A team is starved when one of its threads comes late, by far more than waking takes: another
 // process holds that thread's core (NumPy's BLAS threads spin for tens of milliseconds after each
 // product). A team that must meet is no faster than its slowest member, so for a while after that
-// (kStarvedFor) every team runs on the calling thread alone, and then tries again.
+// (10 ms, longer when starved again soon after: team.cpp) every team runs on the calling thread
+// alone, and then tries again.
 void note_team_starved();
 bool team_recently_starved();
+double team_starved_for();  // seconds: how long teams run alone after the latest starvation (0: none yet)
 // Idle workers go to sleep at once, not spinning for the next team, for this long (a stream's
 // steps that run on their calling thread by choice say so at each call: a spinning worker takes
 // from the calling thread's core when the two virtual CPUs share one).
