@@ -135,10 +135,14 @@ static void start_gates(T* z, const CellWeights<T, Cell, Matrix>& w, Range cols)
 template <class T, class Cell, class Matrix>
 void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell, Matrix>& w) {
     const int64_t G = w.weight_ih.rows;
-    // every row starts as the biases: the team writes them (tens of MB for a large batch)
-    run_team(rows * G >= (1 << 18) ? get_num_threads() : 1, [&](int team, int me) {
+    // every row starts as the biases: the team writes them (tens of MB for a large batch), each
+    // thread its first row, then copies of it
+    run_team(rows * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
         const Range mine = split(rows, team, me, 1);
-        for (int64_t r = mine.begin; r < mine.end; ++r) start_gates(out + r * G, w, Range{0, G});
+        if (mine.size() == 0) return;
+        const T* first = out + mine.begin * G;
+        start_gates(out + mine.begin * G, w, Range{0, G});
+        for (int64_t r = mine.begin + 1; r < mine.end; ++r) std::copy(first, first + G, out + r * G);
     });
     if (x) w.weight_ih.multiply_rows(out, x, rows, T(1));
 }
