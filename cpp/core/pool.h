@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/scratch.h"
 #include "core/team.h"
 
 namespace lstmcpp {
@@ -33,13 +34,16 @@ void move_states(bool to_batch, T* batch, T* all, const int64_t* ids, Range list
 // scatters each on its own: the team meets once a call, not after each phase, and a chunk's
 // states stay in its thread's cache between the phases. A single chunk steps on the calling
 // thread, and the step splits itself.
-// (A chunk of 32 streams or more steps as one batch: with packed weights, or two BLAS products.)
+// (A chunk of 32 streams or more steps as one batch: with packed weights, or two BLAS products;
+// packed, a thread packs them once a call, for its first chunk.)
 template <class T, class Step>
 void pool_step_in_chunks(int64_t n, int64_t layers, int64_t capacity, int64_t P, int64_t H, int64_t I, const int64_t* ids,
                          T* h_all, T* c_all, const T* x, T* y, const Step& step) {
     const int64_t chunk = shape_chunk(n);
     const int64_t chunks = (n + chunk - 1) / chunk;
+    const uint64_t call = PackingCall::next();  // a thread's chunks share the weights it packs
     run_team_chunks(get_num_threads(), chunks, [&](int64_t q) {
+        const PackingCall packing(call);
         thread_local std::vector<T> hs, cs;  // this thread's gathered states: grown once, then reused
         const int64_t begin = q * chunk, rows = std::min(chunk, n - begin);
         hs.resize(layers * rows * P);

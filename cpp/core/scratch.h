@@ -2,6 +2,7 @@
 // little (a streaming call then allocates nothing), else from one heap block for this call.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <stdexcept>
@@ -43,6 +44,30 @@ private:
     AlignedVector<T> own_;
     T* base_ = nullptr;
     int64_t capacity_ = 0, used_ = 0;
+};
+
+// One call that steps several batches with the same weights (a pool's chunks: pool.h): while a
+// PackingCall is alive on a thread, a product that would pack the same columns of the same matrix
+// the same way takes the copy made earlier in that call on that thread (weights/dense.h's
+// PackedCopies) instead of packing again. Keyed by the call (a number no other call has), so a copy never
+// outlives the weights it was made from.
+class PackingCall {
+public:
+    explicit PackingCall(uint64_t call) : saved_(current()) { current() = call; }
+    ~PackingCall() { current() = saved_; }
+    PackingCall(const PackingCall&) = delete;
+    PackingCall& operator=(const PackingCall&) = delete;
+    static uint64_t next() {
+        static std::atomic<uint64_t> calls{0};
+        return calls.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    static uint64_t& current() {  // 0: none
+        thread_local uint64_t call = 0;
+        return call;
+    }
+
+private:
+    uint64_t saved_;
 };
 
 }  // namespace lstmcpp

@@ -11,11 +11,14 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <tuple>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
 #include "core/aligned.h"
 #include "core/blas.h"
+#include "core/scratch.h"
 #include "core/team.h"
 #include "kernels/kernels.h"
 
@@ -122,6 +125,43 @@ private:
     int slot_ = -1;
 };
 
+// This thread's packed copies of the current PackingCall (at most kEntries at a time: a deeper
+// model's later products pack into blocks of their own, as outside a call).
+template <class T>
+class PackedCopies {
+public:
+    // Where the copy of (W, ldw, depth, cols, as rows or columns) of `size` values lives, and
+    // whether it still has to be made; null when every entry already holds one of this call.
+    static std::pair<T*, bool> find(uint64_t call, const T* W, int64_t ldw, int64_t depth, Range cols, bool rows, int64_t size) {
+        Entry* free = nullptr;
+        for (Entry& e : entries()) {
+            if (e.call == call && e.W == W && e.ldw == ldw && e.depth == depth && e.cols.begin == cols.begin &&
+                e.cols.end == cols.end && e.rows == rows)
+                return {e.block.data(), false};
+            if (!free && e.call != call) free = &e;
+        }
+        if (!free) return {nullptr, false};
+        *free = Entry{call, W, ldw, depth, cols, rows, std::move(free->block)};
+        if (static_cast<int64_t>(free->block.size()) < size) free->block.resize(size);
+        return {free->block.data(), true};
+    }
+
+private:
+    static constexpr int kEntries = 32;
+    struct Entry {
+        uint64_t call = 0;
+        const T* W = nullptr;
+        int64_t ldw = 0, depth = 0;
+        Range cols{0, 0};
+        bool rows = false;
+        AlignedVector<T> block;
+    };
+    static std::array<Entry, kEntries>& entries() {
+        thread_local std::array<Entry, kEntries> mine;
+        return mine;
+    }
+};
+
 // One thread's columns `cols` of a per-step product's right-hand side B (depth,N), applied every
 // step as C[:, cols] (+)= A B[:, cols]. B is W^T when columns_are_rows (forward's products: the
 // rows of W (N,depth) are B's columns), else W (depth,N) itself (backward's). When `pack`, the
@@ -135,10 +175,20 @@ public:
                 int64_t depth, Range cols)
         : K_(&K), W_(W), ldw_(ldw), columns_are_rows_(columns_are_rows), depth_(depth), cols_(cols) {
         if (pack && cols.size() > 0) {
-            const int64_t width = K.panel_width;
-            packed_ = PackedBlock<T>((cols.size() + width - 1) / width * width * depth);
-            if (columns_are_rows) K.pack_rows(packed_.data(), W + cols.begin * ldw, ldw, depth, cols.size());
-            else pack_columns(packed_.data(), W + cols.begin, ldw, depth, cols.size(), width);
+            const int64_t width = K.panel_width, size = (cols.size() + width - 1) / width * width * depth;
+            T* copy = nullptr;
+            bool make = true;
+            if (const uint64_t call = PackingCall::current())
+                std::tie(copy, make) = PackedCopies<T>::find(call, W, ldw, depth, cols, columns_are_rows, size);
+            if (!copy) {
+                packed_ = PackedBlock<T>(size);
+                copy = packed_.data();
+                make = true;
+            }
+            packed_data_ = copy;
+            if (!make) return;
+            if (columns_are_rows) K.pack_rows(copy, W + cols.begin * ldw, ldw, depth, cols.size());
+            else pack_columns(copy, W + cols.begin, ldw, depth, cols.size(), width);
         }
     }
 
@@ -166,8 +216,8 @@ public:
         if (part.size() <= 0) return;
         const int64_t first = cols_.begin + part.begin;
         T* c = C + first;
-        if (!packed_.empty())
-            K_->gemm_packed(c, ldc, a.A, a.lda, packed_.data() + part.begin * depth_, M, part.size(), depth_, beta);
+        if (packed_data_)
+            K_->gemm_packed(c, ldc, a.A, a.lda, packed_data_ + part.begin * depth_, M, part.size(), depth_, beta);
         else if (columns_are_rows_)
             step_gemm_nt(*K_, c, ldc, a.A, a.lda, W_ + first * ldw_, ldw_, M, part.size(), depth_, beta);
         else
@@ -182,7 +232,8 @@ private:
     bool columns_are_rows_ = true;
     int64_t depth_ = 0;
     Range cols_{0, 0};
-    PackedBlock<T> packed_;
+    PackedBlock<T> packed_;         // the packed copy's memory when this product owns it
+    const T* packed_data_ = nullptr;  // the packed copy (its own, or the call's: PackedCopies), or null
 };
 
 template <class T>
