@@ -1,5 +1,6 @@
 // The team's handshakes (core/team.cpp: the published word, the gate of optional teams, sleeping
-// and waking, a worker held out) under ThreadSanitizer, with no Python around them:
+// and waking, a worker told to rest, a worker held out) under ThreadSanitizer, with no Python
+// around them:
 //
 //     g++ -std=c++17 -O1 -g -fsanitize=thread -fopenmp -Icpp tools/team_tsan.cpp cpp/core/team.cpp
 //
@@ -25,6 +26,7 @@ int main() {
         set_starvation_patience(-1);  // forget a starvation: every round tries its teams
         set_workers_absent(round % 4000 < 1000);
         if (round % 1000 == 500) std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the worker sleeps
+        if (round % 7 == 3) rest_workers(std::chrono::microseconds(100));  // an idle worker sleeps at once
 
         std::vector<double> sums(64, 0.0);
         run_team_chunks(2, 64, [&](int64_t q) {
