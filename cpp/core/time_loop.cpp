@@ -135,10 +135,13 @@ static void start_gates(T* z, const CellWeights<T, Cell, Matrix>& w, Range cols)
 template <class T, class Cell, class Matrix>
 void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell, Matrix>& w) {
     const int64_t G = w.weight_ih.rows;
-    // every row starts as the biases: the team writes them (tens of MB for a large batch), each
-    // thread its first row, then copies of it
-    run_team(rows * G >= (1 << 16) ? get_num_threads() : 1, [&](int team, int me) {
-        const Range mine = split(rows, team, me, 1);
+    // every row starts as the biases (tens of MB for a large batch): in pieces that whichever
+    // thread is there takes (a worker whose core NumPy's BLAS holds is not waited for), each its
+    // first row, then copies of it
+    const int threads = get_num_threads();
+    const int64_t pieces = rows * G >= (1 << 16) ? std::min<int64_t>(rows, threads) : 1;
+    run_team_chunks(threads, pieces, [&](int64_t q) {
+        const Range mine = split(rows, static_cast<int>(pieces), static_cast<int>(q), 1);
         if (mine.size() == 0) return;
         const T* first = out + mine.begin * G;
         start_gates(out + mine.begin * G, w, Range{0, G});
