@@ -49,8 +49,8 @@ private:
 // One call that steps several batches with the same weights (a pool's chunks: pool.h): while a
 // PackingCall is alive on a thread, a product that would pack the same columns of the same matrix
 // the same way takes the copy made earlier in that call on that thread (weights/dense.h's
-// PackedCopies) instead of packing again. Keyed by the call (a number no other call has), so a copy never
-// outlives the weights it was made from.
+// PackedCopies) instead of packing again. Keyed by the call (a number no other call has), so a
+// copy never outlives the weights it was made from.
 class PackingCall {
 public:
     explicit PackingCall(uint64_t call) : saved_(current()) { current() = call; }

@@ -12,8 +12,8 @@
 #include <array>
 #include <cstdint>
 #include <tuple>
-#include <utility>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/aligned.h"
