@@ -645,6 +645,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("steps_alone", &lstmcpp::steps_alone, "One-step calls that ran on one thread by that choice.");
     m.def("workers_told_to_rest", &lstmcpp::workers_told_to_rest,
           "Whether idle workers sleep at once for now (a one-step call ran alone by choice within the last millisecond).");
+    m.def("worker_rests", &lstmcpp::worker_rests,
+          "Times idle workers were told to sleep at once (one-step calls alone by choice, at their start and end).");
     m.def("set_worker_delay", &lstmcpp::set_worker_delay, py::arg("nanoseconds"),
           "Testing switch: the worker waits this long before each share it runs (0: none).");
     m.def("set_pack_min_rows", &lstmcpp::set_pack_min_rows, py::arg("rows"),

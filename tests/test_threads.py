@@ -206,9 +206,9 @@ def test_a_starved_team_finishes_on_one_thread_with_the_same_results(isa, scheme
     with core_settings(threads=2, isa=isa, whole_team=True), starving_team():
         starved = run()
         assert _core.starved_calls() > before  # the fallback ran
-        _core.set_starvation_patience(0)  # (forgets the while of one thread, which ended or grew in run)
+        _core.set_starvation_patience(0)  # (forgets the whiles of one thread that run started)
         q(x, lengths=lengths)
-        assert _core.team_recently_starved()  # and the calls that follow soon (10 ms) run on one thread
+        assert _core.team_starved_for() > 0  # and the calls that follow soon (10 ms) run on one thread
     assert not _core.team_recently_starved()  # the switch put back forgets it
     assert_bitwise_equal(alone, starved)
 
@@ -237,9 +237,9 @@ def test_stream_steps_leave_a_slow_worker(scheme):
             before = _core.steps_alone()
             slowed = steps()
             assert _core.steps_alone() - before >= 30  # from the first probe on (after 16 calls), nearly all
-            s = q.stream()
+            s, rests = q.stream(), _core.worker_rests()
             s.step(x[0])
-            assert _core.workers_told_to_rest()  # the worker sleeps beside a call alone, not spinning
+            assert _core.worker_rests() > rests  # the worker sleeps beside a call alone (told at its start and end)
         finally:
             _core.set_worker_delay(0)
         _core.set_step_tuning(True)  # forget the times
@@ -259,8 +259,8 @@ def test_stream_steps_leave_a_slow_worker(scheme):
 def test_a_team_starved_again_soon_runs_alone_twice_as_long():
     """Teams run alone 10 ms after a starved call; starved again right after that while, 20 ms, then
     40, 80 and at most 160 ms; once forgotten (the switch set again), 10 ms again."""
-    model = lstmcpp.LSTM(64, 256, seed=2)  # 327k multiply-adds a step: a team of two that meets
-    x = np.random.default_rng(2).standard_normal((20, 1, 64)).astype(np.float32)
+    model = lstmcpp.LSTM(4, 32, seed=2)  # small (a sanitizer's build is slow), on the whole team
+    x = np.random.default_rng(2).standard_normal((5, 1, 4)).astype(np.float32)
     with core_settings(threads=2, whole_team=True), starving_team():
         seen = []
         for _ in range(6):

@@ -23,6 +23,7 @@ std::atomic<int64_t> g_starved_until{0};  // steady_clock nanoseconds
 std::atomic<bool> g_workers_absent{false};
 std::atomic<int64_t> g_worker_delay{0};
 std::atomic<int64_t> g_rest_until{0};  // steady_clock nanoseconds: idle workers sleep at once until then
+std::atomic<int64_t> g_rests{0};       // calls of rest_workers, since the process started
 // How long teams run alone once starved: kStarvedFirst, twice as long each time a team is starved
 // again within one such while of the last one's end, up to kStarvedAtMost. A vCPU's brief loss of
 // its core (the host's business, a millisecond or so, now and then) costs 10 ms on one thread;
@@ -240,7 +241,9 @@ bool team_recently_starved() { return now_ns() < g_starved_until.load(std::memor
 
 void rest_workers(std::chrono::microseconds for_) {
     g_rest_until.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(for_).count(), std::memory_order_relaxed);
+    g_rests.fetch_add(1, std::memory_order_relaxed);
 }
+int64_t worker_rests() { return g_rests.load(); }
 bool workers_told_to_rest() { return now_ns() < g_rest_until.load(std::memory_order_relaxed); }
 
 void set_starvation_patience(int64_t nanoseconds) {
@@ -268,7 +271,7 @@ constexpr int64_t kFirstProbe = 16;   // team calls before the first probe of ru
 constexpr int kProbeCalls = 3;        // calls a probe runs, the last one timed (the others wake the
                                       // worker and move the weights between the cores' caches)
 constexpr int kShapes = 4;            // shapes a calling thread remembers
-// how long the workers rest after a call that ran alone by choice (the next such call renews it)
+// how long the workers rest from the start and from the end of a call that ran alone by choice
 constexpr std::chrono::microseconds kRestWorkers{1000};
 
 std::atomic<bool> g_step_tuning{true};
@@ -350,6 +353,7 @@ int choose_step_team(int64_t key, int team, StepTiming& timing) {
 }
 
 void step_team_finished(const StepTiming& timing) {
+    if (timing.shape && timing.way == 1 && !timing.probe) rest_workers(kRestWorkers);  // from its end (a slow call)
     if (!timing.shape || !timing.counts) return;
     StepShape& shape = *static_cast<StepShape*>(timing.shape);
     double& average = shape.ns[timing.way];

@@ -42,6 +42,7 @@ double team_starved_for();  // seconds: how long teams run alone after the lates
 // from the calling thread's core when the two virtual CPUs share one).
 void rest_workers(std::chrono::microseconds for_);
 bool workers_told_to_rest();
+int64_t worker_rests();  // calls of rest_workers, since the process started
 // Time loops that found their team starved and finished on one thread, since the process started.
 int64_t starved_calls();
 void count_starved_call();
