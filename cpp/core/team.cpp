@@ -274,6 +274,9 @@ constexpr int kShapes = 4;            // shapes a calling thread remembers
 // how long the workers rest from the start and from the end of a call that ran alone by choice
 constexpr std::chrono::microseconds kRestWorkers{1000};
 
+// a call that runs on one thread because that has lately been the faster way (not a probe)
+bool alone_by_choice(const StepTiming& timing) { return timing.shape && timing.way == 1 && !timing.probe; }
+
 std::atomic<bool> g_step_tuning{true};
 std::atomic<int64_t> g_step_tuning_generation{0};
 std::atomic<int64_t> g_steps_alone{0};
@@ -343,7 +346,7 @@ int choose_step_team(int64_t key, int team, StepTiming& timing) {
     timing.started = stamp();
     // one thread by choice: the worker sleeps rather than spin beside it; a team (a probe too, whose
     // first call wakes the worker) keeps it spinning between calls
-    if (timing.way == 1 && !timing.probe) {
+    if (alone_by_choice(timing)) {
         rest_workers(kRestWorkers);
     } else if (timing.way == 0 && g_rest_until.load(std::memory_order_relaxed) != 0) {
         g_rest_until.store(0, std::memory_order_relaxed);
@@ -353,7 +356,7 @@ int choose_step_team(int64_t key, int team, StepTiming& timing) {
 }
 
 void step_team_finished(const StepTiming& timing) {
-    if (timing.shape && timing.way == 1 && !timing.probe) rest_workers(kRestWorkers);  // from its end (a slow call)
+    if (alone_by_choice(timing)) rest_workers(kRestWorkers);  // from its end too (a call may outlast it)
     if (!timing.shape || !timing.counts) return;
     StepShape& shape = *static_cast<StepShape*>(timing.shape);
     double& average = shape.ns[timing.way];

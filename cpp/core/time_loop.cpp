@@ -143,8 +143,8 @@ void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell,
     run_team_chunks(threads, pieces, [&](int64_t q) {
         const Range mine = split(rows, static_cast<int>(pieces), static_cast<int>(q), 1);
         if (mine.size() == 0) return;
-        const T* first = out + mine.begin * G;
-        start_gates(out + mine.begin * G, w, Range{0, G});
+        T* first = out + mine.begin * G;
+        start_gates(first, w, Range{0, G});
         for (int64_t r = mine.begin + 1; r < mine.end; ++r) std::copy(first, first + G, out + r * G);
     });
     if (x) w.weight_ih.multiply_rows(out, x, rows, T(1));

@@ -141,7 +141,7 @@ public:
             if (!free && e.call != call) free = &e;
         }
         if (!free) return {nullptr, false};
-        *free = Entry{call, W, ldw, depth, cols, rows, std::move(free->block)};
+        free->call = call, free->W = W, free->ldw = ldw, free->depth = depth, free->cols = cols, free->rows = rows;
         if (static_cast<int64_t>(free->block.size()) < size) free->block.resize(size);
         return {free->block.data(), true};
     }
