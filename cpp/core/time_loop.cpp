@@ -153,6 +153,84 @@ void project_inputs(T* out, const T* x, int64_t rows, const CellWeights<T, Cell,
 // ---------------------------------------------------------------------------------------------
 // forward
 
+namespace {
+
+// The rows of the batch each thread needs before a time loop's team splits the batch rather than
+// the hidden units (0: never). Split, every thread reads all of a step's weights each step; split
+// by hidden units, a share of them, but the team meets every step. Weights that fit in half of a
+// core's L2 (read at run time) are read from each thread's own cache, which costs less than the
+// meeting, so from one row a thread. Measured on a Zen 3 (512 KiB of L2) against splitting the
+// units: float32 H128 B4 and B8 0.87x and 0.72x the time, bf16 H128 B4 0.75x, int8 H256 B2-B8
+// 0.58-0.74x, codebook4 H256 B4 0.86x; B = 2 at H128 the same; where the weights did not fit
+// (codebook4 H512 B8: 1.16x) the split stays where it was. Larger weights: from kRowsPerThread
+// rows a thread for a format that packs, from Matrix::kSplitsBatchFrom for one that splits the
+// batch as it is (int8).
+template <class Matrix>
+int64_t rows_to_split_from(bool pack, int64_t step_bytes) {
+    return !(pack || Matrix::kSplitsBatchFrom > 0) ? 0
+           : 2 * step_bytes <= cache_sizes().l2   ? 1
+           : pack                                 ? kRowsPerThread
+                                                  : Matrix::kSplitsBatchFrom;
+}
+
+// What a one-step call's timings are kept under (choose_step_team): its work, batch, format and cell.
+template <class Matrix>
+int64_t step_shape(int64_t macs, int64_t B, int gates, bool whole_rows) {
+    return ((macs * 1021 + B) * 8 + Matrix::kMacsPerFloatMac) * 8 + gates + (whole_rows ? 4 : 0);
+}
+
+// One step that keeps no cache and meets nowhere inside it (a stream's step, a pool's chunk; not
+// a projecting or whole-row cell, nor a batch whose step packs its weights): the time loop's step
+// without the loop. Each thread makes its rows' (or units') gates, biases + x W_ih^T + h0 W_hh^T,
+// and writes its part of y, h_n and c_n itself; every thread reads h0 and c0 (which h_n and c_n
+// may be) from copies made first. The same operations in the same order as the loop's step, so
+// the same bits; what goes is the loop's setting up, a few hundred nanoseconds of a stream's step
+// (Zen 4, float32 H128: 4.6 against 5.0 us a call).
+template <class T, class Cell, class Matrix>
+void forward_one_step(T* y, int64_t ldy, T* h_n, T* c_n, const T* x, const T* h0, const T* c0,
+                      const CellWeights<T, Cell, Matrix>& w, const CellShape<T>& s, int64_t macs, int64_t step_bytes) {
+    constexpr int Gates = Cell::kGates;
+    const int64_t B = s.batch, I = s.I, H = s.H, G = Gates * H;  // P = H: not projecting
+    const Kernels<T>& K = kernels<T>();
+    Scratch<T> scratch({B * G, B * H, B * H});
+    T* z = scratch.take(B * G);
+    T* h_prev = scratch.take(B * H);
+    T* c_prev = scratch.take(B * H);
+    if (h0) std::copy(h0, h0 + B * H, h_prev);
+    else std::fill(h_prev, h_prev + B * H, T(0));
+    if (c0) std::copy(c0, c0 + B * H, c_prev);
+    else std::fill(c_prev, c_prev + B * H, T(0));
+    const int64_t rows_from = rows_to_split_from<Matrix>(false, step_bytes);
+
+    auto run = [&](const Share& my, int team) {
+        if (my.rows.size() == 0) return;  // whole rows, more threads than rows: nothing of mine
+        const Range br = my.rows, jr = my.units;
+        const int64_t b0 = br.begin, rows = br.size();
+        const GateProducts<T, Gates, Matrix> input(K, false, w.weight_ih, H, jr), recurrent(K, false, w.weight_hh, H, jr);
+        const bool backward = sweeps_weights(my.by_rows || team == 1 ? step_bytes : step_bytes / team) && next_sweep_backward();
+        for (int64_t b = br.begin; b < br.end; ++b)
+            for (int64_t q = 0; q < Gates; ++q) start_gates(z + b * G, w, Range{q * H + jr.begin, q * H + jr.end});
+        input.add(z + b0 * G, G, x + b0 * I, I, rows, backward);
+        recurrent.add(z + b0 * G, G, h_prev + b0 * H, H, rows, backward);
+        for (int64_t b = br.begin; b < br.end; ++b) {
+            T* out = y + b * ldy;  // m = h: my units of this row's output, then of its next state
+            w.cell.forward(K, z + b * G, c_n + b * H, out, c_prev + b * H, jr);
+            std::copy(out + jr.begin, out + jr.end, h_n + b * H + jr.begin);
+        }
+    };
+    int threads = threads_for_step(macs);
+    StepTiming timing;  // its team or one thread, whichever has lately been faster (team.h)
+    if (threads > 1 && !in_team()) threads = choose_step_team(step_shape<Matrix>(macs, B, Gates, false), threads, timing);
+    run_team(threads, [&](int team, int me) {
+        run(share_of(B, H, H, false, rows_from, team, me), team);
+        // an optional worker that never joined: its share too
+        if (me == 0 && team == 2 && worker_absent(std::chrono::microseconds(0))) run(share_of(B, H, H, false, rows_from, team, 1), 1);
+    }, threads == 2);
+    step_team_finished(timing);
+}
+
+}  // namespace
+
 template <class T, class Cell, class Matrix>
 void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache,
                           const T* x, const int32_t* ids, const T* table, const T* h0, const T* c0,
@@ -216,6 +294,13 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // per meeting, a meeting inside the step counting half of the step's own (measured on the Zen
     // 4, float32 layer norm T200: H256 0.82x the time on two threads against one, int8 H256 1.15x,
     // H128 the same; so two threads from H256 in float32, one for int8 H256 and below).
+    if constexpr (!kNormalizes) {
+        if (steps == 1 && !cache && !ids && !whole_rows && !s.projecting && !one_step_batch &&
+            !(Matrix::kPacks && packs_weights(B, steps, true))) {
+            forward_one_step(y, ldy, h_n, c_n, x, h0, c0, w, s, macs, step_weight_bytes(true));
+            return;
+        }
+    }
     const int64_t inner_meetings = (kNormalizes ? 2 : 0) + mog.rounds;
     const int split_team = threads_for_step(macs * 2 / (2 + inner_meetings));
     const bool splits_rows = whole_rows && !cache && B < split_team;
@@ -256,21 +341,10 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     if (c0) std::copy(c0, c0 + B * H, cell);
     else std::fill(cell, cell + B * H, T(0));
 
-    // The rows a thread needs before the team splits the batch (0: never). Split, every thread
-    // reads all of a step's weights each step; split by hidden units, a share of them, but the
-    // team meets every step. Weights that fit in half of a core's L2 (read at run time) are read
-    // from each thread's own cache, which costs less than the meeting, so from one row a thread.
-    // Measured on a Zen 3 (512 KiB of L2) against splitting the units: float32 H128 B4 and B8
-    // 0.87x and 0.72x the time, bf16 H128 B4 0.75x, int8 H256 B2-B8 0.58-0.74x, codebook4 H256
-    // B4 0.86x; B = 2 at H128 the same; where the weights did not fit (codebook4 H512 B8: 1.16x)
-    // the split stays where it was. Larger weights: from kRowsPerThread rows a thread for a format
-    // that packs, from Matrix::kSplitsBatchFrom for one that splits the batch as it is (int8).
+    // the rows a thread needs before the team splits the batch (rows_to_split_from)
     const bool pack = Matrix::kPacks && !by_blas && (one_step_packs || packs_weights(B, steps, true));
     const int64_t step_bytes = step_weight_bytes(input_in_step);
-    const int64_t rows_from = !(pack || Matrix::kSplitsBatchFrom > 0) ? 0
-                              : 2 * step_bytes <= cache_sizes().l2     ? 1
-                              : pack                                   ? kRowsPerThread
-                                                                       : Matrix::kSplitsBatchFrom;
+    const int64_t rows_from = rows_to_split_from<Matrix>(pack, step_bytes);
     // Steps first .. steps for one thread's share of a team: returns where it stopped, steps or,
     // when the team is starved (StepBarrier), the step after the barrier that said so. A team of
     // two that meets does not start without its worker: when it has not joined within
@@ -399,8 +473,7 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // a stream's step takes its team or one thread, whichever has lately been faster (team.h)
     StepTiming timing;
     if (steps == 1 && !cache && threads > 1 && !in_team()) {
-        const int64_t shape = ((macs * 1021 + B) * 8 + Matrix::kMacsPerFloatMac) * 8 + Gates + (whole_rows ? 4 : 0);
-        threads = choose_step_team(shape, threads, timing);
+        threads = choose_step_team(step_shape<Matrix>(macs, B, Gates, whole_rows), threads, timing);
     }
     // A team of two is optional (run_team): its worker may never join, and the calling thread then
     // does the worker's share too: after its own where they never meet (batch rows, or a single
