@@ -262,6 +262,16 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
         return w.weight_hh.bytes() + (with_input ? w.weight_ih.bytes() : 0) + (s.projecting ? w.weight_hr.bytes() : 0) +
                int64_t(sizeof(T)) * mog.weights();
     };
+    // one step that meets nowhere inside it and packs nothing (a stream's step): no loop (its work
+    // in multiply-adds counted as below)
+    if constexpr (!kNormalizes) {
+        if (steps == 1 && !cache && !ids && !whole_rows && !s.projecting &&
+            !(Matrix::kPacks && (B >= kOneStepPacksFromBatch || packs_weights(B, steps, true)))) {
+            forward_one_step(y, ldy, h_n, c_n, x, h0, c0, w, s, B * G * (P + I) / Matrix::kMacsPerFloatMac / 2,
+                             step_weight_bytes(true));
+            return;
+        }
+    }
     const bool one_step_batch = !whole_rows && steps == 1 && !ids && Matrix::kPacks && B >= kOneStepPacksFromBatch;
     const bool one_step_packs = one_step_batch && 2 * step_weight_bytes(true) <= cache_sizes().l2;
     const bool by_blas = one_step_batch && !one_step_packs;
@@ -294,13 +304,6 @@ void forward_through_time(T* y, int64_t ldy, T* h_n, T* c_n, CellCache<T>* cache
     // per meeting, a meeting inside the step counting half of the step's own (measured on the Zen
     // 4, float32 layer norm T200: H256 0.82x the time on two threads against one, int8 H256 1.15x,
     // H128 the same; so two threads from H256 in float32, one for int8 H256 and below).
-    if constexpr (!kNormalizes) {
-        if (steps == 1 && !cache && !ids && !whole_rows && !s.projecting && !one_step_batch &&
-            !(Matrix::kPacks && packs_weights(B, steps, true))) {
-            forward_one_step(y, ldy, h_n, c_n, x, h0, c0, w, s, macs, step_weight_bytes(true));
-            return;
-        }
-    }
     const int64_t inner_meetings = (kNormalizes ? 2 : 0) + mog.rounds;
     const int split_team = threads_for_step(macs * 2 / (2 + inner_meetings));
     const bool splits_rows = whole_rows && !cache && B < split_team;

@@ -174,22 +174,7 @@ public:
     StepProduct(const Kernels<T>& K, bool pack, const T* W, int64_t ldw, bool columns_are_rows,
                 int64_t depth, Range cols)
         : K_(&K), W_(W), ldw_(ldw), columns_are_rows_(columns_are_rows), depth_(depth), cols_(cols) {
-        if (pack && cols.size() > 0) {
-            const int64_t width = K.panel_width, size = (cols.size() + width - 1) / width * width * depth;
-            T* copy = nullptr;
-            bool make = true;
-            if (const uint64_t call = PackingCall::current())
-                std::tie(copy, make) = PackedCopies<T>::find(call, W, ldw, depth, cols, columns_are_rows, size);
-            if (!copy) {
-                packed_ = PackedBlock<T>(size);
-                copy = packed_.data();
-                make = true;
-            }
-            packed_data_ = copy;
-            if (!make) return;
-            if (columns_are_rows) K.pack_rows(copy, W + cols.begin * ldw, ldw, depth, cols.size());
-            else pack_columns(copy, W + cols.begin, ldw, depth, cols.size(), width);
-        }
+        if (pack && cols.size() > 0) make_packed();
     }
 
     // A step's left-hand side as the products read it: a weight format whose products need the
@@ -226,6 +211,24 @@ public:
     int64_t size() const { return cols_.size(); }
 
 private:
+    // (out of line: a stream's step makes eight products that do not pack, each in a few cycles)
+    [[gnu::noinline]] void make_packed() {
+        const int64_t width = K_->panel_width, size = (cols_.size() + width - 1) / width * width * depth_;
+        T* copy = nullptr;
+        bool make = true;
+        if (const uint64_t call = PackingCall::current())
+            std::tie(copy, make) = PackedCopies<T>::find(call, W_, ldw_, depth_, cols_, columns_are_rows_, size);
+        if (!copy) {
+            packed_ = PackedBlock<T>(size);
+            copy = packed_.data();
+            make = true;
+        }
+        packed_data_ = copy;
+        if (!make) return;
+        if (columns_are_rows_) K_->pack_rows(copy, W_ + cols_.begin * ldw_, ldw_, depth_, cols_.size());
+        else pack_columns(copy, W_ + cols_.begin, ldw_, depth_, cols_.size(), width);
+    }
+
     const Kernels<T>* K_ = nullptr;
     const T* W_ = nullptr;
     int64_t ldw_ = 0;
