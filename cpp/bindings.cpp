@@ -118,24 +118,42 @@ void one_step(const lstmcpp::QuantizedModel<Storage>& m, float* y, float* h, flo
     m.forward(y, h, c, x, h, c, nullptr, 1, B, nullptr);
 }
 
-// One step of a stream, in place (Stream.step's lean path): x holds B x I values (any shape), y
-// gets B x (D*P); h (D*L, B, P) and c (D*L, B, H) are read as the state and overwritten with the
-// next one. Every array C-contiguous of the model's dtype, as given (nothing converted, so
-// nothing copied); everything is checked before the state is touched.
+// Whether obj is a numpy.ndarray itself, not a subclass's instance (Stream.step's lean path takes
+// only those; the Python layer decides about the rest).
+bool plain_ndarray(py::handle obj) {
+    static PyTypeObject* const ndarray =
+        reinterpret_cast<PyTypeObject*>(py::object(py::module_::import("numpy").attr("ndarray")).release().ptr());
+    return Py_TYPE(obj.ptr()) == ndarray;
+}
+
+// One step of a stream, in place (Stream.step's lean path): B sequences in lockstep, h (D*L, B, P)
+// and c (D*L, B, H), x_t (B, I), out (B, D*P); or one unbatched sequence, h (D*L, P), c (D*L, H),
+// x_t (I,), out (D*P,). h and c are read as the state and overwritten with the next one. x_t and
+// out plain numpy arrays, every array C-contiguous of the model's dtype, as given (nothing
+// converted, so nothing copied); everything is checked before the state is touched, so the
+// Python layer checks nothing first.
 template <class T, class Net>
 void step_in_place(const Net& self, py::handle x_obj, py::handle h_obj, py::handle c_obj, py::handle y_obj) {
     const char* dtype = "the model's dtype";
+    if (!plain_ndarray(x_obj) || !plain_ndarray(y_obj)) throw py::type_error("x_t, out: expected numpy arrays");
     const auto x = exact_array<T>(x_obj, "x_t", dtype), h = exact_array<T>(h_obj, "h", dtype),
                c = exact_array<T>(c_obj, "c", dtype), y = exact_array<T>(y_obj, "out", dtype);
     const Config& cfg = self.config();
-    const int64_t L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, P = cfg.output_size();
-    if (h.ndim() != 3) throw py::value_error("h: expected shape (D*L, B, P), got " + shape_of(h));
-    const int64_t B = h.shape(1);
-    require_shape(h, {D * L, B, P}, "h");
-    require_shape(c, {D * L, B, H}, "c");
-    if (x.size() != B * cfg.input_size)
-        throw py::value_error("x_t: expected " + std::to_string(B * cfg.input_size) + " values, got " + shape_of(x));
-    if (y.size() != B * D * P) throw py::value_error("out: expected " + std::to_string(B * D * P) + " values, got " + shape_of(y));
+    const int64_t L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, P = cfg.output_size(), I = cfg.input_size;
+    int64_t B = 1;
+    if (h.ndim() == 2) {  // one unbatched sequence
+        require_shape(h, {D * L, P}, "h");
+        require_shape(c, {D * L, H}, "c");
+        require_shape(x, {I}, "x_t");
+        require_shape(y, {D * P}, "out");
+    } else {
+        if (h.ndim() != 3) throw py::value_error("h: expected shape (D*L, B, P), got " + shape_of(h));
+        B = h.shape(1);
+        require_shape(h, {D * L, B, P}, "h");
+        require_shape(c, {D * L, B, H}, "c");
+        require_shape(x, {B, I}, "x_t");
+        require_shape(y, {B, D * P}, "out");
+    }
     if (!y.writeable() || !h.writeable() || !c.writeable()) throw py::value_error("out, h, c: expected writeable arrays");
     T* hp = const_cast<T*>(h.data());
     py::gil_scoped_release release;

@@ -70,6 +70,46 @@ def test_a_stream_equals_the_whole_sequence(index, batch):
     np.testing.assert_array_equal(s.state[0], h)
 
 
+class _Subclass(np.ndarray):
+    pass
+
+
+@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("batch", [None, 1, 3])
+def test_a_step_into_out_takes_what_a_step_without_it_takes_and_refuses_the_rest(index, batch):
+    """With out= given, the core checks everything itself (Stream.step checks nothing first):
+    x_t converted where a step without out converts it (float64, strided, a subclass, a list),
+    with the same result; a wrong shape of x_t or out (an unbatched x_t to a stream of one batch
+    row and the reverse among them) or an out that is not a plain writeable float32 array is
+    refused by name, and no state moves."""
+    _, model = models()[index]
+    rng = np.random.default_rng(3)
+    shape = (5,) if batch is None else (batch, 5)
+    y_shape = (7,) if batch is None else (batch, 7)
+    xs = rng.standard_normal((4,) + shape).astype(np.float32)
+    plain, into = model.stream(batch), model.stream(batch)
+    out = np.empty(y_shape, np.float32)
+    for x in [xs[0], xs[1].astype(np.float64), np.repeat(xs[2], 2, axis=-1)[..., ::2], xs[3].view(_Subclass), xs[0].tolist()]:
+        want = plain.step(x)
+        assert into.step(x, out=out) is out
+        np.testing.assert_array_equal(out, want)
+    before = into.state
+    wrong_x = [np.ones((5, 1), np.float32), np.ones((2,) + shape, np.float32), np.ones(6, np.float32)]
+    wrong_x.append(np.ones((1, 5), np.float32) if batch is None else np.ones(5 * batch, np.float32))
+    for x in wrong_x:
+        with pytest.raises(ValueError, match="x_t: expected shape"):
+            into.step(x, out=out)
+    read_only = np.empty(y_shape, np.float32)
+    read_only.flags.writeable = False
+    wrong_out = [np.empty((1,) + y_shape, np.float32), np.empty(y_shape, np.float64), read_only,
+                 np.empty(y_shape, np.float32).view(_Subclass), np.empty(y_shape[:-1] + (8,), np.float32)]
+    for bad in wrong_out:
+        with pytest.raises(ValueError, match="out: expected a writeable float32 array"):
+            into.step(xs[0], out=bad)
+    for a, b in zip(into.state, before):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("index", range(2))
 def test_a_pool_equals_separate_sequences(index):
     _, model = models()[index]

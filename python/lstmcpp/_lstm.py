@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -397,6 +397,11 @@ class LSTM(LayerArguments):
     def _step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
         """One stream step in place (ready arrays of the model's dtype): out = y_t; (h, c) advanced."""
         self._core.step(x, h, c, out)
+
+    def _stepper(self) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]:
+        """What a stream calls for :meth:`_step`, checked arrays or not: the core's own step (the
+        core is the model's for its life)."""
+        return self._core.step
 
     def _pool_step(self, ids: np.ndarray, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
         """One stream-pool step (ready arrays): the states of ``ids`` in (h, c) gathered, stepped, scattered back."""

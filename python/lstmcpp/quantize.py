@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -238,6 +238,11 @@ class QuantizedLSTM(LayerArguments):
     def _step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
         """One stream step in place (ready float32 arrays): out = y_t; (h, c) advanced."""
         self._fresh_core().step(x, h, c, out)
+
+    def _stepper(self) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]:
+        """What a stream calls for :meth:`_step`: the step itself (the core reads the books anew
+        after they train)."""
+        return self._step
 
     def _pool_step(self, ids: np.ndarray, x: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> None:
         """One stream-pool step (ready float32 arrays): the states of ``ids`` gathered, stepped, scattered back."""
