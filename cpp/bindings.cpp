@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <initializer_list>
 #include <optional>
 #include <stdexcept>
@@ -118,6 +119,19 @@ void one_step(const lstmcpp::QuantizedModel<Storage>& m, float* y, float* h, flo
     m.forward(y, h, c, x, h, c, nullptr, 1, B, nullptr);
 }
 
+// What a step reads as x: x itself, or, when x and out share memory (s.step(y, out=y) feeding a
+// stream its own output), a copy in this thread's buffer: a step's threads write their parts of
+// out while the others, or a thread doing a late worker's share, still read x.
+template <class T>
+const T* input_apart_from_output(const T* x, int64_t nx, const T* out, int64_t nout) {
+    const auto begin = reinterpret_cast<std::uintptr_t>(x), end = reinterpret_cast<std::uintptr_t>(x + nx);
+    const auto out_begin = reinterpret_cast<std::uintptr_t>(out), out_end = reinterpret_cast<std::uintptr_t>(out + nout);
+    if (end <= out_begin || out_end <= begin) return x;
+    thread_local std::vector<T> copy;
+    copy.assign(x, x + nx);
+    return copy.data();
+}
+
 // Whether obj is a numpy.ndarray itself, not a subclass's instance (Stream.step's lean path takes
 // only those; the Python layer decides about the rest).
 bool plain_ndarray(py::handle obj) {
@@ -156,8 +170,9 @@ void step_in_place(const Net& self, py::handle x_obj, py::handle h_obj, py::hand
     }
     if (!y.writeable() || !h.writeable() || !c.writeable()) throw py::value_error("out, h, c: expected writeable arrays");
     T* hp = const_cast<T*>(h.data());
+    const T* xp = input_apart_from_output(x.data(), x.size(), y.data(), y.size());
     py::gil_scoped_release release;
-    one_step(self, const_cast<T*>(y.data()), hp, const_cast<T*>(c.data()), x.data(), B);
+    one_step(self, const_cast<T*>(y.data()), hp, const_cast<T*>(c.data()), xp, B);
 }
 
 // One batched step of a stream pool (StreamPool.step): the states of streams ids (n) gathered
@@ -204,8 +219,9 @@ void pool_step(const Net& self, py::handle ids_obj, py::handle x_obj, py::handle
     T* h_all = const_cast<T*>(h.data());
     T* c_all = const_cast<T*>(c.data());
     T* out = const_cast<T*>(y.data());
+    const T* xp = input_apart_from_output(x.data(), x.size(), y.data(), y.size());
     py::gil_scoped_release release;
-    lstmcpp::pool_step_in_chunks(n, L, capacity, P, H, cfg.input_size, ids.data(), h_all, c_all, x.data(), out,
+    lstmcpp::pool_step_in_chunks(n, L, capacity, P, H, cfg.input_size, ids.data(), h_all, c_all, xp, out,
                                  [&](T* y_rows, T* h_rows, T* c_rows, const T* x_rows, int64_t rows) {
                                      one_step(self, y_rows, h_rows, c_rows, x_rows, rows);
                                  });

@@ -13,7 +13,8 @@ import pytest
 
 import lstmcpp
 
-from conftest import rel_err
+from conftest import core_settings, rel_err
+from lstmcpp import _core
 
 
 def models():
@@ -68,6 +69,38 @@ def test_a_stream_equals_the_whole_sequence(index, batch):
     assert not s.state[0].any() and rel_err(s.step(x[0]), y[0]) < 1e-5
     s.reset((h, c))  # continue from a given state
     np.testing.assert_array_equal(s.state[0], h)
+
+
+@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("absent", [False, True])
+def test_a_stream_fed_its_own_output_in_place_steps_as_one_fed_a_copy(index, absent):
+    """s.step(y, out=y) (and a pool's step with x as out): the step's threads write out while
+    others still read x, and a calling thread that does an absent worker's share reads x after
+    writing its own; so the core reads a copy of x when the two share memory. Equal, bit for bit,
+    to feeding a copy, on two threads with the worker there and absent."""
+    lstm = lstmcpp.LSTM(40, 40, seed=2)  # (two threads split its 40 units 16 and 24)
+    model = lstm if index == 0 else lstmcpp.quantize(lstm, "int8")
+    rng = np.random.default_rng(6)
+    with core_settings(threads=2, whole_team=True):
+        _core.set_workers_absent(absent)
+        try:
+            for batch in (None, 3):
+                start = rng.standard_normal((40,) if batch is None else (batch, 40)).astype(np.float32)
+                fed_copy, fed_itself = model.stream(batch), model.stream(batch)
+                want, y = start.copy(), start.copy()
+                for t in range(6):
+                    want = fed_copy.step(want.copy())
+                    assert fed_itself.step(y, out=y) is y
+                    np.testing.assert_array_equal(y, want)
+            ids = np.array([4, 1, 6])
+            copies, itself = model.stream_pool(8), model.stream_pool(8)
+            want, y = start.copy(), start.copy()
+            for t in range(4):
+                want = copies.step(ids, want.copy())
+                assert itself.step(ids, y, out=y) is y
+                np.testing.assert_array_equal(y, want)
+        finally:
+            _core.set_workers_absent(False)
 
 
 class _Subclass(np.ndarray):
