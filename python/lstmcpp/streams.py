@@ -14,6 +14,7 @@ from ._args import as_real_array, check_int, shape_text
 
 __all__ = ["Stream", "StreamPool"]
 
+
 def _refuse_bidirectional(model: Any) -> None:
     if model.bidirectional or getattr(model, "reverse", False):
         kind = "bidirectional" if model.bidirectional else "reverse"
