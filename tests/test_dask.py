@@ -64,12 +64,17 @@ def test_predict_equals_local_inference(client, scheme, arguments):
 
 
 def test_the_model_goes_to_each_worker_once(client):
+    """One scatter a call, to every worker: each receives the model once, not with each of its
+    five chunks. (Once in CI's full run, 2026-12-05, one worker received it twice in a call: Dask
+    moved the scattered copy to it again, which 80 calls run alone, with and without a CPU hog
+    and Dask's active memory manager, never showed. So at most twice is allowed.)"""
     model = lstmcpp.LSTM(5, 7, seed=1)
     before = client.run(lambda: __import__("lstmcpp.dask").dask._models_received)
     X = da.from_array(sequences(40), chunks=(4, 6, 5))  # ten chunks over two workers
     ldask.predict(model, X, client=client).compute()
     after = client.run(lambda: __import__("lstmcpp.dask").dask._models_received)
-    assert {w: after[w] - before[w] for w in after} == {w: 1 for w in after}
+    received = {w: after[w] - before[w] for w in after}
+    assert len(received) == 2 and all(1 <= n <= 2 for n in received.values()), received
 
 
 def test_predict_refusals(client):
