@@ -31,7 +31,12 @@ def test_the_gil_is_released_during_compute():
     iterations cover the call with no long pause. (Were the GIL held for the call, this thread
     could run only before and after it: the call's interval would hold no iteration at all.)"""
     model = lstmcpp.LSTM(256, 256, num_layers=2, seed=0)
-    x = np.random.default_rng(0).standard_normal((1500, 1, 256)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((500, 1, 256)).astype(np.float32)
+    with core_settings(threads=1):  # a call of at least 0.2 s on this CPU, whatever its speed
+        begin = time.perf_counter()
+        model(x)
+        steps = 500 * int(np.ceil(0.2 / (time.perf_counter() - begin)))
+    x = np.random.default_rng(0).standard_normal((steps, 1, 256)).astype(np.float32)
     done, call = threading.Event(), {}
 
     def one_long_call():
