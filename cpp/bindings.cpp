@@ -528,8 +528,10 @@ void bind_quantized_models(py::module_& m) {
                                const Array<float>& w_scale, int64_t first_row, int64_t rows) {
         if (q.ndim() != 2) throw py::value_error("q: expected a 2-D array, got " + shape_of(q));
         if (w.ndim() != 2) throw py::value_error("w: expected a 2-D array, got " + shape_of(w));
-        const int64_t M = q.shape(0), N = w.shape(0), K = w.shape(1), Kp = (K + 15) / 16 * 16;
-        require_shape(q, {M, Kp}, "q");
+        // q's rows padded as a product's own activations are (to 64: whole AMX tiles), or to 16
+        // (which a tile's kernel must not read past: it leaves them to VNNI's)
+        const int64_t M = q.shape(0), N = w.shape(0), K = w.shape(1), Kp = q.shape(1);
+        if (Kp != (K + 15) / 16 * 16) require_shape(q, {M, (K + 63) / 64 * 64}, "q");
         require_shape(a_scale, {M}, "a_scale");
         require_shape(w_scale, {N}, "w_scale");
         if (first_row < 0 || rows < 0 || first_row + rows > N)
@@ -547,7 +549,7 @@ void bind_quantized_models(py::module_& m) {
         return C;
     }, py::arg("q"), py::arg("a_scale"), py::arg("w"), py::arg("w_scale"), py::arg("first_row"), py::arg("rows"),
        "The float32 kernels' int8 product of rows first_row ..+rows of w (N,K): C = (q w^T) * a_scale[m] * w_scale[n], "
-       "q (M, K rounded up to 16) in [-127, 127].");
+       "q (M, K rounded up to 16 or to 64) in [-127, 127].");
 }
 
 // C (M,N) = op(A) op(B) (+ C when accumulate): the blocks around the LSTM (lstmcpp.nn) use our
@@ -700,6 +702,11 @@ PYBIND11_MODULE(_core, m) {
         return out;
     }, "What runs the per-step products of each weight format, with the float32 kernels in use.");
     m.def("isa_supported", [](const std::string& name) { return lstmcpp::isa_supported(name.c_str()); });
+    m.def("isa_names", [] {
+        std::vector<std::string> names;
+        for (const char* const* n = lstmcpp::isa_names(); *n; ++n) names.emplace_back(*n);
+        return names;
+    }, "Every kernel set's name, from the plainest to the widest (isa_supported says which this CPU runs).");
     m.def("set_isa", [](const std::string& name) { return lstmcpp::set_isa(name.c_str()); });
     m.def("blas_config", [] { return std::string(lstmcpp::blas_config()); });
     m.def("cache_sizes", [] {

@@ -20,7 +20,7 @@ except ImportError:
 import lstmcpp
 from lstmcpp import _core, reference
 
-ISAS = [name for name in ("portable", "avx2", "avx512") if _core.isa_supported(name)]
+ISAS = [name for name in _core.isa_names() if _core.isa_supported(name)]
 
 
 def rel_err(a, b, floor=0.0):

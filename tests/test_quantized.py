@@ -51,15 +51,18 @@ def test_rows_holding_nan_or_inf_give_nan_scales_and_zeros(isa):
 
 
 @pytest.mark.parametrize("M,N,K", [(1, 1, 1), (1, 9, 33), (1, 300, 70), (2, 290, 40), (3, 64, 256), (5, 7, 500),
-                                   (6, 200, 19), (9, 33, 64)])
+                                   (6, 200, 19), (9, 33, 64), (16, 40, 100), (17, 130, 7), (40, 33, 129),
+                                   (64, 300, 64), (23, 17, 1100)])
 @pytest.mark.parametrize("lowest", [-128, -127])
-def test_int8_products_are_exact_integers(isa, M, N, K, lowest):
+@pytest.mark.parametrize("pad", [16, 64])
+def test_int8_products_are_exact_integers(isa, M, N, K, lowest, pad):
     """Every kernel's integer sums are exact, with -128 weights (PyTorch's int8; the AVX2 kernel
     multiplies another way when a matrix holds one) and without, the largest sums included, for
     every range of rows a thread may be given (ranges that start and end inside a block of 16
-    rows or a superblock of 128, a last superblock part full, and row tiles of every height)."""
+    rows or a superblock of 128, a last superblock part full, and row tiles of every height: AMX's
+    tiles of 16 rows and fewer, in pairs and alone, where the activations are padded for them)."""
     rng = np.random.default_rng(M * N + K)
-    Kp = (K + 15) // 16 * 16
+    Kp = (K + pad - 1) // pad * pad
     q = np.zeros((M, Kp), np.int16)
     q[:, :K] = rng.integers(-127, 128, (M, K))
     w = rng.integers(lowest, 128, (N, K)).astype(np.int8)

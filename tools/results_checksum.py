@@ -64,7 +64,7 @@ def run_grid(dtype: str) -> str:
 
 
 def main() -> None:
-    isas = [n for n in ("portable", "avx2", "avx512") if _core.isa_supported(n)]
+    isas = [n for n in _core.isa_names() if _core.isa_supported(n)]
     threads = lstmcpp.get_num_threads()
     try:
         _core.set_min_work_per_thread(1)

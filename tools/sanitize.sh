@@ -26,7 +26,7 @@ if [ ${#selection[@]} -eq 0 ]; then
 fi
 runtime="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 isas=$(cd /tmp && LD_PRELOAD="$runtime" ASAN_OPTIONS=detect_leaks=0 python -c \
-  "from lstmcpp import _core; print(' '.join(n for n in ('portable', 'avx2', 'avx512') if _core.isa_supported(n)))")
+  "from lstmcpp import _core; print(' '.join(n for n in _core.isa_names() if _core.isa_supported(n)))")
 status=0
 for isa in $isas; do
   logs="$work/logs-$isa"

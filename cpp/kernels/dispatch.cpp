@@ -1,5 +1,5 @@
 // Chooses the float32 kernels once: the best the CPU and OS support, unless LSTMCPP_ISA
-// (portable|avx2|avx512) or set_isa() forces one.
+// (portable|avx2|avx512|avx512_amx) or set_isa() forces one.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -14,7 +14,8 @@ namespace lstmcpp {
 
 const Kernels<float>& kernels_f32_portable();
 const Kernels<float>& kernels_f32_avx2();
-const Kernels<float>& kernels_f32_avx512(bool vnni);
+const Kernels<float>& kernels_f32_avx512(bool vnni, bool amx);
+bool amx_usable();
 
 namespace {
 
@@ -22,6 +23,7 @@ struct CpuFeatures {
     bool avx2 = false;    // AVX2 + FMA, with the OS saving YMM state
     bool avx512 = false;  // AVX-512 F/BW/DQ/VL, with the OS saving ZMM state
     bool avx512_vnni = false;
+    bool amx_int8 = false;  // AMX tiles with int8 products, the OS saving their state and granting it
 };
 
 CpuFeatures detect() {
@@ -43,6 +45,9 @@ CpuFeatures detect() {
     f.avx2 = ymm_saved && avx2 && fma;
     f.avx512 = f.avx2 && zmm_saved && avx512f && avx512dq && avx512bw && avx512vl;
     f.avx512_vnni = f.avx512 && (c & (1u << 11));
+    const bool amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25);
+    const bool tiles_saved = (xcr0_lo & 0x60000) == 0x60000;  // XTILECFG and XTILEDATA
+    f.amx_int8 = f.avx512_vnni && amx_tile && amx_int8 && tiles_saved && amx_usable();
 #endif
     return f;
 }
@@ -53,7 +58,9 @@ const CpuFeatures& features() {
 }
 
 const Kernels<float>* table_for(const char* name) {
-    if (std::strcmp(name, "avx512") == 0) return features().avx512 ? &kernels_f32_avx512(features().avx512_vnni) : nullptr;
+    if (std::strcmp(name, "avx512_amx") == 0) return features().amx_int8 ? &kernels_f32_avx512(true, true) : nullptr;
+    if (std::strcmp(name, "avx512") == 0)
+        return features().avx512 ? &kernels_f32_avx512(features().avx512_vnni, false) : nullptr;
     if (std::strcmp(name, "avx2") == 0) return features().avx2 ? &kernels_f32_avx2() : nullptr;
     if (std::strcmp(name, "portable") == 0) return &kernels_f32_portable();
     return nullptr;
@@ -63,7 +70,8 @@ const Kernels<float>* best() {
     if (const char* forced = std::getenv("LSTMCPP_ISA"); forced && *forced) {
         if (const Kernels<float>* t = table_for(forced)) return t;
     }
-    if (features().avx512) return &kernels_f32_avx512(features().avx512_vnni);
+    if (features().amx_int8) return &kernels_f32_avx512(true, true);
+    if (features().avx512) return &kernels_f32_avx512(features().avx512_vnni, false);
     if (features().avx2) return &kernels_f32_avx2();
     return &kernels_f32_portable();
 }
@@ -80,6 +88,11 @@ const Kernels<float>& kernels_f32() { return *current().load(std::memory_order_r
 const char* isa_in_use() { return kernels_f32().name; }
 
 bool isa_supported(const char* name) { return table_for(name) != nullptr; }
+
+const char* const* isa_names() {
+    static const char* const names[] = {"portable", "avx2", "avx512", "avx512_amx", nullptr};
+    return names;
+}
 
 bool set_isa(const char* name) {
     const Kernels<float>* t = table_for(name);

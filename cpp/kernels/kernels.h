@@ -31,7 +31,8 @@ struct CodebookView {
 // step reading 8 blocks at once reads one run of memory, not 8 (15% faster from L2 on Zen 4).
 // Block b's vector of group g is at block(b) + g * kGroupStride; weight (n, k) is byte
 // (n % 16) * 4 + k % 4 of block(n / 16)'s vector k / 4. Every row from N to the next multiple of
-// 128 and every k from K to 4 * groups is zero. row_sums[n] is the sum of row n's weights and
+// 128 and every k from K to 4 * groups, and on to the next multiple of 64 (an AMX tile's 16
+// groups, in the padding of ld), is zero. row_sums[n] is the sum of row n's weights and
 // scales[n] its scale (both padded with zeros to a multiple of 16 rows). has_min: some weight is
 // -128, whose negation int8 cannot hold (the AVX2 kernel then multiplies another way).
 struct Int8View {
@@ -41,7 +42,7 @@ struct Int8View {
     const int32_t* row_sums;
     const float* scales;
     int64_t groups;  // ceil(K / 4)
-    int64_t ld;      // 64 * groups: the bytes of one block
+    int64_t ld;      // the bytes of one block: 64 a group, the groups padded with zeros to a multiple of 16
     bool has_min = false;
 
     const int8_t* block(int64_t b) const {
@@ -138,8 +139,10 @@ inline const Kernels<float>& kernels<float>() { return kernels_f32(); }
 template <>
 inline const Kernels<double>& kernels<double>() { return kernels_f64(); }
 
-// "portable", "avx2" or "avx512": the float32 kernels in use.
+// "portable", "avx2", "avx512" or "avx512_amx" (avx512's, with AMX's int8 products): the float32 kernels in use.
 const char* isa_in_use();
+// Every name above, from the plainest to the widest, then nullptr.
+const char* const* isa_names();
 // Whether this CPU (and OS) can run the named kernels.
 bool isa_supported(const char* name);
 // Force the named kernels; false (and nothing changes) when unknown or unsupported.

@@ -11,9 +11,12 @@
 
 namespace lstmcpp {
 
-// The int8 products an AVX-512 CPU runs: VNNI's (kernels_avx512_vnni.cpp) where it has VNNI, AVX2's where not.
+// The int8 products an AVX-512 CPU runs: AMX's (kernels_avx512_amx.cpp) where it has AMX, VNNI's
+// (kernels_avx512_vnni.cpp) where it has VNNI, AVX2's where neither.
 void gemm_nt_s8_avx512_vnni(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale,
                             const Int8View& W, int64_t first_row, int64_t M, int64_t N, float beta);
+void gemm_nt_s8_avx512_amx(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale,
+                           const Int8View& W, int64_t first_row, int64_t M, int64_t N, float beta);
 const Kernels<float>& kernels_f32_avx2();
 
 namespace avx512 {
@@ -245,9 +248,9 @@ void quantize_rows(uint8_t* q, int64_t ldq, float* scale, const float* a, int64_
 
 }  // namespace avx512
 
-const Kernels<float>& kernels_f32_avx512(bool vnni) {
-    static const auto make = [](bool with_vnni) {
-        Kernels<float> k = avx512::make_kernels<float>("avx512");
+const Kernels<float>& kernels_f32_avx512(bool vnni, bool amx) {
+    static const auto make = [](bool with_vnni, bool with_amx) {
+        Kernels<float> k = avx512::make_kernels<float>(with_amx ? "avx512_amx" : "avx512");
         k.gemm_nt = avx512::gemm_nt_tiles<avx512::Vec16, 4>;
         k.gemm_nt_bf16 = avx512::gemm_nt_tiles<avx512::Vec16, 4, avx512::Bf16<avx512::Vec16>>;
         const Kernels<float>& avx2 = kernels_f32_avx2();
@@ -255,6 +258,11 @@ const Kernels<float>& kernels_f32_avx512(bool vnni) {
         k.gemm_nt_s8 = with_vnni ? gemm_nt_s8_avx512_vnni : avx2.gemm_nt_s8;
         k.int8_products = with_vnni ? "avx512_vnni: u8 x s8 by vpdpbusd, 4 sums a lane, zero point 128 subtracted"
                                     : avx2.int8_products;
+        if (with_amx) {
+            k.gemm_nt_s8 = gemm_nt_s8_avx512_amx;
+            k.int8_products = "avx512_amx: 8 rows and more by AMX tiles (tdpbusd, 16x16 sums of 64 u8 x s8), "
+                              "a stream's one row by vpdpbusd; zero point 128 subtracted";
+        }
         k.bf16_products = "avx512: bf16 widened to float32, fma";
         k.gemm_nt_codebook = avx512::gemm_nt_codebook;
         k.decode_codebook = avx512::decode_codebook;
@@ -270,7 +278,7 @@ const Kernels<float>& kernels_f32_avx512(bool vnni) {
         k.exp = avx512::elementwise_v<avx512::Vec16, avx512::exp_v<avx512::Vec16>>;
         return k;
     };
-    static const Kernels<float> with_vnni = make(true), without = make(false);
-    return vnni ? with_vnni : without;
+    static const Kernels<float> with_amx = make(true, true), with_vnni = make(true, false), without = make(false, false);
+    return amx ? with_amx : vnni ? with_vnni : without;
 }
 }  // namespace lstmcpp

@@ -7,7 +7,9 @@ namespace lstmcpp {
 
 namespace {
 
-int64_t padded16(int64_t K) { return (K + 15) / 16 * 16; }
+// A row of quantized activations: K bytes, padded to whole 64-byte rows of an AMX tile (the
+// kernels read the bytes past K only against zero weights).
+int64_t padded64(int64_t K) { return (K + 63) / 64 * 64; }
 
 // This thread's buffer for quantized activations: grows to the largest call seen, then a
 // streaming call allocates nothing.
@@ -32,7 +34,7 @@ constexpr int64_t kRowBlock = 64;  // rows of x quantized and multiplied at a ti
 Int8StepProduct::Prepared Int8StepProduct::prepare(const Kernels<float>& K, const float* A, int64_t lda, int64_t M,
                                                    int64_t depth) {
     ActivationBuffer& buffer = activation_buffer();
-    const int64_t ldq = padded16(depth);
+    const int64_t ldq = padded64(depth);
     buffer.reserve(M, ldq);
     K.quantize_rows(buffer.q.data(), ldq, buffer.scale.data(), A, lda, M, depth);
     return {buffer.q.data(), ldq, buffer.scale.data()};
@@ -74,7 +76,7 @@ void Int8Weights::assign(const int8_t* q, const float* s, int64_t N, int64_t K) 
     cols = K;
     has_min = false;
     constexpr int64_t S = Int8View::kBlocksPerSuper;
-    const int64_t blocks = (N + 15) / 16, groups = (K + 3) / 4, ld = 64 * groups;
+    const int64_t blocks = (N + 15) / 16, groups = (K + 3) / 4, ld = block_bytes(K);
     data.assign((blocks + S - 1) / S * S * ld, int8_t(0));
     row_sums.assign(blocks * 16, 0);
     scales.assign(blocks * 16, 0.0f);

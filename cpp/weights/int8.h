@@ -86,9 +86,11 @@ struct Int8Weights {
     bool empty() const { return data.empty(); }
     Int8Matrix view() const {
         if (data.empty()) return {};
-        const int64_t groups = (cols + 3) / 4;
-        return {{data.data(), row_sums.data(), scales.data(), groups, 64 * groups, has_min}, rows, cols};
+        return {{data.data(), row_sums.data(), scales.data(), (cols + 3) / 4, block_bytes(cols), has_min}, rows, cols};
     }
+    // The bytes of a block of 16 rows (Int8View::ld): 64 a group of 4 columns, the groups padded to
+    // a multiple of 16 (an AMX tile's).
+    static int64_t block_bytes(int64_t K) { return 64 * (((K + 3) / 4 + 15) / 16 * 16); }
     // q (N,K) row-major int8 (any values, -128 included) and scales (N): stored in the kernels' layout.
     void assign(const int8_t* q, const float* s, int64_t N, int64_t K);
     int64_t nbytes() const { return rows * cols + rows * static_cast<int64_t>(sizeof(float)); }

@@ -64,7 +64,7 @@ def info() -> Dict[str, Any]:
     return {
         "version": __version__,
         "isa": _core.isa_in_use(),
-        "isa_supported": [n for n in ("portable", "avx2", "avx512") if _core.isa_supported(n)],
+        "isa_supported": [n for n in _core.isa_names() if _core.isa_supported(n)],
         "schemes": _core.scheme_kernels(),
         "threads": _core.get_num_threads(),
         "blas": _core.blas_config(),
