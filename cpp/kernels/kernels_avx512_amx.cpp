@@ -26,6 +26,7 @@ namespace lstmcpp {
 void gemm_nt_s8_avx512_vnni(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale,
                             const Int8View& W, int64_t first_row, int64_t M, int64_t N, float beta);
 
+#if !defined(LSTMCPP_NO_AMX)
 namespace {
 
 // Below this many rows of A a tile's rows sit mostly idle: VNNI's kernel is as fast. Measured on
@@ -127,9 +128,10 @@ void rows_of(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* 
 }
 
 }  // namespace
+#endif  // !LSTMCPP_NO_AMX
 
 bool amx_usable() {
-#if defined(__linux__) && defined(SYS_arch_prctl)
+#if defined(__linux__) && defined(SYS_arch_prctl) && !defined(LSTMCPP_NO_AMX)
     // Linux hands out AMX's 8 KiB of tile state only to a process that asks (arch_prctl,
     // ARCH_REQ_XCOMP_PERM for XTILEDATA); the request covers every thread of the process.
     constexpr int kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
@@ -142,6 +144,9 @@ bool amx_usable() {
 
 void gemm_nt_s8_avx512_amx(float* C, int64_t ldc, const uint8_t* A, int64_t lda, const float* a_scale,
                            const Int8View& W, int64_t first_row, int64_t M, int64_t N, float beta) {
+#if defined(LSTMCPP_NO_AMX)  // (never chosen: amx_usable is false)
+    gemm_nt_s8_avx512_vnni(C, ldc, A, lda, a_scale, W, first_row, M, N, beta);
+#else
     if (N <= 0 || M <= 0) return;
     const int64_t chunks = (W.groups + 15) / 16;
     // Too few rows, or activations or weights not padded for whole tiles of 64 bytes: VNNI's kernel.
@@ -163,6 +168,7 @@ void gemm_nt_s8_avx512_amx(float* C, int64_t ldc, const uint8_t* A, int64_t lda,
     _tile_release();
     if (rest > 0 && rest < kMinRows)
         gemm_nt_s8_avx512_vnni(C + whole * ldc, ldc, A + whole * lda, lda, a_scale + whole, W, first_row, rest, N, beta);
+#endif
 }
 
 }  // namespace lstmcpp
