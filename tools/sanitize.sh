@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build lstmcpp with AddressSanitizer and UndefinedBehaviorSanitizer and run the core tests under
-# them, once per instruction set this CPU supports (LSTMCPP_ISA). Any ASan or UBSan report fails
+# them, once per instruction set this CPU supports (LSTMCPP_ISA; the tests that take each set in
+# turn then take only that one). Any ASan or UBSan report fails
 # the run (they abort the process, and print past pytest's capture: --capture=sys); so does any
 # leak whose allocation passes through lstmcpp's extension (Python itself leaves memory
 # allocated at exit, so leaks elsewhere are not ours). Then the team's handshakes run under
