@@ -23,7 +23,9 @@ class Int8StepProduct {
 public:
     // A step's activations, quantized once (into this thread's buffer) for all products that share them.
     struct Prepared {
-        const uint8_t* q;    // (M, ldq) bytes q + 128, q in [-127, 127]; rows padded with q = 0 to 16
+        // (M, ldq) bytes q + 128, q in [-127, 127]; each row padded with q = 0 to a multiple of 16,
+        // ldq to one of 64 (the bytes between are any: the kernels read them against zero weights)
+        const uint8_t* q;
         int64_t ldq;
         const float* scale;  // (M)
     };
