@@ -6,9 +6,12 @@
 //     g++ -std=c++17 -O2 -mavx2 -Icpp tools/bounds.cpp BUILD/liblstmcpp_core.a -fopenmp -o /tmp/bounds && /tmp/bounds
 //
 // Rates are per cycle of the time-stamp counter (its frequency printed), best of many calls: what
-// the hardware allows, not what a call gets. Measured on the Zen 4 VM (TSC 2.6 GHz): L2 46 B a
-// cycle, float32 rows 34-45 B a cycle (L2-bound), int8 VNNI 40-44 B a cycle (L2-bound), bfloat16
-// 11-11.6 multiply-adds a cycle (bound by widening the weights, not by L2).
+// the hardware allows, not what a call gets. Measured on the Zen 4 VM (TSC 2.6 GHz), before the
+// weights here were aligned: L2 46 B a cycle, float32 rows 34-45 B a cycle (L2-bound), int8 VNNI
+// 40-44 B a cycle (L2-bound), bfloat16 11-11.6 multiply-adds a cycle (bound by widening the
+// weights, not by L2). On an Intel Xeon with AMX (TSC 2.1 GHz), aligned: L2 47-49 B a cycle
+// (32-byte loads), float32 rows 58-61 B a cycle where they fit L2, bfloat16 11-13 multiply-adds
+// a cycle, int8 VNNI 56-82 B a cycle.
 #include <immintrin.h>
 #include <x86intrin.h>
 
@@ -19,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/aligned.h"
 #include "kernels/kernels.h"
 #include "weights/int8.h"
 
@@ -82,9 +86,12 @@ int main() {
     std::printf("%6s %9s %22s %22s %22s\n", "H", "", "float32", "bfloat16", "int8");
     for (int64_t H : {128, 256, 512}) {
         const int64_t N = 2 * H, depth = H;
-        std::vector<float> x(depth, 0.5f), out(N);
-        std::vector<float> w32(N * depth, 0.01f);
-        std::vector<uint16_t> w16(N * depth, 0x3c00);
+        // 64-byte aligned, as the model's own weights are (core/aligned.h): from a plain vector's
+        // 16-byte alignment every 64-byte load spans two lines, which halved the float32 and
+        // bfloat16 rates on an Intel Xeon (27-29 against 60 B a cycle for float32)
+        AlignedVector<float> x(depth, 0.5f), out(N);
+        AlignedVector<float> w32(N * depth, 0.01f);
+        AlignedVector<uint16_t> w16(N * depth, 0x3c00);
         std::vector<int8_t> w8(N * depth, 3);
         std::vector<float> scales(N, 0.01f);
         Int8Weights q;
